@@ -1,0 +1,1 @@
+"""From a CellGraph to PyTorch: an fx GraphModule, and a standalone module file."""

@@ -1,0 +1,61 @@
+"""The compiled cell: an fx GraphModule whose parameters are the spec's weight symbols."""
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import fx
+
+from cellgen.codegen.fx import build_fx_graph
+from cellgen.ir.graph import CellGraph
+from cellgen.runtime.init import init_weight_
+
+
+class CellModule(fx.GraphModule):
+    """One time step of a cell: `h, state = cell(x, state)`.
+
+    `state` maps each state name to a tensor, or is None for zeros at t = 0. The generated
+    code is in `cell.code`; the graph it was made from in `cell.cell_graph`.
+    """
+
+    cell_graph: CellGraph
+    opt_level: int
+
+    @property
+    def state_names(self) -> list[str]:
+        return list(self.cell_graph.states)
+
+    @property
+    def zigzag_states(self) -> list[str]:
+        return [name for name, info in self.cell_graph.states.items() if info.zigzag]
+
+    @property
+    def out_channels(self) -> int:
+        return self.cell_graph[self.cell_graph.output]["channels"]
+
+    def zero_state(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The state at t = 0 for an input batch shaped like `x`."""
+        spatial = tuple(x.shape[2:])
+        return {name: x.new_zeros((x.shape[0], info.channels) + spatial)
+                for name, info in self.cell_graph.states.items()}
+
+    def reset_parameters(self) -> None:
+        for symbol, info in self.cell_graph.weights.items():
+            init_weight_(getattr(self, symbol), info.kind)
+
+
+def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] = None) -> CellModule:
+    """Wrap `graph` (already optimised to `opt_level`) as a CellModule with fresh weights."""
+    root = torch.nn.Module()
+    for symbol, info in graph.weights.items():
+        root.register_parameter(symbol, torch.nn.Parameter(torch.empty(info.shape)))
+    module = CellModule(root, fx_graph or build_fx_graph(graph), class_name=graph.name)
+    # Every weight is a parameter even if the step does not read it, so that state_dict keys
+    # are the spec's symbols at every opt level.
+    for symbol in graph.weights:
+        if not hasattr(module, symbol):
+            module.register_parameter(symbol, getattr(root, symbol))
+    module.cell_graph = graph
+    module.opt_level = opt_level
+    module.reset_parameters()
+    return module

@@ -1,0 +1,185 @@
+"""What the user did wrong, said where and how to fix it.
+
+Every mistake in a spec or on the command line is a `CellgenError`. It carries a `Span` into
+the source text and renders like a compiler diagnostic::
+
+    specs/bad.cell:7:11: error: unknown symbol `hiden`
+        state h[hiden], c[hidden]
+                ^^^^^
+      did you mean `hidden`?
+
+An error may point at a second place (`related`), e.g. both sides of a channel mismatch.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+
+@dataclass(frozen=True)
+class Source:
+    """The text of a spec and the name to show for it (a path, or `<string>`)."""
+
+    name: str
+    text: str
+
+    def line(self, lineno: int) -> str:
+        lines = self.text.splitlines()
+        return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A range in a source: 1-based line and column of the start, and of the end (exclusive)."""
+
+    source: Source
+    line: int
+    column: int
+    end_line: int
+    end_column: int
+
+    def __repr__(self) -> str:  # short, so that ASTs print readably
+        return f"Span({self.source.name}:{self.line}:{self.column})"
+
+    @property
+    def location(self) -> str:
+        return f"{self.source.name}:{self.line}:{self.column}"
+
+    def excerpt(self) -> str:
+        """The source line and a caret line under the span (to the end of the line if it wraps)."""
+        text = self.source.line(self.line)
+        end = self.end_column if self.end_line == self.line else len(text) + 1
+        width = max(1, end - self.column)
+        indent = "".join(ch if ch == "\t" else " " for ch in text[: self.column - 1])
+        return f"    {text}\n    {indent}{'^' * width}"
+
+
+@dataclass
+class Note:
+    """A second place that explains the first (`where the other value comes from`)."""
+
+    message: str
+    span: Optional[Span]
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # "error" | "warning"
+    message: str
+    span: Optional[Span] = None
+    expected: Optional[str] = None
+    hint: Optional[str] = None
+    related: list[Note] = field(default_factory=list)
+
+    def render(self) -> str:
+        head = f"{self.severity}: {self.message}"
+        parts = [f"{self.span.location}: {head}" if self.span else head]
+        if self.span:
+            parts.append(self.span.excerpt())
+        if self.expected:
+            parts.append(f"  expected {self.expected}")
+        for note in self.related:
+            if note.span:
+                parts.append(f"{note.span.location}: note: {note.message}")
+                parts.append(note.span.excerpt())
+            else:
+                parts.append(f"  note: {note.message}")
+        if self.hint:
+            parts.append(f"  {self.hint}")
+        return "\n".join(parts)
+
+
+class CellgenError(Exception):
+    """A user mistake: bad spec text, bad parameter, bad command line."""
+
+    def __init__(self, message: str, span: Optional[Span] = None, *, expected: Optional[str] = None,
+                 hint: Optional[str] = None, related: Iterable[Note] = ()):
+        self.diagnostic = Diagnostic("error", message, span, expected, hint, list(related))
+        super().__init__(self.diagnostic.render())
+
+    @property
+    def message(self) -> str:
+        return self.diagnostic.message
+
+    @property
+    def span(self) -> Optional[Span]:
+        return self.diagnostic.span
+
+    @property
+    def hint(self) -> Optional[str]:
+        return self.diagnostic.hint
+
+    def render(self) -> str:
+        return self.diagnostic.render()
+
+
+class CellgenSyntaxError(CellgenError):
+    """The text does not follow the grammar."""
+
+
+class UnknownSymbolError(CellgenError):
+    """A name that is not a param, input, state, weight or earlier equation."""
+
+
+class UnknownFunctionError(CellgenError):
+    """A call to a function cellgen does not know."""
+
+
+class ArityError(CellgenError):
+    """A function called with the wrong number of arguments."""
+
+
+class RedefinitionError(CellgenError):
+    """The same name declared or assigned twice."""
+
+
+class CyclicDefinitionError(CellgenError):
+    """Equations that depend on each other in a circle."""
+
+
+class ChannelMismatchError(CellgenError):
+    """Two places that demand different channel counts of the same tensor."""
+
+
+class ShapeError(CellgenError):
+    """A shape or channel count that cannot be inferred or does not fit."""
+
+
+class StateNotUpdatedError(CellgenError):
+    """A state with no equation for its next value."""
+
+
+class TypeMismatchError(CellgenError):
+    """An operand of the wrong kind: a conv whose left side is not a conv weight, and the like."""
+
+
+class ParamError(CellgenError):
+    """A bad `param` value: unknown name, missing value, not an integer."""
+
+
+class SpecNotFoundError(CellgenError):
+    """A spec name or path that names no spec."""
+
+
+class CellgenWarning(UserWarning):
+    """Something legal but probably wrong: an unused gate or weight."""
+
+    def __init__(self, message: str, span: Optional[Span] = None, hint: Optional[str] = None):
+        self.diagnostic = Diagnostic("warning", message, span, hint=hint)
+        super().__init__(self.diagnostic.render())
+
+
+def did_you_mean(name: str, candidates: Iterable[str]) -> Optional[str]:
+    """`did you mean `hidden`?` for the closest candidate, or None if nothing is close."""
+    matches = difflib.get_close_matches(name, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{matches[0]}`?" if matches else None
+
+
+def span_text(span: Optional[Span]) -> str:
+    """The source text a span covers (its first line if it wraps)."""
+    if span is None:
+        return "?"
+    text = span.source.line(span.line)
+    end = span.end_column if span.end_line == span.line else len(text) + 1
+    return text[span.column - 1 : end - 1]

@@ -1,0 +1,96 @@
+"""Channel inference: how many channels every value and weight has.
+
+Channels are unknowns joined by constraints, solved by union-find:
+
+    same(a, b)             elementwise ops, a state and its next value, a conv and its weight
+    known(a, 8)            declarations: `state h[hidden]`, `input x[3]`, elementwise shapes
+    total(r, [a, b])       concatenation: r = a + b (solved once all but one term is known)
+
+A conv's output channels are thus inferred from where its result goes. Every known value
+remembers where it came from, so a conflict points at both places.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Hashable, Optional
+
+from cellgen.errors import ChannelMismatchError, Note, Span
+
+
+@dataclass
+class _Origin:
+    value: int
+    span: Optional[Span]
+    why: str
+
+
+class ChannelSolver:
+    def __init__(self) -> None:
+        self._parent: dict[Hashable, Hashable] = {}
+        self._known: dict[Hashable, _Origin] = {}
+        self._totals: list[tuple[Hashable, list[Hashable], Optional[Span], str]] = []
+
+    def _root(self, var: Hashable) -> Hashable:
+        self._parent.setdefault(var, var)
+        while self._parent[var] != var:
+            self._parent[var] = self._parent[self._parent[var]]
+            var = self._parent[var]
+        return var
+
+    def known(self, var: Hashable, value: int, span: Optional[Span], why: str) -> None:
+        root = self._root(var)
+        origin = _Origin(value, span, why)
+        if root in self._known:
+            self._check(self._known[root], origin, span, why)
+        else:
+            self._known[root] = origin
+
+    def same(self, a: Hashable, b: Hashable, span: Optional[Span], why: str) -> None:
+        ra, rb = self._root(a), self._root(b)
+        if ra == rb:
+            return
+        if ra in self._known and rb in self._known:
+            self._check(self._known[ra], self._known[rb], span, why)
+        self._parent[rb] = ra
+        if ra not in self._known and rb in self._known:
+            self._known[ra] = self._known[rb]
+        self._known.pop(rb, None)
+
+    def total(self, result: Hashable, parts: list[Hashable], span: Optional[Span], why: str) -> None:
+        self._totals.append((result, parts, span, why))
+
+    def value(self, var: Hashable) -> Optional[int]:
+        origin = self._known.get(self._root(var))
+        return origin.value if origin else None
+
+    def solve(self) -> None:
+        """Propagate concatenations until nothing more can be inferred."""
+        progress = True
+        while progress:
+            progress = False
+            for result, parts, span, why in self._totals:
+                values = [self.value(p) for p in parts]
+                total = self.value(result)
+                if None not in values:
+                    if total is None:
+                        progress = True
+                    self.known(result, sum(values), span, f"{why} has {' + '.join(map(str, values))} channels")
+                elif total is not None and values.count(None) == 1:
+                    missing = parts[values.index(None)]
+                    rest = sum(v for v in values if v is not None)
+                    if total - rest <= 0:
+                        raise ChannelMismatchError(f"{why} must have {total} channels, but its known parts "
+                                                   f"already have {rest}", span)
+                    self.known(missing, total - rest, span, f"{why} has {total} channels")
+                    progress = True
+
+    @staticmethod
+    def _check(first: _Origin, second: _Origin, span: Optional[Span], why: str) -> None:
+        if first.value == second.value:
+            return
+        raise ChannelMismatchError(
+            f"channel mismatch: {why}, but one side has {first.value} channels and the other {second.value}",
+            span,
+            related=[Note(f"{first.value} channels: {first.why}", first.span),
+                     Note(f"{second.value} channels: {second.why}", second.span)],
+        )

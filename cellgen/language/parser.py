@@ -1,0 +1,324 @@
+"""Spec text → AST, with errors that quote the line and say what was expected.
+
+The grammar is `grammars/cell.lark` (LALR). A small postlexer drops line breaks inside
+brackets so that long equations may wrap.
+"""
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Iterator
+
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark.lexer import PatternStr
+
+from cellgen.errors import CellgenError, CellgenSyntaxError, Source, Span
+from cellgen.language import syntax as ast
+from cellgen.resources import grammar_path
+
+# What a terminal is called in an error message. String terminals are quoted as written.
+_HUMAN_TERMINALS = {
+    "NAME": "a name",
+    "GLOB": "a name or glob (`W_x*`)",
+    "NUMBER": "a number",
+    "INT": "an integer",
+    "STRING": 'a quoted citation ("Author, Venue Year")',
+    "KERNEL_LITERAL": "a kernel size (`3×3`)",
+    "_NL": "end of line",
+    "$END": "end of file",
+    "_HADAMARD": "`⊙`",
+    "_CONV": "`⋆`",
+    "_MINUS": "`-`",
+    "_TIMES": "`×`",
+    "PRIME": "`'`",
+    "ZIGZAG": "`zigzag`",
+}
+
+
+class _BracketNewlines:
+    """Postlexer: inside (…) and […] a line break is only white space."""
+
+    always_accept = ("_NL",)
+
+    def process(self, stream: Iterator[Token]) -> Iterator[Token]:
+        depth = 0
+        for token in stream:
+            if token.type == "_NL" and depth > 0:
+                continue
+            if token.value in ("(", "["):
+                depth += 1
+            elif token.value in (")", "]"):
+                depth = max(0, depth - 1)
+            yield token
+
+
+@lru_cache(maxsize=1)
+def _lark() -> Lark:
+    return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
+                postlex=_BracketNewlines(), propagate_positions=True, maybe_placeholders=False)
+
+
+def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
+    """Parse spec text into a `CellSpec`, or raise `CellgenSyntaxError`."""
+    source = Source(filename, text)
+    try:
+        tree = _lark().parse(text if text.endswith("\n") else text + "\n")
+    except UnexpectedInput as error:
+        raise _syntax_error(error, source) from None
+    try:
+        spec = _ToAst(source).transform(tree)
+    except VisitError as error:
+        if isinstance(error.orig_exc, CellgenError):
+            raise error.orig_exc from None
+        raise
+    return _resolve_next_spelling(spec)
+
+
+def _span(source: Source, item) -> Span:
+    return Span(source, item.line, item.column, item.end_line, item.end_column)
+
+
+class _ToAst(Transformer):
+    """Lark tree → pydantic AST; every node gets the span of the text it came from."""
+
+    def __init__(self, source: Source):
+        super().__init__()
+        self.source = source
+
+    def _at(self, meta):
+        return _span(self.source, meta) if not getattr(meta, "empty", False) else None
+
+    # header and statements
+    @v_args(meta=True)
+    def start(self, meta, children):
+        header, *statements = children
+        statements = [s for s in statements if s is not None]
+        name, citation, extends = header
+        return ast.CellSpec(name=name, citation=citation, extends=extends, statements=statements,
+                            span=self._at(meta))
+
+    def header(self, children):
+        name, rest = str(children[0]), children[1:]
+        citation = next((str(c)[1:-1] for c in rest if isinstance(c, Token) and c.type == "STRING"), None)
+        extends = next((c for c in rest if isinstance(c, tuple) and c[0] == "extends"), (None, None))[1]
+        return name, citation, extends
+
+    def extends(self, children):
+        return ("extends", str(children[0]))
+
+    @v_args(meta=True)
+    def param_decl(self, meta, children):
+        default = None
+        if len(children) > 1:
+            token = children[1]
+            if not str(token).isdigit():
+                raise CellgenSyntaxError(f"param `{children[0]}` must default to a whole number, not `{token}`",
+                                         _span(self.source, token), hint="params are channel counts and sizes")
+            default = int(token)
+        return ast.ParamDecl(name=str(children[0]), default=default, span=self._at(meta))
+
+    @v_args(meta=True)
+    def tensor_decl(self, meta, children):
+        return ast.TensorDecl(name=str(children[0]), channels=children[1], span=self._at(meta))
+
+    @v_args(meta=True)
+    def input_decl(self, meta, children):
+        return ast.InputDecl(tensors=children, span=self._at(meta))
+
+    @v_args(meta=True)
+    def state_decl(self, meta, children):
+        tensors = [c for c in children if isinstance(c, ast.TensorDecl)]
+        zigzag = any(c == "zigzag" for c in children if isinstance(c, str))
+        return ast.StateDecl(tensors=tensors, zigzag=zigzag, span=self._at(meta))
+
+    def state_option(self, children):
+        return str(children[0])
+
+    @v_args(meta=True)
+    def output_decl(self, meta, children):
+        return ast.OutputDecl(ref=children[0], span=self._at(meta))
+
+    def weights_header(self, children):
+        return None  # `weights` only groups the declarations below it for the reader
+
+    @v_args(meta=True)
+    def weight_decl(self, meta, children):
+        *patterns, kind = children
+        return ast.WeightDecl(patterns=patterns, type=kind, span=self._at(meta))
+
+    @v_args(meta=True)
+    def weight_pattern(self, meta, children):
+        return ast.WeightPattern(text=str(children[0]), span=self._at(meta))
+
+    @v_args(meta=True)
+    def conv_type(self, meta, children):
+        return ast.ConvType(kernel=children[0], span=self._at(meta))
+
+    @v_args(meta=True)
+    def bias_type(self, meta, children):
+        return ast.BiasType(span=self._at(meta))
+
+    @v_args(meta=True)
+    def elementwise_type(self, meta, children):
+        return ast.ElementwiseType(shape=children, span=self._at(meta))
+
+    def kernel(self, children):
+        if len(children) == 1 and isinstance(children[0], Token):  # KERNEL_LITERAL: 3×3, 2x5x5
+            token = children[0]
+            sizes = str(token).replace("×", "x").split("x")
+            return [ast.DimInt(value=int(s), span=_span(self.source, token)) for s in sizes]
+        return list(children)
+
+    # integer expressions
+    @v_args(meta=True)
+    def dim_int(self, meta, children):
+        return ast.DimInt(value=int(children[0]), span=self._at(meta))
+
+    @v_args(meta=True)
+    def dim_name(self, meta, children):
+        return ast.DimName(name=str(children[0]), span=self._at(meta))
+
+    def _dim_binary(op):
+        @v_args(meta=True)
+        def build(self, meta, children):
+            return ast.DimBinary(op=op, left=children[0], right=children[1], span=self._at(meta))
+        return build
+
+    dim_add, dim_sub, dim_mul = _dim_binary("+"), _dim_binary("-"), _dim_binary("*")
+
+    # equations and tensor expressions
+    @v_args(meta=True)
+    def equation(self, meta, children):
+        return ast.Equation(target=children[0], expr=children[1], span=self._at(meta))
+
+    @v_args(meta=True)
+    def ref(self, meta, children):
+        return ast.Ref(name=str(children[0]), prime=len(children) > 1, span=self._at(meta))
+
+    @v_args(meta=True)
+    def number(self, meta, children):
+        return ast.Number(value=float(children[0]), text=str(children[0]), span=self._at(meta))
+
+    @v_args(meta=True)
+    def call(self, meta, children):
+        return ast.Call(func=str(children[0]), args=children[1:], span=self._at(meta))
+
+    def _binary(op):
+        @v_args(meta=True)
+        def build(self, meta, children):
+            return ast.Binary(op=op, left=children[0], right=children[1], span=self._at(meta))
+        return build
+
+    add, sub, hadamard = _binary("add"), _binary("sub"), _binary("hadamard")
+    conv, div = _binary("conv"), _binary("div")
+
+    @v_args(meta=True)
+    def neg(self, meta, children):
+        return ast.Neg(operand=children[0], span=self._at(meta))
+
+    @v_args(meta=True)
+    def scale(self, meta, children):
+        token = children[0]
+        factor = ast.Number(value=float(token), text=str(token), span=_span(self.source, token))
+        return ast.Scale(factor=factor, operand=children[1], span=self._at(meta))
+
+    @v_args(meta=True)
+    def concat(self, meta, children):
+        return ast.Concat(items=children, span=self._at(meta))
+
+    def __default__(self, data, children, meta):
+        raise AssertionError(f"grammar rule {data!r} has no AST builder")
+
+
+def _resolve_next_spelling(spec: ast.CellSpec) -> ast.CellSpec:
+    """`c_next` is the ASCII spelling of `c'` when `c` is a state: make both one AST."""
+    states = {t.name for t in spec.states}
+
+    def fix(node):
+        if isinstance(node, ast.Ref):
+            if not node.prime and node.name.endswith("_next") and node.name[: -len("_next")] in states:
+                return node.model_copy(update={"name": node.name[: -len("_next")], "prime": True})
+            return node
+        if isinstance(node, ast.Node):
+            updates = {k: fix(getattr(node, k)) for k in type(node).model_fields if k != "span"}
+            return node.model_copy(update=updates)
+        if isinstance(node, list):
+            return [fix(x) for x in node]
+        return node
+
+    return fix(spec)
+
+
+# --- syntax errors -----------------------------------------------------------------------
+
+def _terminal_name(name: str) -> str:
+    if name in _HUMAN_TERMINALS:
+        return _HUMAN_TERMINALS[name]
+    for terminal in _lark().terminals:
+        if terminal.name == name and isinstance(terminal.pattern, PatternStr):
+            return f"`{terminal.pattern.value}`"
+    return name.lower().strip("_")
+
+
+def _expected_text(names) -> str:
+    shown = sorted({_terminal_name(n) for n in names})
+    if len(shown) > 8:
+        shown = shown[:8] + ["…"]
+    return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
+
+
+def _syntax_error(error: UnexpectedInput, source: Source) -> CellgenSyntaxError:
+    line, column = error.line, error.column
+    if isinstance(error, UnexpectedCharacters):
+        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
+        span = Span(source, line, column, line, column + 1)
+        message = f"unexpected character `{char}`"
+        hint = _hint_for_character(char, source.line(line), column)
+        return CellgenSyntaxError(message, span, expected=_expected_text(error.allowed or ()), hint=hint)
+    if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        last = max(1, len(source.text.rstrip("\n").splitlines()))
+        text = source.line(last)
+        span = Span(source, last, len(text) + 1, last, len(text) + 2)
+        return CellgenSyntaxError("unexpected end of file", span, expected=_expected_text(error.expected))
+    assert isinstance(error, UnexpectedToken)
+    token = error.token
+    # The postlexer makes the lexer accept a line break everywhere; the parser may not.
+    choices = error.interactive_parser.choices() if error.interactive_parser else {}
+    expected = {name for name in error.expected if name != "_NL" or name in choices}
+    if token.type == "_NL":
+        text = source.line(line)
+        span = Span(source, line, column, line, column + 1)
+        message = "unexpected end of line"
+    else:
+        span = _span(source, token)
+        message = f"unexpected {_token_text(token)}"
+    hint = _hint_for_token(token, expected, source.line(line))
+    return CellgenSyntaxError(message, span, expected=_expected_text(expected), hint=hint)
+
+
+def _token_text(token: Token) -> str:
+    described = _terminal_name(token.type)
+    if described.startswith("`"):
+        return described
+    return f"{described.removeprefix('a ').removeprefix('an ')} `{token}`"
+
+
+def _hint_for_character(char: str, line: str, column: int):
+    if char in "·•×":
+        return "write `⊙` (or `.*`) for the elementwise product and `⋆` (or `*`) for a convolution"
+    if char == "@":
+        return "matrix products are not part of the language yet"
+    if char == "\t":
+        return None
+    return None
+
+
+def _hint_for_token(token: Token, expected, line: str) -> str | None:
+    if "_TIMES" in expected and re.search(r"\bconv\s+[^\W\d]\w*x\w*\s*$", line.split("#")[0]):
+        return "write kernel sizes with `×` or a spaced `x`: `k×k` or `k x k`"
+    if token.type == "NAME" and "EQUAL" in expected:
+        return "an equation reads `name = expression`"
+    if token.type == "NUMBER" and "INT" in expected:
+        return "params are whole numbers"
+    return None
