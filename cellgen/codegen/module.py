@@ -1,6 +1,7 @@
 """The compiled cell: an fx GraphModule whose parameters are the spec's weight symbols."""
 from __future__ import annotations
 
+import copy
 from typing import Optional
 
 import torch
@@ -42,6 +43,25 @@ class CellModule(fx.GraphModule):
     def reset_parameters(self) -> None:
         for symbol, info in self.cell_graph.weights.items():
             init_weight_(getattr(self, symbol), info.kind)
+
+    # fx's own deepcopy drops our attributes, and its pickling re-traces the generated code
+    # (which branches on `state is None`): rebuild from the cell graph instead.
+    def __deepcopy__(self, memo):
+        clone = _rebuild(copy.deepcopy(self.cell_graph, memo), self.opt_level, self.state_dict(), self.training)
+        memo[id(self)] = clone
+        return clone
+
+    def __reduce__(self):
+        return (_rebuild, (self.cell_graph, self.opt_level, self.state_dict(), self.training))
+
+
+def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool) -> CellModule:
+    module = build_module(graph, opt_level)
+    module.load_state_dict(state)
+    module.train(training)
+    for symbol, tensor in state.items():
+        getattr(module, symbol).requires_grad_(tensor.requires_grad)
+    return module
 
 
 def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] = None) -> CellModule:

@@ -1,0 +1,84 @@
+"""The compiled module as users hold it: the contract, copies, pickles, the stack."""
+import copy
+import io
+
+import pytest
+import torch
+
+import cellgen
+from cellgen.errors import SpecNotFoundError
+from cellgen.resources import shipped_specs
+
+
+@pytest.fixture
+def x():
+    torch.manual_seed(0)
+    return torch.randn(2, 3, 10, 10)
+
+
+def test_contract_one_step_from_zero_state(x):
+    cell = cellgen.compile("convlstm", in_channels=3, hidden=8, k=3)
+    assert isinstance(cell, torch.nn.Module)
+    h, state = cell(x, None)
+    assert h.shape == (2, 8, 10, 10)
+    assert set(state) == {"h", "c"} and torch.equal(state["h"], h)
+    assert [k for k, _ in cell.named_parameters()] == list(cell.state_dict())
+    assert dict(cell.state_dict())["W_xi"].shape == (8, 3, 3, 3)
+    assert dict(cell.state_dict())["b_i"].shape == (8,)
+
+
+def test_zero_state_equals_explicit_zeros(x):
+    cell = cellgen.compile("predrnn", in_channels=3, hidden=8, k=3)
+    h_none, state_none = cell(x, None)
+    h_zero, state_zero = cell(x, cell.zero_state(x))
+    assert torch.equal(h_none, h_zero)
+    assert all(torch.equal(state_none[k], state_zero[k]) for k in state_none)
+
+
+def test_spec_by_name_path_and_text_compile_alike(x):
+    path = shipped_specs()["convlstm"]
+    cells = [cellgen.compile(spec, in_channels=3, hidden=8, k=3, opt_level=0)
+             for spec in ("convlstm", path, str(path), path.read_text())]
+    state = cells[0].state_dict()
+    outputs = []
+    for cell in cells:
+        cell.load_state_dict(state)
+        outputs.append(cell(x)[0])
+    assert all(torch.equal(outputs[0], other) for other in outputs[1:])
+
+
+def test_unknown_spec_name_suggests_the_closest():
+    with pytest.raises(SpecNotFoundError) as error:
+        cellgen.compile("convlstn", in_channels=3)
+    assert "did you mean `convlstm`?" in error.value.render()
+
+
+@pytest.mark.parametrize("level", [0, 2])
+def test_deepcopy_and_pickle_keep_the_cell(x, level):
+    cell = cellgen.compile("predrnn", in_channels=3, hidden=8, k=3, opt_level=level)
+    h, _ = cell(x)
+    clone = copy.deepcopy(cell)
+    assert clone.opt_level == level and clone.state_names == ["h", "c", "m"]
+    assert clone.W_xi.data_ptr() != cell.W_xi.data_ptr()
+    assert torch.equal(clone(x)[0], h)
+    buffer = io.BytesIO()
+    torch.save(cell, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(loaded(x)[0], h)
+
+
+def test_code_is_readable_python_with_spec_names():
+    code = cellgen.compile("convlstm", in_channels=3, hidden=8, k=3, opt_level=0).code
+    for name in ("def forward(self, x, state = None)", "c_next", "W_xi = self.W_xi", "torch.sigmoid"):
+        assert name in code
+
+
+def test_stack_parameter_names_and_shapes():
+    stack = cellgen.compile_stack("convlstm", layers=3, in_channels=3, hidden=8, k=3)
+    shapes = {k: tuple(v.shape) for k, v in stack.state_dict().items()}
+    assert shapes["layers.0.W_xi"] == (8, 3, 3, 3)
+    assert shapes["layers.1.W_xi"] == (8, 8, 3, 3)
+    assert shapes["layers.2.W_hc"] == (8, 8, 3, 3)
+    ys, states = stack(torch.randn(2, 4, 3, 10, 10))
+    assert ys.shape == (2, 4, 8, 10, 10) and len(states) == 3
