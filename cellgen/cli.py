@@ -11,7 +11,7 @@ stderr with exit status 1, never as a traceback; argparse's usage errors exit wi
 (an unused gate, say) are rendered on stderr too, so stdout holds only what was asked for and
 can be piped or redirected.
 
-Other tools add subcommands through `register` (see `_EXTENSIONS` below).
+Tools add subcommands (`diff`, `show`, `bench`) through `register` (see `_EXTENSIONS` below).
 """
 from __future__ import annotations
 
@@ -42,19 +42,20 @@ class Subcommand:
 
 _SUBCOMMANDS: dict[str, Subcommand] = {}
 
-# >>> Place for more subcommands (`bench`, `diff`, `show`) <<<
-# A tool module defines its command and registers it when imported, e.g. in cellgen/tools/diff.py:
-#
-#     from cellgen.cli import register, add_spec_arguments
-#
-#     def _configure(parser): add_spec_arguments(parser); parser.add_argument("other")
-#     def _run(args) -> int: ...; return 0
-#
-#     register("diff", "compare two cells", _configure, _run)
-#
-# and adds its module name here. They are imported lazily (when the parser is built), so a tool
-# may import this module without an import cycle.
-_EXTENSIONS: tuple[str, ...] = ()  # e.g. ("cellgen.tools.diff", "cellgen.tools.bench", "cellgen.tools.render")
+# Tool modules that add subcommands. Each defines `register_with_cli()`, which calls `register`
+# below; they are imported when the parser is built (not at import time), so a tool may import
+# this module without an import cycle.
+_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench")
+_LOADED_EXTENSIONS: set[str] = set()
+
+
+def _load_extensions() -> None:
+    import importlib
+
+    for name in _EXTENSIONS:
+        if name not in _LOADED_EXTENSIONS:
+            importlib.import_module(name).register_with_cli()
+            _LOADED_EXTENSIONS.add(name)
 
 
 def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None],
@@ -312,10 +313,7 @@ register("list", "list the shipped specs", _configure_list, _run_list)
 # --- main ------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    import importlib
-
-    for module in _EXTENSIONS:
-        importlib.import_module(module)
+    _load_extensions()
     parser = argparse.ArgumentParser(prog="cellgen", description="Compile recurrent-cell gate equations to "
                                      "torch.fx modules.")
     from cellgen import __version__

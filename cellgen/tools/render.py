@@ -1,0 +1,412 @@
+"""Pictures of cells: a cell graph (or two, side by side, for a diff) as Graphviz DOT, and
+`dot` run on it for SVG or PNG.
+
+    cellgen show SPEC [--format svg|png|dot] [-O LEVEL] [-o FILE]
+
+One node per value of the graph, shaped by what it is:
+
+    input x, state c          rounded boxes (blue, yellow); a state's next value c' is doubled
+    gate (a named value)      an ellipse with its name and op: `i  σ`
+    conv                      a green box `⋆ 5×5`, fed by its weight
+    weight                    a small grey box with its symbol and shape
+    +, ⊙, tanh, …             small circles (anonymous intermediate values)
+    constant                  plain text
+
+A bias is drawn straight into the sum it is added to (its broadcast view is left out). In a diff
+the fill says what happened to a value: white same, amber changed, green added, red removed;
+SVG nodes carry the class `same|changed|added|removed` and an id `a-NAME` / `b-NAME`.
+
+Graphviz (`dot`) must be installed for svg and png; `--format dot` needs nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Optional, Sequence
+
+import networkx as nx
+
+from cellgen.errors import CellgenError
+from cellgen.ir.graph import CellGraph
+
+FONT = "DejaVu Sans,Helvetica,Arial,sans-serif"
+
+_KIND_FILL = {"input": "#cfe2f3", "state": "#fff2cc", "weight": "#eeeeee", "conv": "#d9ead3", "gate": "#e8e0f0",
+              "op": "#ffffff", "const": "#ffffff"}
+_STATUS_STYLE = {  # fill, border
+    "same": ("#ffffff", "#666666"),
+    "changed": ("#ffe599", "#b45f06"),
+    "added": ("#b6d7a8", "#274e13"),
+    "removed": ("#f4cccc", "#990000"),
+}
+_OP_SYMBOL = {"add": "+", "sub": "−", "mul": "⊙", "div": "/", "neg": "−", "sigmoid": "σ", "concat": "[ , ]"}
+_ORDERED_SHOWN = {"sub", "div", "concat"}  # ops whose operand order is drawn on the edges
+
+
+# --- DOT for one graph -------------------------------------------------------------------------------
+
+def _quote(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _attrs(**attrs) -> str:
+    return "[" + " ".join(f"{key}={_quote(str(value))}" for key, value in attrs.items() if value is not None) + "]"
+
+
+def _dims(values) -> str:
+    return "×".join(map(str, values))
+
+
+class _Painter:
+    """The DOT statements of one cell graph; node names get `prefix` so two graphs can share a
+    picture, and `status` (node → same|changed|added|removed) colours a diff.
+
+    Ops that compute only from weights and constants (an optimised graph builds its fused
+    weights and biases in the step: `weight_cat`, `fill`, `pad_kernel`, …) are drawn as one box
+    per tree, listing the spec's symbols it is made of; a bias's broadcast view is not drawn.
+    """
+
+    def __init__(self, graph: CellGraph, prefix: str, status: Optional[dict[str, str]] = None,
+                 notes: Optional[dict[str, str]] = None):
+        self.graph = graph
+        self.prefix = prefix
+        self.status = status
+        self.notes = notes or {}  # node → an extra label line (a rename)
+        self.next_values = {node: state for state, node in graph.next_state.items()}
+        dynamic = set()
+        for source in (*graph.inputs.values(), *graph.state_nodes.values()):
+            dynamic |= {source} | nx.descendants(graph.nx, source)
+        self.static_ops = {n for n in graph.nx if n not in dynamic and graph[n]["kind"] == "op"}
+        self.drawn = [n for n in graph.order() if self._drawn(n)]
+
+    def _drawn(self, node: str) -> bool:
+        if self.graph[node].get("op") == "channel_view":
+            return False
+        if node in self.static_ops or self.graph[node]["kind"] in ("weight", "const"):
+            # a parameter-only value is drawn where it meets the step's data (or nowhere else)
+            return any(u not in self.static_ops or self.graph[u].get("op") == "channel_view"
+                       for u in self.graph.users(node)) or not self.graph.users(node)
+        return True
+
+    def dot_id(self, node: str) -> str:
+        return f"{self.prefix}.{node}"
+
+    def svg_id(self, node: str) -> str:
+        name = self.graph[node].get("name")
+        return f"{self.prefix}-{name}" if name else f"{self.prefix}-{node}"
+
+    def _source(self, node: str) -> str:
+        while self.graph[node].get("op") == "channel_view":
+            node = self.graph.operands(node)[0]
+        return node
+
+    def statements(self) -> list[str]:
+        graph = self.graph
+        lines = [f"{_quote(self.dot_id(node))} {self._node_attrs(node)}" for node in self.drawn]
+        for node in self.drawn:
+            if node in self.static_ops:
+                continue  # its operands are listed in its label
+            operands = graph.operands(node)
+            show_port = graph[node].get("op") in _ORDERED_SHOWN and len(operands) > 1
+            for port, operand in enumerate(operands):
+                source = self._source(operand)
+                parameter = graph[source]["kind"] in ("weight", "const") or source in self.static_ops
+                lines.append(f"{_quote(self.dot_id(source))} -> {_quote(self.dot_id(node))} " + _attrs(
+                    color="#999999" if parameter else None, arrowsize="0.5" if parameter else None,
+                    headlabel=str(port + 1) if show_port else None, labelfontsize="8" if show_port else None))
+        sources = [self.dot_id(n) for n in (*graph.inputs.values(), *graph.state_nodes.values())]
+        if sources:
+            lines.append("{rank=min; " + " ".join(_quote(s) for s in sources) + "}")
+        return lines
+
+    def _node_attrs(self, node: str) -> str:
+        data = self.graph[node]
+        shape, role, text = self._look(node)
+        note = self.notes.get(node)
+        if note:
+            text += f"\n{note}"
+        attrs = {"label": text, "id": self.svg_id(node), "shape": shape}
+        fill, border = _KIND_FILL[role], "#444444"
+        status = None
+        if self.status is not None:
+            status = self.status.get(node, "same")
+            fill, border = _STATUS_STYLE[status]
+        attrs["class"] = " ".join(x for x in (role, status) if x)
+        attrs["tooltip"] = f"{data.get('name') or data.get('op') or data['kind']}" + (f": {status}" if status else "")
+        attrs["fillcolor"], attrs["color"] = fill, border
+        style = ["filled"]
+        if data["kind"] in ("input", "state") or node in self.next_values:
+            style.append("rounded")
+        if node in self.next_values or node == self.graph.output:
+            style.append("bold")
+            attrs["peripheries"] = "2" if node in self.next_values else None
+        if shape == "plaintext":
+            style = []
+        attrs["style"] = ",".join(style) or None
+        if role in ("weight", "const"):
+            attrs.update(fontsize="9", height="0.2", margin="0.04,0.02")
+        elif role == "op":
+            attrs.update(fontsize="11", width="0.3", height="0.3", margin="0.02")
+        return _attrs(**attrs)
+
+    def _look(self, node: str) -> tuple[str, str, str]:
+        """(shape, role, label) of a node."""
+        graph, data = self.graph, self.graph[node]
+        kind, name = data["kind"], data.get("name")
+        if kind == "input":
+            return "box", "input", f"{name} [{data['channels']}]"
+        if kind == "state":
+            info = graph.states.get(name)
+            extra = "".join(f"\n{key}" if value is True else f"\n{key} {value}" for key, value in
+                            (vars(info).items() if info else ()) if key not in ("name", "channels") and value)
+            return "box", "state", f"{name} [{data['channels']}]{extra}"
+        if kind == "weight":
+            info = graph.weights.get(name) if name else None
+            shape = _dims(info.shape) if info else _dims(data.get("shape") or ())
+            title = name or "weight"
+            return "box", "weight", f"{title}\n{shape}" if shape else title
+        if kind == "const":
+            return "plaintext", "const", _number(data.get("value"))
+        if node in self.static_ops:
+            return "box", "weight", self._fused_label(node)
+        op = data.get("op", "?")
+        symbol = _op_text(data)
+        if node in self.next_values or node == graph.output:
+            tail = " (output)" if node == graph.output else ""
+            return "box", "state", f"{name or self.next_values.get(node, '')}{tail}\n{symbol}"
+        if op == "conv":
+            return "box", "conv", f"{name}\n{symbol}" if name else symbol
+        if name:
+            return "ellipse", "gate", f"{name}\n{symbol}"
+        if op in _OP_SYMBOL or len(symbol) <= 4:
+            return "circle", "op", symbol
+        return "box", "op", symbol
+
+    def _fused_label(self, node: str) -> str:
+        """A weight or bias built in the step: its role, one line per part, then its shape."""
+        graph = self.graph
+        role = "parameter"
+        for _, user, port in graph.nx.out_edges(node, keys=True):
+            if graph[user].get("op") == "conv" and user not in self.static_ops:
+                role = {1: "weight", 2: "bias"}.get(port, role)
+        steps = sorted({graph[n]["op"] for n in nx.ancestors(graph.nx, node) | {node}
+                        if n in self.static_ops} - {"weight_cat", "fill", "channel_view"})
+        lines = [f"fused {role}" + (f" ({', '.join(steps)})" if steps else ""),
+                 *(self._parts(operand) for operand in graph.operands(node))]
+        shape = graph[node].get("shape")
+        if shape:
+            lines.append(_dims(shape))
+        return "\n".join(lines)
+
+    def _parts(self, node: str) -> str:
+        graph, data = self.graph, self.graph[node]
+        if data["kind"] == "weight":
+            return data.get("name") or "weight"
+        if data["kind"] == "const":
+            return _number(data.get("value"))
+        if data.get("op") == "fill":
+            return f"{_number(data.get('value'))} ×{data.get('size', '')}"
+        leaves = [graph[n]["name"] for n in sorted(nx.ancestors(graph.nx, node), key=_creation)
+                  if graph[n]["kind"] == "weight" and graph[n].get("name")]
+        return ", ".join(leaves) if leaves else data.get("op", "?")
+
+
+def _creation(node: str) -> int:
+    return int(node[1:]) if node[1:].isdigit() else 0
+
+
+def _number(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}" if not value.is_integer() else f"{value:.1f}"
+    return str(value)
+
+
+def _op_text(data: dict) -> str:
+    op = data.get("op", "?")
+    if op == "conv":
+        return f"conv {_dims(data.get('kernel') or ())}"
+    if op == "slice" and "start" in data:
+        return f"slice {data['start']}:{data.get('stop', '')}"
+    return _OP_SYMBOL.get(op, op)
+
+
+def _header(title: Optional[str] = None) -> list[str]:
+    lines = ["digraph cell {",
+             f"  graph {_attrs(fontname=FONT, rankdir='TB', nodesep='0.25', ranksep='0.35', newrank='true')}",
+             f"  node {_attrs(fontname=FONT, fontsize='11')}",
+             f"  edge {_attrs(fontname=FONT, arrowsize='0.7')}"]
+    if title:
+        lines.append(f"  graph {_attrs(label=title, labelloc='t', fontsize='14')}")
+    return lines
+
+
+def graph_dot(graph: CellGraph, title: Optional[str] = None) -> str:
+    """DOT source of one cell graph."""
+    body = _Painter(graph, "cell").statements()
+    return "\n".join(_header(title or _title(graph)) + [f"  {line}" for line in body] + ["}"]) + "\n"
+
+
+def _title(graph: CellGraph, origin: Optional[str] = None, opt_level: Optional[int] = None) -> str:
+    parts = [graph.name]
+    if origin:
+        parts.append(f"({origin})")
+    if opt_level is not None:
+        parts.append(f"-O{opt_level}")
+    return " ".join(parts)
+
+
+# --- DOT for a diff ----------------------------------------------------------------------------------
+
+def diff_dot(diff) -> str:
+    """DOT source of a CellDiff: A and B side by side, coloured by what happened to each value."""
+    al = diff.alignment
+    renamed_b = {nb: f"(A: {al.a[na]['name']})" for na, nb in al.renamed()}
+    renamed_a = {na: f"(B: {al.b[nb]['name']})" for na, nb in al.renamed()}
+    lines = _header()
+    for prefix, graph, side, status, notes in (("a", al.a, diff.a, diff.status_a, renamed_a),
+                                               ("b", al.b, diff.b, diff.status_b, renamed_b)):
+        lines.append(f"  subgraph cluster_{prefix} {{")
+        cluster = _attrs(label=f"{prefix.upper()}: {side.name}  ({side.origin})", labeljust="l", style="rounded",
+                         color="#bbbbbb", fontsize="14", id=f"cluster-{prefix}")
+        lines.append(f"    graph {cluster}")
+        lines += [f"    {line}" for line in _Painter(graph, prefix, status, notes).statements()]
+        lines.append("  }")
+    lines += [f"  {line}" for line in _legend()]
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _legend() -> list[str]:
+    cells = "".join(f'<TD BGCOLOR="{fill}" BORDER="1" COLOR="{border}">{status}</TD>'
+                    for status, (fill, border) in _STATUS_STYLE.items())
+    return ['legend [shape=plaintext id="legend" label=<<TABLE BORDER="0" CELLSPACING="4"><TR>'
+            f"{cells}</TR></TABLE>>]"]
+
+
+# --- running Graphviz ----------------------------------------------------------------------------------
+
+def dot_binary() -> str:
+    path = shutil.which("dot")
+    if path is None:
+        raise CellgenError("cannot draw a picture: Graphviz's `dot` program is not installed",
+                           hint="install Graphviz (Debian/Ubuntu: `apt-get install graphviz`; macOS: "
+                                "`brew install graphviz`), or ask for `--format dot` and render it elsewhere")
+    return path
+
+
+def run_dot(source: str, fmt: str) -> bytes:
+    """`dot -T{fmt}` on DOT source; the rendered bytes."""
+    try:
+        done = subprocess.run([dot_binary(), f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=120)
+    except subprocess.TimeoutExpired:
+        raise CellgenError("Graphviz `dot` took more than two minutes; giving up") from None
+    if done.returncode != 0:
+        message = done.stderr.decode("utf-8", "replace").strip()
+        raise CellgenError(f"Graphviz `dot -T{fmt}` failed: {message or f'exit status {done.returncode}'}")
+    return done.stdout
+
+
+def emit(source: str, fmt: str, output: Optional[str], *, force: bool = False) -> None:
+    """Write DOT source as `fmt` (dot, svg or png) to `output`, or to stdout."""
+    data = source.encode("utf-8") if fmt == "dot" else run_dot(source, fmt)
+    if output is None and fmt == "png" and sys.stdout.isatty():
+        raise CellgenError("refusing to write a PNG to the terminal", hint="pass -o FILE.png, or redirect stdout")
+    write_output(data, output, force=force)
+
+
+def write_output(data, output: Optional[str], *, force: bool = False) -> None:
+    """Text or bytes to stdout, or atomically to a file (refusing to replace one without --force)."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    if output is None:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise CellgenError(f"cannot write {path}: it is a directory")
+    if os.path.lexists(path) and not force:
+        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except OSError as error:
+        Path(temp).unlink(missing_ok=True)
+        raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# --- the command -----------------------------------------------------------------------------------------
+
+def configure_show(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `cellgen show`."""
+    parser.add_argument("spec", metavar="SPEC", help="a .cell file, or the name of a shipped spec (see `cellgen list`)")
+    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
+                        help="set one of the spec's params (repeatable), e.g. --param in_channels=3")
+    parser.add_argument("--format", "-f", choices=("svg", "png", "dot"), default="svg",
+                        help="svg (default) or png (need Graphviz), or dot (the Graphviz source)")
+    parser.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=0, metavar="LEVEL",
+                        help="draw the graph after optimisation level 0 (default: as written), 1 or 2 (fused convs)")
+    parser.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
+    parser.add_argument("--force", action="store_true", help="let -o replace an existing file")
+
+
+def run_show(args: argparse.Namespace) -> int:
+    """Draw one cell; 0 on success, 1 (with a message) on an error, like the other commands."""
+    from cellgen.api import load_spec
+    from cellgen.cli import parse_params
+    from cellgen.ir.lower import lower
+    from cellgen.passes import optimize
+
+    try:
+        loaded = load_spec(args.spec)
+        graph = lower(loaded.ast, parse_params(args.params))
+        if args.opt_level:
+            graph = optimize(graph, args.opt_level)
+        emit(graph_dot(graph, _title(graph, loaded.origin, args.opt_level)), args.format, args.output,
+             force=args.force)
+    except CellgenError as error:
+        print(error.render(), file=sys.stderr)
+        return 1
+    return 0
+
+
+def show_main(argv: Optional[Sequence[str]] = None) -> int:
+    """`cellgen show SPEC …` as a function: parses `argv`, writes the picture, returns the exit status."""
+    from cellgen.tools.diff import run_with_warnings
+
+    parser = argparse.ArgumentParser(prog="cellgen show", description="draw a cell's graph")
+    configure_show(parser)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:
+        return int(stop.code or 0)
+    return run_with_warnings(run_show, args)
+
+
+HELP = "draw a cell's graph (svg, png or Graphviz dot); -O 2 shows the fused convs"
+
+
+def register_with_cli():
+    """Add `cellgen show` to cellgen.cli's subcommand registry; call once (as for bench)."""
+    from cellgen.cli import register
+
+    return register("show", HELP, configure_show, run_show)
