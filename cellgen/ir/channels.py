@@ -45,12 +45,15 @@ class ChannelSolver:
         else:
             self._known[root] = origin
 
-    def same(self, a: Hashable, b: Hashable, span: Optional[Span], why: str) -> None:
+    def same(self, a: Hashable, b: Hashable, span: Optional[Span], why: str,
+             sides: Optional[tuple[str, str]] = None) -> None:
+        """`a` and `b` have equal channels. `sides` names them as the user wrote them
+        (`c`, `g`), so that a conflict says which one has how many."""
         ra, rb = self._root(a), self._root(b)
         if ra == rb:
             return
         if ra in self._known and rb in self._known:
-            self._check(self._known[ra], self._known[rb], span, why)
+            self._check(self._known[ra], self._known[rb], span, why, sides)
         self._parent[rb] = ra
         if ra not in self._known and rb in self._known:
             self._known[ra] = self._known[rb]
@@ -79,17 +82,24 @@ class ChannelSolver:
                     missing = parts[values.index(None)]
                     rest = sum(v for v in values if v is not None)
                     if total - rest <= 0:
+                        origin = self._known[self._root(result)]
                         raise ChannelMismatchError(f"{why} must have {total} channels, but its known parts "
-                                                   f"already have {rest}", span)
+                                                   f"already have {rest}", span,
+                                                   related=[Note(f"{total} channels: {origin.why}", origin.span)])
                     self.known(missing, total - rest, span, f"{why} has {total} channels")
                     progress = True
 
     @staticmethod
-    def _check(first: _Origin, second: _Origin, span: Optional[Span], why: str) -> None:
+    def _check(first: _Origin, second: _Origin, span: Optional[Span], why: str,
+               sides: Optional[tuple[str, str]] = None) -> None:
         if first.value == second.value:
             return
+        if sides:
+            but = f"{sides[0]} has {first.value} channels and {sides[1]} has {second.value}"
+        else:
+            but = f"one side has {first.value} channels and the other {second.value}"
         raise ChannelMismatchError(
-            f"channel mismatch: {why}, but one side has {first.value} channels and the other {second.value}",
+            f"channel mismatch: {why}, but {but}",
             span,
             related=[Note(f"{first.value} channels: {first.why}", first.span),
                      Note(f"{second.value} channels: {second.why}", second.span)],

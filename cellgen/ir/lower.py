@@ -11,7 +11,7 @@ from typing import Mapping, Optional
 import networkx as nx
 
 from cellgen.errors import (ArityError, CellgenError, CellgenWarning, CyclicDefinitionError, Note,
-                            RedefinitionError, ShapeError, StateNotUpdatedError, TypeMismatchError,
+                            RedefinitionError, ShapeError, Span, StateNotUpdatedError, TypeMismatchError,
                             UnknownFunctionError, UnknownSymbolError, did_you_mean, span_text)
 from cellgen.ir.channels import ChannelSolver
 from cellgen.ir.graph import CellGraph, StateInfo, WeightInfo
@@ -39,6 +39,7 @@ class _Lowering:
         self.graph = CellGraph(spec.name, spec.citation, params)
         self.channels = ChannelSolver()
         self.declared: dict[str, ast.Node] = {}  # every declared name → its declaration
+        self.kinds: dict[str, str] = {}  # every declared name → "param", "input", "state" or "weight"
         self.equations: dict[str, ast.Equation] = {}
         self.lowered: dict[str, str] = {}  # equation key → node
         self.in_progress: list[str] = []
@@ -58,10 +59,12 @@ class _Lowering:
     # --- declarations -----------------------------------------------------------------------
     def _claim(self, name: str, decl: ast.Node, what: str) -> None:
         if name in self.declared:
-            first = self.declared[name]
-            raise RedefinitionError(f"`{name}` is declared twice", decl.span,
+            first, first_what = self.declared[name], self.kinds[name]
+            again = "again" if what == first_what else f"again as {_a(what)}"
+            raise RedefinitionError(f"`{name}` is declared twice: as {_a(first_what)}, then {again}", decl.span,
                                     related=[Note(f"`{name}` is first declared here", first.span)])
         self.declared[name] = decl
+        self.kinds[name] = what
 
     def _declare(self) -> None:
         params = self.graph.params
@@ -91,12 +94,14 @@ class _Lowering:
             target, key = equation.target, _key(equation.target)
             if target.prime and target.name not in self.graph.states:
                 raise TypeMismatchError(f"`{key}`: only a state has a next value, and `{target.name}` is not a state",
-                                        target.span, hint=f"declare it (`state {target.name}[…]`) or drop the `'`")
+                                        target.span, hint=f"declare it (`state {target.name}[…]`), or "
+                                                          + _prime_hint(target.name))
             if not target.prime and target.name in self.declared:
-                first = self.declared[target.name]
-                hint = (f"`{target.name}` is a state: its next value is `{target.name}'`"
-                        if target.name in self.graph.states else None)
-                raise RedefinitionError(f"`{target.name}` is already declared", target.span, hint=hint,
+                first, what = self.declared[target.name], self.kinds[target.name]
+                hint = (f"an equation defines a state's next value: write `{target.name}' = …`"
+                        if what == "state" else f"rename the equation's `{target.name}`, or the {what}")
+                raise RedefinitionError(f"`{target.name}` is declared as {_a(what)}, so an equation cannot define it",
+                                        target.span, hint=hint,
                                         related=[Note(f"`{target.name}` is declared here", first.span)])
             if key in self.equations:
                 raise RedefinitionError(f"`{key}` is defined twice", equation.span,
@@ -110,7 +115,10 @@ class _Lowering:
         equation = self.equations[key]
         if key in self.in_progress:
             cycle = self.in_progress[self.in_progress.index(key):] + [key]
+            notes = [Note(f"`{step}` uses `{after}` here", self.equations[step].span)
+                     for step, after in zip(cycle[1:-1], cycle[2:])]
             raise CyclicDefinitionError(f"`{key}` depends on itself: {' → '.join(cycle)}", equation.span,
+                                        related=notes,
                                         hint="a value at t may only depend on states at t-1 (`c`) and values "
                                              "defined without going through itself")
         self.in_progress.append(key)
@@ -149,27 +157,38 @@ class _Lowering:
         node = self.graph.add_op(op, operands, span=expr.span)
         assert op in ELEMENTWISE
         why = f"`{span_text(expr.span)}` needs operands with equal channels"
-        for operand in operands:
-            if not self.graph[operand].get("broadcast"):
-                self.channels.same(node, operand, expr.span, why)
+        written = _operand_texts(expr)
+        written += [None] * (len(operands) - len(written))
+        seen: list[str] = []  # the tensor operands already joined to `node`, as written
+        for operand, text in zip(operands, written):
+            data = self.graph[operand]
+            if data.get("broadcast"):
+                continue
+            sides = (" and ".join(seen), text) if seen and text else None
+            self.channels.same(node, operand, expr.span, why, sides=sides)
+            if text and data["kind"] != "const":
+                seen.append(text)
         return node
 
     def _call(self, call: ast.Call) -> str:
         function = FUNCTIONS.get(call.func)
+        written = _written_function(call)
         if function is None:
             hint = did_you_mean(call.func, FUNCTIONS) or f"known functions: {', '.join(sorted(FUNCTIONS))}"
-            raise UnknownFunctionError(f"unknown function `{call.func}`", call.span, hint=hint)
+            raise UnknownFunctionError(f"unknown function `{written}`", _name_span(call), hint=hint)
         if len(call.args) != function.arity:
-            raise ArityError(f"`{call.func}` takes {function.arity} argument{'s' * (function.arity != 1)}, "
-                             f"but {len(call.args)} were given", call.span)
+            were = "was" if len(call.args) == 1 else "were"
+            raise ArityError(f"`{written}` takes {function.arity} argument{'s' * (function.arity != 1)}, "
+                             f"but {len(call.args)} {were} given", call.span)
         return self._op(function.op, [self._expr(arg) for arg in call.args], call)
 
     def _conv(self, expr: ast.Binary) -> str:
         if not isinstance(expr.left, ast.Ref) or self._weight_decl(expr.left) is None:
-            what = self._describe(expr.left)
-            raise TypeMismatchError(f"the left side of `⋆` must be a conv weight, but `{span_text(expr.left.span)}` "
-                                    f"is {what}", expr.left.span,
-                                    hint="for an elementwise product write `⊙` (ASCII `.*`)")
+            left, right = span_text(expr.left.span), span_text(expr.right.span)
+            what, where = self._describe(expr.left)
+            raise TypeMismatchError(f"the left side of `⋆` must be a conv weight, but `{left}` is {what}",
+                                    expr.left.span, related=where,
+                                    hint=f"for an elementwise product write `{left} ⊙ {right}` (ASCII `.*`)")
         symbol = expr.left.name
         decl = self._weight_decl(expr.left)
         if not isinstance(decl.type, ast.ConvType):
@@ -189,7 +208,7 @@ class _Lowering:
         if ref.prime:
             if ref.name not in self.graph.states:
                 raise TypeMismatchError(f"`{key}`: only a state has a next value, and `{ref.name}` is not a state",
-                                        ref.span)
+                                        ref.span, hint=_prime_hint(ref.name))
             if key not in self.equations:
                 raise StateNotUpdatedError(f"`{key}` is used, but no equation defines it", ref.span,
                                            hint=f"add `{key} = …`")
@@ -207,8 +226,9 @@ class _Lowering:
         if decl is None:
             raise UnknownSymbolError(f"unknown symbol `{ref.name}`", ref.span, hint=self._suggest(ref.name))
         if isinstance(decl.type, ast.ConvType):
-            raise TypeMismatchError(f"`{ref.name}` is a conv weight; apply it with `⋆`: `{ref.name} ⋆ tensor`",
-                                    ref.span)
+            raise TypeMismatchError(f"`{ref.name}` is a conv weight, not a tensor: it can only be applied with `⋆`",
+                                    ref.span, hint=f"convolve something with it: `{ref.name} ⋆ …` (ASCII `*`)",
+                                    related=[Note(f"`{ref.name}` is declared a conv weight here", decl.span)])
         weight = self._weight(ref, decl)
         if isinstance(decl.type, ast.BiasType):
             # A bias of shape (C,) is added to (B, C, *spatial) maps: view it as (C, 1, …, 1).
@@ -217,20 +237,22 @@ class _Lowering:
             return view
         return weight
 
-    def _describe(self, expr: ast.Expr) -> str:
+    def _describe(self, expr: ast.Expr) -> tuple[str, list[Note]]:
+        """What a name is, in words, and where that was said: for messages about misuse."""
         if isinstance(expr, ast.Ref):
-            if _key(expr) in self.equations:
-                return "an equation's value"
-            for table, word in ((self.graph.inputs, "an input"), (self.graph.state_nodes, "a state")):
-                if expr.name in table:
-                    return word
+            key = _key(expr)
+            if key in self.equations:
+                return "computed by an equation", [Note(f"`{key}` is defined here", self.equations[key].span)]
+            if expr.prime:
+                return "a next value", []
+            if expr.name in self.kinds:
+                what = self.kinds[expr.name]
+                return _a(what), [Note(f"`{expr.name}` is declared here", self.declared[expr.name].span)]
             decl = self._weight_decl(expr)
             if decl is not None:
-                return f"a `{_type_word(decl.type)}` weight"
-            if expr.name not in self.graph.params:
-                raise UnknownSymbolError(f"unknown symbol `{expr.name}`", expr.span, hint=self._suggest(expr.name))
-            return "a param"
-        return "an expression"
+                return f"a `{_type_word(decl.type)}` weight", [Note(f"`{expr.name}` is declared here", decl.span)]
+            raise UnknownSymbolError(f"unknown symbol `{expr.name}`", expr.span, hint=self._suggest(expr.name))
+        return "an expression, not a name", []
 
     def _suggest(self, name: str) -> Optional[str]:
         known = [*self.equations, *self.graph.inputs, *self.graph.state_nodes, *self.graph.params,
@@ -242,16 +264,20 @@ class _Lowering:
         """The declaration covering a weight symbol: its exact name, else the longest glob."""
         if ref.prime or _key(ref) in self.equations:
             return None
-        best, best_len = None, -1
-        for index, decl in enumerate(self.spec.weights):
+        best, best_len, best_pattern = None, -1, None
+        for decl in self.spec.weights:
             for pattern in decl.patterns:
                 if pattern.matches(ref.name):
                     strength = 10**6 if not pattern.is_glob else len(pattern.text)
                     if strength == best_len and best is not decl:
-                        raise TypeMismatchError(f"`{ref.name}` matches two weight declarations equally well",
-                                                ref.span, related=[Note("one", best.span), Note("the other", decl.span)])
+                        # Equal strength means the same glob text: the same pattern declared twice.
+                        raise RedefinitionError(
+                            f"`{ref.name}` matches `{pattern.text}`, which two weight declarations declare",
+                            ref.span, hint=f"declare `{pattern.text}` once",
+                            related=[Note(f"`{best_pattern.text}` is declared here", best_pattern.span),
+                                     Note("and again here", pattern.span)])
                     if strength > best_len:
-                        best, best_len = decl, strength
+                        best, best_len, best_pattern = decl, strength, pattern
         return best
 
     def _weight(self, ref: ast.Ref, decl: ast.WeightDecl) -> str:
@@ -288,7 +314,7 @@ class _Lowering:
             node = self.lowered[key]
             graph.next_state[name] = node
             self.channels.same(node, graph.state_nodes[name], self.equations[key].span,
-                               f"`{key}` is the next value of state `{name}`")
+                               f"`{key}` is the next value of state `{name}`", sides=(f"`{key}`", f"`{name}`"))
         declared = self.spec.output
         if declared is not None:
             graph.output = self._tensor_ref(declared.ref)
@@ -352,6 +378,46 @@ class _Lowering:
                                              decl.span, hint="delete it, or check the names in the equations"),
                               stacklevel=4)
         graph.remove_dead()
+
+
+def _a(word: str) -> str:
+    """`an input`, `a state`: the article for a declaration kind."""
+    return f"{'an' if word[0] in 'aeiou' else 'a'} {word}"
+
+
+def _prime_hint(name: str) -> str:
+    return (f"drop the `'`; a prime marks a state's next value, so a paper's primed gate "
+            f"(`{name}'`) needs another name, such as `{name}_2`")
+
+
+def _operand_texts(expr: ast.Node) -> list[Optional[str]]:
+    """The operands of an elementwise expression as written, to name them in messages."""
+    if isinstance(expr, ast.Binary):
+        parts = [expr.left, expr.right]
+    elif isinstance(expr, ast.Call):
+        parts = expr.args
+    elif isinstance(expr, ast.Neg):
+        parts = [expr.operand]
+    elif isinstance(expr, ast.Scale):
+        parts = [expr.factor, expr.operand]
+    else:
+        parts = []
+    return [f"`{span_text(p.span)}`" if p.span else None for p in parts]
+
+
+def _written_function(call: ast.Call) -> str:
+    """The function's name as the user wrote it (`sigmoid`), which the AST may spell `σ`."""
+    if call.span is None:
+        return call.func
+    return span_text(call.span).split("(")[0].strip() or call.func
+
+
+def _name_span(call: ast.Call) -> Optional[Span]:
+    """The span of just the function name of a call, for a caret under `sigmod`, not its arguments."""
+    span = call.span
+    if span is None:
+        return None
+    return Span(span.source, span.line, span.column, span.line, span.column + len(_written_function(call)))
 
 
 def _type_word(kind: ast.WeightType) -> str:

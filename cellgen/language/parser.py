@@ -13,7 +13,7 @@ from lark import Lark, Token, Transformer, v_args
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 from lark.lexer import PatternStr
 
-from cellgen.errors import CellgenError, CellgenSyntaxError, Source, Span
+from cellgen.errors import CellgenError, CellgenSyntaxError, Note, Source, Span, did_you_mean, span_text
 from cellgen.language import syntax as ast
 from cellgen.resources import grammar_path
 
@@ -72,7 +72,7 @@ def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
         if isinstance(error.orig_exc, CellgenError):
             raise error.orig_exc from None
         raise
-    return _resolve_next_spelling(spec)
+    return _resolve_spellings(spec)
 
 
 def _span(source: Source, item) -> Span:
@@ -231,8 +231,13 @@ class _ToAst(Transformer):
         raise AssertionError(f"grammar rule {data!r} has no AST builder")
 
 
-def _resolve_next_spelling(spec: ast.CellSpec) -> ast.CellSpec:
-    """`c_next` is the ASCII spelling of `c'` when `c` is a state: make both one AST."""
+# ASCII spellings of functions, and the name the AST keeps for them (cf. printer.ASCII_FUNCTIONS).
+_FUNCTION_SPELLINGS = {"sigmoid": "σ"}
+
+
+def _resolve_spellings(spec: ast.CellSpec) -> ast.CellSpec:
+    """One AST for both spellings of a thing, so that a spec and its ASCII print are the same
+    cell: `c_next` is `c'` when `c` is a state, and `sigmoid(…)` is `σ(…)`."""
     states = {t.name for t in spec.states}
 
     def fix(node):
@@ -240,6 +245,8 @@ def _resolve_next_spelling(spec: ast.CellSpec) -> ast.CellSpec:
             if not node.prime and node.name.endswith("_next") and node.name[: -len("_next")] in states:
                 return node.model_copy(update={"name": node.name[: -len("_next")], "prime": True})
             return node
+        if isinstance(node, ast.Call) and node.func in _FUNCTION_SPELLINGS:
+            node = node.model_copy(update={"func": _FUNCTION_SPELLINGS[node.func]})
         if isinstance(node, ast.Node):
             updates = {k: fix(getattr(node, k)) for k in type(node).model_fields if k != "span"}
             return node.model_copy(update=updates)
@@ -261,51 +268,142 @@ def _terminal_name(name: str) -> str:
     return name.lower().strip("_")
 
 
+# Terminals that a message names as a group: a list of five operators says less than this.
+_OPERATORS = {"PLUS", "_MINUS", "_HADAMARD", "_CONV", "SLASH"}
+_LINE_ENDS = {"_NL", "$END"}
+
+
 def _expected_text(names) -> str:
-    shown = sorted({_terminal_name(n) for n in names})
+    names = set(names)
+    shown = []
+    if _OPERATORS <= names:
+        names -= _OPERATORS
+        shown.append("an operator (`+`, `-`, `⊙`, `⋆`, `/`)")
+    ends = names & _LINE_ENDS
+    names -= _LINE_ENDS
+    if "GLOB" in names:  # "a name or glob" says "a name" already
+        names.discard("NAME")
+    shown = sorted({_terminal_name(n) for n in names}) + shown
+    if ends:  # the end of the file is also the end of the last line: one way to say "stop here"
+        shown.append(_terminal_name("_NL") if "_NL" in ends else _terminal_name("$END"))
     if len(shown) > 8:
         shown = shown[:8] + ["…"]
     return shown[0] if len(shown) == 1 else ", ".join(shown[:-1]) + " or " + shown[-1]
 
 
+def _accepted(error: UnexpectedInput) -> set[str]:
+    """The tokens that could come next. Lark's own `expected` also lists lookaheads of LALR
+    default reductions that fail one step later (`)` where no bracket is open), and the
+    contextual lexer's `allowed` does the same; the parser itself knows exactly."""
+    parser = getattr(error, "interactive_parser", None)
+    if parser is not None:
+        return set(parser.accepts())
+    return set(getattr(error, "expected", None) or getattr(error, "allowed", None) or ())
+
+
 def _syntax_error(error: UnexpectedInput, source: Source) -> CellgenSyntaxError:
     line, column = error.line, error.column
+    expected = _accepted(error)
+    at_end = False
     if isinstance(error, UnexpectedCharacters):
         char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
         span = Span(source, line, column, line, column + 1)
         message = f"unexpected character `{char}`"
         hint = _hint_for_character(char, source.line(line), column)
-        return CellgenSyntaxError(message, span, expected=_expected_text(error.allowed or ()), hint=hint)
-    if isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
-        last = max(1, len(source.text.rstrip("\n").splitlines()))
-        text = source.line(last)
-        span = Span(source, last, len(text) + 1, last, len(text) + 2)
-        return CellgenSyntaxError("unexpected end of file", span, expected=_expected_text(error.expected))
-    assert isinstance(error, UnexpectedToken)
-    token = error.token
-    # The postlexer makes the lexer accept a line break everywhere; the parser may not.
-    choices = error.interactive_parser.choices() if error.interactive_parser else {}
-    expected = {name for name in error.expected if name != "_NL" or name in choices}
-    if token.type == "_NL":
-        text = source.line(line)
+    elif isinstance(error, UnexpectedEOF) or (isinstance(error, UnexpectedToken) and error.token.type == "$END"):
+        line = max(1, len(source.text.rstrip("\n").splitlines()))
+        column = len(source.line(line)) + 1
         span = Span(source, line, column, line, column + 1)
-        message = "unexpected end of line"
+        message, hint, at_end = "unexpected end of file", None, True
     else:
-        span = _span(source, token)
-        message = f"unexpected {_token_text(token)}"
-    hint = _hint_for_token(token, expected, source.line(line))
-    return CellgenSyntaxError(message, span, expected=_expected_text(expected), hint=hint)
+        assert isinstance(error, UnexpectedToken)
+        token = error.token
+        if token.type == "_NL":
+            span = Span(source, line, column, line, column + 1)
+            message = "unexpected end of line"
+        else:
+            span = _span(source, token)
+            message = f"unexpected {_token_text(token)}"
+        hint = _hint_for_token(token, expected, source.line(line))
+        decimal = _decimal_for_whole(source, token)
+        if decimal:
+            span, message, hint = decimal, f"`{span_text(decimal)}` is not a whole number", \
+                "channel counts, kernel sizes and shapes are whole numbers (or params)"
+    related, bracket_hint = _bracket_notes(source, line, column, span, at_end)
+    return CellgenSyntaxError(message, span, expected=_expected_text(expected), hint=hint or bracket_hint,
+                              related=related)
+
+
+def _decimal_for_whole(source: Source, token: Token) -> Span | None:
+    """The span of `2.5` in `h[2.5]`. Where only whole numbers may stand, the lexer reads `2`
+    and then trips over `.5`: the message should quote what the user wrote, not its tail."""
+    if token.type != "NUMBER" or not str(token).startswith("."):
+        return None
+    digits = re.search(r"\d+$", source.line(token.line)[: token.column - 1])
+    if not digits:
+        return None
+    return Span(source, token.line, token.column - len(digits.group()), token.end_line, token.end_column)
+
+
+def _bracket_notes(source: Source, line: int, column: int, span: Span,
+                   at_end: bool) -> tuple[list[Note], str | None]:
+    """Where a bracket mistake really is. A `(` left open swallows the line breaks after it, so
+    the parser only stumbles lines later (or at the end of the file): point back at the `(`.
+    A `)` with no `(` is named."""
+    still_open = _open_brackets(source.text, line, column)
+    if still_open and (at_end or still_open[-1][1] < span.line):
+        char, open_line, open_column = still_open[-1]
+        note = Note(f"this `{char}` is never closed", Span(source, open_line, open_column, open_line, open_column + 1))
+        return [note], (f"close it with `{_PAIRS[char]}`; inside (…) and […] a line break does not end "
+                        "the equation")
+    found = span_text(span)
+    if found in (")", "]") and not still_open:
+        return [], f"this `{found}` closes no `{_OPENER_OF[found]}`"
+    return [], None
+
+
+_PAIRS = {"(": ")", "[": "]"}
+_OPENER_OF = {")": "(", "]": "["}
+
+
+def _open_brackets(text: str, line: int, column: int) -> list[tuple[str, int, int]]:
+    """The brackets opened before (line, column) and not closed, as (char, line, column);
+    comments and citations are skipped, as the lexer skips them."""
+    stack: list[tuple[str, int, int]] = []
+    for lineno, content in enumerate(text.splitlines(), start=1):
+        if lineno > line:
+            break
+        in_string = False
+        for col, char in enumerate(content, start=1):
+            if lineno == line and col >= column:
+                break
+            if char == '"':
+                in_string = not in_string
+            elif in_string:
+                continue
+            elif char == "#":
+                break
+            elif char in _PAIRS:
+                stack.append((char, lineno, col))
+            elif char in _OPENER_OF and stack:
+                stack.pop()
+    return stack
+
+
+# What a token of a terminal with many spellings is called: `unexpected name `σ``.
+_TOKEN_NOUNS = {"NAME": "name", "GLOB": "glob", "NUMBER": "number", "INT": "number", "STRING": "citation",
+                "KERNEL_LITERAL": "kernel size"}
 
 
 def _token_text(token: Token) -> str:
+    if token.type in _TOKEN_NOUNS:
+        return f"{_TOKEN_NOUNS[token.type]} `{token}`"
     described = _terminal_name(token.type)
-    if described.startswith("`"):
-        return described
-    return f"{described.removeprefix('a ').removeprefix('an ')} `{token}`"
+    return described if described.startswith("`") else f"`{token}`"
 
 
 def _hint_for_character(char: str, line: str, column: int):
-    if char in "·•×":
+    if char and char in "·•×":
         return "write `⊙` (or `.*`) for the elementwise product and `⋆` (or `*`) for a convolution"
     if char == "@":
         return "matrix products are not part of the language yet"
@@ -314,9 +412,29 @@ def _hint_for_character(char: str, line: str, column: int):
     return None
 
 
+_STATEMENT_KEYWORDS = ("param", "input", "state", "output", "weights")
+
+
+def _misspelt_keyword(token: Token, expected, line: str) -> str | None:
+    """`did you mean `zigzag`?` for a name where a keyword may stand, and `did you mean `param`?`
+    for `parm k = 5`: the parser reads `parm` as the start of an equation and only trips over
+    `k` (or the end of the line), so the misspelt word is the line's first, not the unexpected one."""
+    keywords = [name.strip("`") for name in map(_terminal_name, expected) if name.strip("`").isalpha()]
+    hint = did_you_mean(str(token), keywords) if keywords and token.type == "NAME" else None
+    if hint:
+        return hint
+    first = re.match(r"\s*([^\W\d]\w*)\s*$", line[: token.column - 1])
+    if first and first.group(1) not in _STATEMENT_KEYWORDS:
+        return did_you_mean(first.group(1), _STATEMENT_KEYWORDS)
+    return None
+
+
 def _hint_for_token(token: Token, expected, line: str) -> str | None:
     if "_TIMES" in expected and re.search(r"\bconv\s+[^\W\d]\w*x\w*\s*$", line.split("#")[0]):
         return "write kernel sizes with `×` or a spaced `x`: `k×k` or `k x k`"
+    misspelt = _misspelt_keyword(token, expected, line)
+    if misspelt:
+        return misspelt
     if token.type == "NAME" and "EQUAL" in expected:
         return "an equation reads `name = expression`"
     if token.type == "NUMBER" and "INT" in expected:

@@ -1,0 +1,201 @@
+"""AST → spec text in one canonical layout, so that two cells can be compared (and diffed) as text.
+
+The canonical form is the order a paper reads in: the header, params, inputs and states, the
+output, a `weights` section with its `:` aligned, then the equations with their `=` aligned.
+Operators are Unicode (`σ`, `⋆`, `⊙`, `×`) by default and plain ASCII (`sigmoid`, `*`, `.*`,
+`k x k`) with `ascii=True`; minus is always `-`, and a state's next value is `c'` either way.
+Parentheses appear only where precedence needs them, numbers print as written, and functions
+print by the name in the AST (the parser reads `sigmoid` as `σ`, as it reads `c_next` as `c'`).
+
+Comments and blank lines are not part of the AST, so they do not survive printing. Every
+section keeps its statements in their original order: the order of equations decides the
+order in which weights are created, so only whole sections move.
+
+Printing round-trips: `parse(format_spec(s, ascii=a))` is `s` again, ignoring spans, for both
+spellings (tests/test_roundtrip.py).
+"""
+from __future__ import annotations
+
+from cellgen.language import syntax as ast
+
+# Function spellings that are not ASCII, and their ASCII names (cellgen.ir.ops knows both).
+ASCII_FUNCTIONS = {"σ": "sigmoid"}
+
+_UNICODE_OPS = {"add": "+", "sub": "-", "hadamard": "⊙", "conv": "⋆", "div": "/"}
+_ASCII_OPS = {"add": "+", "sub": "-", "hadamard": ".*", "conv": "*", "div": "/"}
+
+# Binding strength of expressions, loosest first: `a + b`, then `a ⊙ b` (also ⋆ and /), then
+# `-a` and `2σ(a)`, then atoms (names, numbers, calls, (…), […]).
+_SUM, _PRODUCT, _UNARY, _ATOM = range(4)
+_LEVEL = {"add": _SUM, "sub": _SUM, "hadamard": _PRODUCT, "conv": _PRODUCT, "div": _PRODUCT}
+
+# Section order of the canonical layout, by statement type.
+_SECTIONS = (ast.ParamDecl, (ast.InputDecl, ast.StateDecl, ast.OutputDecl), ast.WeightDecl, ast.Equation)
+
+
+def format_spec(spec: ast.CellSpec, ascii: bool = False) -> str:
+    """The canonical text of a spec; sections are separated by one blank line."""
+    blocks = [[_header(spec)]]
+    for kinds in _SECTIONS:
+        statements = spec.of_type(kinds)
+        if statements:
+            blocks.append(_section(statements, ascii))
+    return "\n\n".join("\n".join(lines) for lines in blocks) + "\n"
+
+
+def format_expr(expr: ast.Expr, ascii: bool = False) -> str:
+    """One tensor expression, parenthesized only where precedence requires it."""
+    return _Printer(ascii).expr(expr)
+
+
+def format_dim(dim: ast.Dim) -> str:
+    """An integer expression over params (`hidden`, `2*hidden + 1`)."""
+    return _dim(dim)
+
+
+# --- statements --------------------------------------------------------------------------
+
+def _header(spec: ast.CellSpec) -> str:
+    line = f"cell {spec.name}"
+    if spec.citation is not None:
+        if '"' in spec.citation or "\n" in spec.citation:
+            raise ValueError(f"a citation cannot contain a quote or a line break: {spec.citation!r}")
+        line += f' "{spec.citation}"'
+    if spec.extends is not None:
+        line += f" extends {spec.extends}"
+    return line
+
+
+def _section(statements: list, ascii: bool) -> list[str]:
+    first = statements[0]
+    if isinstance(first, ast.WeightDecl):
+        return ["  weights"] + [f"    {line}" for line in _aligned(
+            [(", ".join(p.text for p in d.patterns), _weight_type(d.type, ascii)) for d in statements], " : ")]
+    if isinstance(first, ast.Equation):
+        printer = _Printer(ascii)
+        return [f"  {line}" for line in _aligned(
+            [(_ref(e.target), printer.expr(e.expr)) for e in statements], " = ")]
+    return [f"  {_declaration(s)}" for s in statements]
+
+
+def _aligned(rows: list[tuple[str, str]], separator: str) -> list[str]:
+    """`left separator right` with every separator in one column, as a paper's equations are set."""
+    width = max(len(left) for left, _ in rows)
+    return [f"{left.ljust(width)}{separator}{right}" for left, right in rows]
+
+
+def _declaration(statement) -> str:
+    if isinstance(statement, ast.ParamDecl):
+        default = "" if statement.default is None else f" = {statement.default}"
+        return f"param {statement.name}{default}"
+    if isinstance(statement, ast.InputDecl):
+        return "input " + ", ".join(_tensor(t) for t in statement.tensors)
+    if isinstance(statement, ast.StateDecl):
+        return "state " + ", ".join(_tensor(t) for t in statement.tensors) + (" zigzag" if statement.zigzag else "")
+    if isinstance(statement, ast.OutputDecl):
+        return f"output {_ref(statement.ref)}"
+    raise AssertionError(f"unhandled statement {statement!r}")
+
+
+def _tensor(tensor: ast.TensorDecl) -> str:
+    return f"{tensor.name}[{_dim(tensor.channels)}]"
+
+
+def _ref(ref: ast.Ref) -> str:
+    return ref.text
+
+
+def _weight_type(kind: ast.WeightType, ascii: bool) -> str:
+    if isinstance(kind, ast.ConvType):
+        return "conv " + _kernel(kind.kernel, ascii)
+    if isinstance(kind, ast.BiasType):
+        return "bias"
+    if isinstance(kind, ast.ElementwiseType):
+        return "elementwise [" + ", ".join(_dim(d) for d in kind.shape) + "]"
+    raise AssertionError(f"unhandled weight type {kind!r}")
+
+
+# --- integer expressions -------------------------------------------------------------------
+
+def _kernel(kernel: list[ast.Dim], ascii: bool) -> str:
+    """`k×k`, `3×3`, `2×k×k`."""
+    sizes = [_kernel_dim(d) for d in kernel]
+    return (" x " if ascii else "×").join(sizes)
+
+
+def _kernel_dim(dim: ast.Dim) -> str:
+    """A kernel size; compound sizes get parentheses, because `3×3+k` would lex `3×3` as one
+    kernel literal, and `k+1×k` reads as if `×` bound tighter than `+`."""
+    return f"({_dim(dim)})" if isinstance(dim, ast.DimBinary) else _dim(dim)
+
+
+def _dim(dim: ast.Dim) -> str:
+    if isinstance(dim, ast.DimInt):
+        return str(dim.value)
+    if isinstance(dim, ast.DimName):
+        return dim.name
+    left, right = _dim(dim.left), _dim(dim.right)
+    if dim.op == "*":
+        if _dim_level(dim.left) < 1:
+            left = f"({left})"
+        if _dim_level(dim.right) < 2:
+            right = f"({right})"
+        return f"{left}*{right}"
+    if _dim_level(dim.right) < 1:  # `a - (b + c)`: + and - are left-associative
+        right = f"({right})"
+    return f"{left} {dim.op} {right}"
+
+
+def _dim_level(dim: ast.Dim) -> int:
+    """0 for a sum, 1 for a product, 2 for an atom."""
+    if isinstance(dim, ast.DimBinary):
+        return 1 if dim.op == "*" else 0
+    return 2
+
+
+# --- tensor expressions ----------------------------------------------------------------------
+
+class _Printer:
+    def __init__(self, ascii: bool):
+        self.ascii = ascii
+        self.ops = _ASCII_OPS if ascii else _UNICODE_OPS
+
+    def expr(self, expr: ast.Expr) -> str:
+        if isinstance(expr, ast.Number):
+            return expr.text
+        if isinstance(expr, ast.Ref):
+            return _ref(expr)
+        if isinstance(expr, ast.Call):
+            func = ASCII_FUNCTIONS.get(expr.func, expr.func) if self.ascii else expr.func
+            return f"{func}(" + ", ".join(self.expr(a) for a in expr.args) + ")"
+        if isinstance(expr, ast.Concat):
+            return "[" + ", ".join(self.expr(item) for item in expr.items) + "]"
+        if isinstance(expr, ast.Neg):
+            return "-" + self._at_least(expr.operand, _UNARY)
+        if isinstance(expr, ast.Scale):
+            return self._scale(expr)
+        if isinstance(expr, ast.Binary):
+            level = _LEVEL[expr.op]
+            # Left-associative: the left operand may sit at the same level, the right must bind tighter.
+            left, right = self._at_least(expr.left, level), self._at_least(expr.right, level + 1)
+            return f"{left} {self.ops[expr.op]} {right}"
+        raise AssertionError(f"unhandled expression {expr!r}")
+
+    def _scale(self, expr: ast.Scale) -> str:
+        """`2σ(x)`, `2x`; a space only where the operand would otherwise run into the number
+        (`2 e5`, not `2e5`, which is one number)."""
+        operand = self._at_least(expr.operand, _ATOM)
+        glue = " " if operand[:1] in tuple("0123456789.eE") else ""
+        return f"{expr.factor.text}{glue}{operand}"
+
+    def _at_least(self, expr: ast.Expr, level: int) -> str:
+        text = self.expr(expr)
+        return f"({text})" if _level(expr) < level else text
+
+
+def _level(expr: ast.Expr) -> int:
+    if isinstance(expr, ast.Binary):
+        return _LEVEL[expr.op]
+    if isinstance(expr, (ast.Neg, ast.Scale)):
+        return _UNARY
+    return _ATOM
