@@ -30,3 +30,23 @@ FUNCTIONS: dict[str, Function] = {
 # How binary operators of the language lower, and their symbols (used by error messages).
 BINARY_OPS = {"add": "add", "sub": "sub", "hadamard": "mul", "div": "div", "conv": "conv"}
 OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "⊙", "hadamard": "⊙", "div": "/", "conv": "⋆"}
+
+# --- ops only the optimizer introduces (a spec never writes them) --------------------------
+# Weight-side ops compute a parameter-shaped tensor from parameters, once per step: fused
+# conv weights and biases are built from the per-symbol parameters, so that `state_dict()`
+# keeps the spec's symbols at every opt level. Their nodes carry `shape` (the result's).
+#   weight_cat    operands W_1…W_n; attr `dim`: 0 stacks output channels, 1 input channels
+#   weight_slice  operand W; attrs `start`, `stop`: W[start:stop] on dim 0
+#   weight_add    operands W_1, W_2: their sum (one conv weight applied to one tensor twice)
+#   weight_view   operand W: W.reshape(-1) (an elementwise (C, 1, …, 1) weight used as a bias)
+#   pad_kernel    operand W; attr `kernel`: W zero-padded (centred) to a larger odd kernel
+#   fill          operand R (any weight, for dtype/device); attrs `value`, `size`: a (size,) vector
+WEIGHT_OPS = {"weight_cat", "weight_slice", "weight_add", "weight_view", "pad_kernel", "fill"}
+# Layout ops on activations: channels [start, stop) of a tensor (a view), and the gate-major
+# interleave of several gate-grouped tensors (multi-kernel ConvLSTM, Fig. 4b).
+#   slice         operand T; attrs `start`, `stop`
+#   interleave    operands T_1…T_n, each G chunks of C_j channels; attr `groups` = G;
+#                 result: G chunks of ΣC_j channels, chunk g = [T_1 chunk g, …, T_n chunk g]
+LAYOUT_OPS = {"slice", "interleave"}
+ACTIVATIONS = {"sigmoid", "tanh", "relu"}
+COMMUTATIVE = {"add", "mul"}

@@ -1,0 +1,338 @@
+"""The vocabulary the passes are written in: patterns over a CellGraph, and how to rewrite them.
+
+A pass is a list of `Rule`s, each a small declarative pattern with an explicit guard (the
+condition under which the rewrite is exact), applied until none matches::
+
+    Rule("W₁⋆a₁ + W₂⋆a₂  →  [W₁ W₂] ⋆ [a₁, a₂]",
+         guard="each conv feeds only this sum; same kernel",
+         find=…, apply=…)
+
+`find(graph)` yields matches that satisfy the guard; `apply(graph, match)` rewrites the
+graph in place (adding nodes and re-pointing uses; dead nodes are swept afterwards) and
+returns a short note for the report. The helpers below are the shared pattern vocabulary:
+sums, chunks of tensors, bias-like terms, weight-side expressions, labels.
+
+Vocabulary:
+  sum tree   a maximal tree of `add` nodes whose inner adds each feed only their parent;
+             its leaves are the sum's *terms* (a conv result, a bias, a constant, …)
+  single use a node with exactly one user edge that is not a result of the step (output or
+             next state): rewriting its only user cannot change anything else
+  stage      how many convs lie on the longest path from the step's inputs/states to a node:
+             x, h are stage 0; c' (computed from gate convs) is stage 1
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Optional
+
+from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import WEIGHT_OPS
+
+# --- rules and the driver ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    pattern: str  # before → after, for docs and error messages
+    guard: str  # when the rewrite is exact
+    find: Callable[[CellGraph], Iterable[Any]]
+    apply: Callable[[CellGraph, Any], Optional[str]]
+
+
+def rewrite(graph: CellGraph, rules: list[Rule], limit: int = 10_000) -> tuple[CellGraph, list[str]]:
+    """Apply `rules` to a copy of `graph` until none matches; return it and the rules' notes."""
+    g = graph.copy()
+    notes: list[str] = []
+    for _ in range(limit):
+        for rule in rules:
+            match = next(iter(rule.find(g)), None)
+            if match is not None:
+                note = rule.apply(g, match)
+                if note:
+                    notes.append(note)
+                g.remove_dead()
+                break
+        else:
+            return g, notes
+    raise RuntimeError(f"rewriting {graph.name} did not reach a fixed point after {limit} steps")
+
+
+# --- reading the graph -------------------------------------------------------------------------
+
+
+def is_op(g: CellGraph, node: str, *ops: str) -> bool:
+    data = g[node]
+    return data["kind"] == "op" and (not ops or data["op"] in ops)
+
+
+def single_use(g: CellGraph, node: str) -> bool:
+    """Exactly one user edge, and not a value that leaves the step."""
+    return g.nx.out_degree(node) == 1 and node not in g.results()
+
+
+def only_user(g: CellGraph, node: str) -> Optional[str]:
+    return g.users(node)[0] if single_use(g, node) else None
+
+
+def channels(g: CellGraph, node: str) -> Optional[int]:
+    return g[node].get("channels")
+
+
+def is_weight_side(g: CellGraph, node: str) -> bool:
+    """A parameter, or a tensor computed from parameters only (a fused weight or bias)."""
+    data = g[node]
+    return data["kind"] == "weight" or (data["kind"] == "op" and data["op"] in WEIGHT_OPS)
+
+
+def wshape(g: CellGraph, node: str) -> tuple[int, ...]:
+    """The shape of a weight-side tensor."""
+    data = g[node]
+    if data["kind"] == "weight":
+        return tuple(g.weights[data["name"]].shape)
+    return tuple(data["shape"])
+
+
+def conv_weight(g: CellGraph, conv: str) -> str:
+    return g.operands(conv)[1]
+
+
+def conv_source(g: CellGraph, conv: str) -> str:
+    return g.operands(conv)[0]
+
+
+def conv_bias(g: CellGraph, conv: str) -> Optional[str]:
+    operands = g.operands(conv)
+    return operands[2] if len(operands) > 2 else None
+
+
+def conv_key(g: CellGraph, conv: str) -> tuple:
+    """What two convs must share to be one conv: kernel (stride 1, "same" padding implied)."""
+    return (tuple(g[conv]["kernel"]),)
+
+
+def stages(g: CellGraph) -> dict[str, int]:
+    """Node → the number of convs on the longest path into it (see the module docstring)."""
+    stage: dict[str, int] = {}
+    for node in g.order():
+        stage[node] = max((stage[o] + is_op(g, o, "conv") for o in g.operands(node)), default=0)
+    return stage
+
+
+def evaluation_order(g: CellGraph) -> dict[str, int]:
+    """Node → its position when the equations are evaluated in the order they were written,
+    each one operand by operand, left to right (a depth-first post-order from every named
+    value, in creation order). Within `[W₃ ⋆ x, W₅ ⋆ x]` the 3×3 conv comes first."""
+    position: dict[str, int] = {}
+    named = [n for n in g.order() if g[n]["kind"] == "op" and g[n].get("name")]
+    for start in sorted(named, key=lambda n: int(n[1:])) + g.results():
+        stack = [(start, False)]
+        while stack:
+            node, expanded = stack.pop()
+            if node in position:
+                continue
+            if expanded:
+                position[node] = len(position)
+            else:
+                stack.append((node, True))
+                stack.extend((o, False) for o in reversed(g.operands(node)) if o not in position)
+    return position
+
+
+# --- sums --------------------------------------------------------------------------------------
+
+
+def is_inner_add(g: CellGraph, node: str) -> bool:
+    user = only_user(g, node)
+    return is_op(g, node, "add") and user is not None and is_op(g, user, "add")
+
+
+def sum_roots(g: CellGraph) -> list[str]:
+    return [n for n in g.ops("add") if not is_inner_add(g, n)]
+
+
+def sum_terms(g: CellGraph, root: str) -> list[str]:
+    """The leaves of the sum tree rooted at `root`, left to right (a node may repeat)."""
+    terms: list[str] = []
+    for operand in g.operands(root):
+        if is_inner_add(g, operand):
+            terms.extend(sum_terms(g, operand))
+        else:
+            terms.append(operand)
+    return terms
+
+
+def sum_of(g: CellGraph, root: str, node: str) -> bool:
+    """Is `node` a term of the sum rooted at `root` that feeds nothing else?"""
+    user = only_user(g, node)
+    while user is not None and user != root and is_inner_add(g, user):
+        user = only_user(g, user)
+    return user == root
+
+
+def build_sum(g: CellGraph, terms: list[str], width: Optional[int]) -> str:
+    """A left-nested chain of adds over `terms` (full-width tensors first, broadcasts last)."""
+    ordered = [t for t in terms if channels(g, t) is not None] + [t for t in terms if channels(g, t) is None]
+    node = ordered[0]
+    for term in ordered[1:]:
+        node = new_op(g, "add", [node, term], channels=width)
+    return node
+
+
+def replace_sum(g: CellGraph, root: str, terms: list[str]) -> str:
+    """Make the sum rooted at `root` read `terms` instead; returns the new root."""
+    new = build_sum(g, terms, channels(g, root))
+    replace(g, root, new)
+    return new
+
+
+# --- building ----------------------------------------------------------------------------------
+
+
+def new_op(g: CellGraph, op: str, operands: list[str], *, channels: Optional[int] = None, **attrs) -> str:
+    node = g.add_op(op, operands, **attrs)
+    g[node]["channels"] = channels
+    return node
+
+
+def new_weight_op(g: CellGraph, op: str, operands: list[str], shape: tuple[int, ...], **attrs) -> str:
+    """A weight-side op; conv weights also get `in_channels` and `kernel` (as weight nodes have)."""
+    node = new_op(g, op, operands, channels=shape[0], shape=tuple(shape), **attrs)
+    if len(shape) > 2 and "kernel" not in attrs:
+        g[node]["kernel"] = tuple(shape[2:])
+    if len(shape) > 1:
+        g[node]["in_channels"] = shape[1]
+    return node
+
+
+def weight_cat(g: CellGraph, parts: list[str], dim: int) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    shapes = [wshape(g, p) for p in parts]
+    shape = list(shapes[0])
+    shape[dim] = sum(s[dim] for s in shapes)
+    return new_weight_op(g, "weight_cat", parts, tuple(shape), dim=dim)
+
+
+def weight_slice(g: CellGraph, weight: str, start: int, stop: int) -> str:
+    shape = wshape(g, weight)
+    if (start, stop) == (0, shape[0]):
+        return weight
+    return new_weight_op(g, "weight_slice", [weight], (stop - start, *shape[1:]), start=start, stop=stop)
+
+
+def fill(g: CellGraph, like: str, value: float, size: int) -> str:
+    return new_weight_op(g, "fill", [like], (size,), value=value, size=size)
+
+
+def slice_of(g: CellGraph, tensor: str, start: int, stop: int) -> str:
+    if (start, stop) == (0, channels(g, tensor)):
+        return tensor
+    return new_op(g, "slice", [tensor], channels=stop - start, start=start, stop=stop)
+
+
+def new_conv(g: CellGraph, source: str, weight: str, bias: Optional[str], kernel: tuple[int, ...]) -> str:
+    operands = [source, weight] + ([bias] if bias is not None else [])
+    return new_op(g, "conv", operands, channels=wshape(g, weight)[0], kernel=tuple(kernel))
+
+
+def concat(g: CellGraph, parts: list[str]) -> str:
+    if len(parts) == 1:
+        return parts[0]
+    return new_op(g, "concat", parts, channels=sum(channels(g, p) for p in parts))
+
+
+def replace(g: CellGraph, old: str, new: str) -> None:
+    """Every use of `old` (and the step's results) reads `new`; `new` inherits `old`'s name."""
+    if old == new:
+        return
+    if g[new].get("name") is None and g[old].get("name") is not None:
+        g[new]["name"] = g[old]["name"]
+        g[new]["span"] = g[old].get("span")
+    g.replace_uses(old, new)
+
+
+# --- bias-like terms ---------------------------------------------------------------------------
+
+
+def bias_vector(g: CellGraph, term: str, width: int, like: str) -> Optional[str]:
+    """If `term` adds the same value to every pixel of a `width`-channel map, the (width,)
+    vector it adds (built on demand); else None. `like` is any weight (dtype and device of a fill).
+
+    Bias-like: a bias (`channel_view` of a (C,) weight-side tensor), an elementwise weight
+    of shape (C, 1, …, 1) or (1, …, 1), a scalar constant.
+    """
+    data = g[term]
+    if data["kind"] == "const":
+        return fill(g, like, data["value"], width)
+    if is_op(g, term, "channel_view"):
+        (vector,) = g.operands(term)
+        return vector if wshape(g, vector) == (width,) else None
+    if is_weight_side(g, term):
+        shape = wshape(g, term)
+        if len(shape) == g.spatial_dims + 1 and all(d == 1 for d in shape[1:]) and shape[0] == width:
+            return new_weight_op(g, "weight_view", [term], (width,))
+    return None
+
+
+# --- labels for reports ------------------------------------------------------------------------
+
+
+def weight_symbols(g: CellGraph, node: str) -> list[str]:
+    """The parameters a weight-side expression is built from, in order."""
+    data = g[node]
+    if data["kind"] == "weight":
+        return [data["name"]]
+    if data["kind"] != "op":
+        return []
+    symbols: list[str] = []
+    for operand in g.operands(node):
+        if data["op"] == "fill":
+            break
+        symbols += [s for s in weight_symbols(g, operand) if s not in symbols]
+    return symbols
+
+
+def label(g: CellGraph, node: str) -> str:
+    """A short human name for a value: its spec name, `[x, h]` for a concat, …"""
+    data = g[node]
+    if data.get("name"):
+        return data["name"]
+    if is_op(g, node, "concat"):
+        return "[" + ", ".join(label(g, o) for o in g.operands(node)) + "]"
+    if is_op(g, node, "slice"):
+        return f"{label(g, g.operands(node)[0])}[{data['start']}:{data['stop']}]"
+    if is_op(g, node, "conv"):
+        return conv_label(g, node) + " ⋆ " + label(g, conv_source(g, node))
+    if is_op(g, node):
+        return data["op"]
+    return data["kind"]
+
+
+def owner(g: CellGraph, node: str) -> str:
+    """The name of the equation a value is part of: its own, or the nearest named user's."""
+    seen, frontier = {node}, [node]
+    while frontier:
+        for n in frontier:
+            if g[n].get("name") and g[n]["kind"] == "op":
+                return g[n]["name"]
+        frontier = [u for n in frontier for u in sorted(g.users(n), key=lambda u: int(u[1:])) if u not in seen]
+        seen.update(frontier)
+    return label(g, node)
+
+
+def conv_label(g: CellGraph, conv: str) -> str:
+    return " ".join(weight_symbols(g, conv_weight(g, conv)))
+
+
+def conv_macs(g: CellGraph, conv: str) -> int:
+    """Multiply-accumulates per output pixel."""
+    return channels(g, conv) * channels(g, conv_source(g, conv)) * math.prod(g[conv]["kernel"])
+
+
+def summary(before: CellGraph, after: CellGraph) -> str:
+    """`ConvLSTM: 8 convs -> 1` (plus the other ops, which fusion also changes)."""
+    def other(graph: CellGraph) -> int:
+        return sum(1 for n in graph.ops() if graph[n]["op"] not in WEIGHT_OPS and graph[n]["op"] != "conv")
+    return (f"{after.name}: {before.count('conv')} convs -> {after.count('conv')}, "
+            f"{other(before)} other ops -> {other(after)}")

@@ -1,0 +1,64 @@
+"""Same-operand fusion: convs that read the same tensor with the same kernel become one conv
+whose output channels are theirs stacked; each reads its own channels back as a slice.
+
+    before                                  after
+    i = σ(W_xi ⋆ x + …)                     F = conv(x, cat([W_xi, W_xf, W_xc, W_xo], dim=0))
+    f = σ(W_xf ⋆ x + …)                     i = σ(F[:, 0:C] + …)
+    g = tanh(W_xc ⋆ x + …)                  f = σ(F[:, C:2C] + …)
+    o = σ(W_xo ⋆ x + …)                     …
+
+Rule:  W₁ ⋆ a, …, Wₙ ⋆ a  →  F = cat([W₁ … Wₙ], 0) ⋆ a;  Wⱼ ⋆ a = F[:, oⱼ : oⱼ + Cⱼ]
+       (biases, if any conv has one, stack the same way; a conv without one gets zeros)
+Guard: the same input node, the same kernel (hence stride, dilation and "same" padding).
+Exact: each output channel of a conv depends only on its own filter, so stacking filters
+computes every channel exactly as before. Chunks are stacked in the order the equations
+use the convs (rules.evaluation_order), so a multi-kernel gate's chunks end up adjacent
+and read back as one slice; "gate order inside a fused conv is an implementation
+detail" (cells.md), and parameters stay per symbol, so the order is invisible outside.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+
+from cellgen.ir.graph import CellGraph
+from cellgen.passes.rules import (Rule, channels, conv_bias, conv_key, conv_label, conv_source, conv_weight,
+                                  evaluation_order, fill,
+                                  label, new_conv, replace, rewrite, slice_of, weight_cat)
+
+
+def _find(g: CellGraph):
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for conv in g.ops("conv"):
+        groups[(conv_source(g, conv), conv_key(g, conv))].append(conv)
+    position = None
+    for (source, _), convs in groups.items():
+        if len(convs) >= 2:
+            position = position or evaluation_order(g)
+            yield source, sorted(convs, key=position.__getitem__)
+
+
+def _apply(g: CellGraph, match) -> str:
+    source, convs = match
+    weight = weight_cat(g, [conv_weight(g, c) for c in convs], dim=0)
+    bias = None
+    if any(conv_bias(g, c) is not None for c in convs):
+        bias = weight_cat(g, [conv_bias(g, c) if conv_bias(g, c) is not None
+                              else fill(g, conv_weight(g, c), 0.0, channels(g, c)) for c in convs], dim=0)
+    fused = new_conv(g, source, weight, bias, g[convs[0]]["kernel"])
+    start = 0
+    for conv in convs:
+        stop = start + channels(g, conv)
+        replace(g, conv, slice_of(g, fused, start, stop))
+        start = stop
+    return f"{label(g, source)}: " + " ".join(conv_label(g, c) for c in convs)
+
+
+RULES = [Rule("W₁ ⋆ a, …, Wₙ ⋆ a  →  cat([W₁ … Wₙ], 0) ⋆ a, read back through channel slices",
+              "same input node; same kernel", _find, _apply)]
+
+
+def same_operand_fusion(graph: CellGraph) -> tuple[CellGraph, list[str]]:
+    g, notes = rewrite(graph, RULES)
+    if not notes:
+        return g, []
+    return g, [f"{graph.count('conv')} convs -> {g.count('conv')} (" + "; ".join(notes) + ")"]
