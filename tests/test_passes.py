@@ -399,7 +399,7 @@ def test_kernel_embedding_pads_small_kernels_into_the_largest():
     after, notes = kernel_embedding(split)
     assert {after[c]["kernel"] for c in ops(after, "conv")} == {(5, 5)}
     assert len(after.ops("pad_kernel")) == 8
-    assert notes == ["embedded x, h: 3×3 + 5×5 -> 5×5"]
+    assert notes == ["embedded 3×3 + 5×5 (pad W_x3i W_h3i W_x3f W_h3f … 8 weights to 5×5)"]
     assert_same_step(module(graph), module(after), what="kernel embedding")
     # and then sum and same-operand fusion make ONE conv
     assert optimize(graph, 2, enable=["kernel-embedding"]).count("conv") == 1
@@ -432,7 +432,8 @@ def test_cost_model_choice_is_visible_and_follows_the_size():
         return g
 
     _, notes = choose_kernel_embedding(concat_split(graph)[0], finish, CostModel(pixels=8 * 32 * 32))
-    assert notes[0].startswith("x, h: 3×3 + 5×5: grouping 2 convs") and notes[0].endswith("-> grouping")
+    assert notes[0].startswith("3×3 + 5×5 (pad W_x3i W_h3i W_x3f W_h3f … 8 weights to 5×5): grouping 2 convs")
+    assert "embedding 1 conv " in notes[0] and notes[0].endswith("-> grouping")
     free_macs = CostModel(pixels=8 * 32 * 32, ns_per_mac=0.0)  # when MACs cost nothing, fewer convs win
     chosen, notes = choose_kernel_embedding(concat_split(graph)[0], finish, free_macs)
     assert notes[0].endswith("-> embedding") and chosen.ops("pad_kernel")
@@ -540,6 +541,20 @@ def test_checkpoints_load_across_levels(spec):
                 outputs.append(cell(x, None)[0])
         for out in outputs[1:]:
             assert (out - outputs[0]).abs().max() <= ATOL
+
+
+def test_standalone_module_of_an_O2_cell_runs_the_same_step():
+    from cellgen.codegen.standalone import standalone_source
+
+    cell = compile_quiet(MK_SPEC, opt_level=2, enable=["kernel-embedding"], **SPECS[MK_SPEC])
+    namespace: dict = {}
+    exec(compile(standalone_source(cell), "<standalone>", "exec"), namespace)
+    standalone = namespace["MultiKernelConvLSTM"]()
+    standalone.load_state_dict(random_params(cell))
+    cell.load_state_dict(random_params(cell))
+    x = torch.randn(BATCH, SPECS[MK_SPEC]["in_channels"], SIZE, SIZE)
+    with torch.no_grad():
+        assert (standalone(x)[0] - cell(x)[0]).abs().max() <= ATOL
 
 
 # --- torch.jit.trace and torch.compile ---------------------------------------------------------

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.rules import (Rule, bias_vector, channels, conv_bias, conv_source, conv_weight, fill,
-                                  is_inner_add, is_op, is_weight_side, new_conv, new_weight_op, only_user, owner, replace,
-                                  replace_sum, rewrite, sum_terms, weight_cat, weight_symbols, wshape)
+                                  is_inner_add, is_op, is_weight_side, new_conv, new_weight_op, only_user, owner,
+                                  replace, replace_sum, rewrite, sum_terms, weight_cat, weight_symbols, wshape)
 
 
 def _bias_like(g: CellGraph, term: str, width: int) -> bool:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.ops import WEIGHT_OPS
+from cellgen.passes.rules import conv_macs
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,7 @@ class CostModel:
             data = g[node]
             op = data["op"]
             if op == "conv":
-                source = g.operands(node)[0]
-                macs = data["channels"] * g[source]["channels"] * math.prod(data["kernel"]) * self.pixels
-                ns += self.ns_per_conv + macs * self.ns_per_mac
+                ns += self.ns_per_conv + conv_macs(g, node) * self.pixels * self.ns_per_mac
             elif op in WEIGHT_OPS or op == "channel_view":
                 ns += self.ns_per_op
             elif op == "slice":

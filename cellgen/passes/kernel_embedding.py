@@ -24,8 +24,8 @@ from typing import Callable, Optional
 
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.cost import CostModel, DEFAULT_COST
-from cellgen.passes.rules import (conv_bias, conv_source, conv_weight, label, new_conv, new_weight_op, replace,
-                                  sum_of, sum_roots, sum_terms, wshape)
+from cellgen.passes.rules import (conv_bias, conv_source, conv_weight, new_conv, new_weight_op, replace, sum_of,
+                                  sum_roots, sum_terms, weight_symbols, wshape)
 
 
 def kernel_groups(g: CellGraph) -> list[list[str]]:
@@ -84,9 +84,12 @@ def _convs(g: CellGraph) -> str:
 
 
 def _describe(g: CellGraph, group: list[str]) -> str:
-    sources = list(dict.fromkeys(label(g, conv_source(g, c)) for c in group))
+    """`3×3 + 5×5 (pad W_x3i W_h3i … 8 convs to 5×5)`: the group's kernels and what would grow."""
+    target = _target(g, group)
     kernels = sorted({g[c]["kernel"] for c in group})
-    return f"{', '.join(sources)}: {' + '.join('×'.join(map(str, k)) for k in kernels)}"
+    padded = [s for c in group if tuple(g[c]["kernel"]) != target for s in weight_symbols(g, conv_weight(g, c))]
+    shown = " ".join(padded[:4]) + (f" … {len(padded)} weights" if len(padded) > 4 else "")
+    return f"{' + '.join('×'.join(map(str, k)) for k in kernels)} (pad {shown} to {'×'.join(map(str, target))})"
 
 
 def kernel_embedding(graph: CellGraph) -> tuple[CellGraph, list[str]]:
@@ -95,8 +98,7 @@ def kernel_embedding(graph: CellGraph) -> tuple[CellGraph, list[str]]:
     if not groups:
         return graph.copy(), []
     g = embed(graph, groups)
-    return g, ["embedded " + "; ".join(f"{_describe(graph, grp)} -> {'×'.join(map(str, _target(graph, grp)))}"
-                                       for grp in groups)]
+    return g, ["embedded " + "; ".join(_describe(graph, grp) for grp in groups)]
 
 
 def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], CellGraph],

@@ -15,6 +15,14 @@ computes every channel exactly as before. Chunks are stacked in the order the eq
 use the convs (rules.evaluation_order), so a multi-kernel gate's chunks end up adjacent
 and read back as one slice; "gate order inside a fused conv is an implementation
 detail" (cells.md), and parameters stay per symbol, so the order is invisible outside.
+
+ConvLSTM ends with ONE conv (all gates over [x, h]). PredRNN (ST-LSTM) ends with four:
+[x, h] → i f g and o's x, h part (4C); [x, m] → i_m f_m g_m (3C); W_o ⋆ [c', m'] (k×k) and
+W_1x1 ⋆ [c', m'] (1×1) — three if kernel-embedding pads the 1×1 into k×k (k² times its MACs;
+the cost model declines at its reference size). Two is the floor: the [c', m'] convs read
+the first convs' results. Reaching it would take one conv over [x, h, m] whose h-gates
+have zero weights on m and m-gates zero weights on h: exact, but 7C² · k² extra MACs per
+pixel (+50 % when in_channels = hidden), so no pass does it.
 """
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ Rules (each exact: it only re-expresses which channels are read, not their value
   T[:, 0:C]                          →  T                        guard: C = channels of T
   T[:, a:b][:, c:d]                  →  T[:, a+c : a+d]
   [p₁, …, pₙ][:, a:b]                →  pⱼ[:, a-oⱼ : b-oⱼ]        guard: [a, b) lies inside part j
-  cat([P₁, …, Pₙ], 0)[a:b]           →  cat([the rows of each Pⱼ in [a, b)], 0)   (weights only)
+  cat([P₁ … Pₙ], 0)[a:b]            →  cat([each Pⱼ's rows in [a, b)], 0)   (weights only)
   [… T[:, a:b], T[:, b:c] …]         →  [… T[:, a:c] …]          (adjacent slices of one tensor)
-  [… [q₁, q₂] …]                     →  [… q₁, q₂ …]             guard: the inner concat feeds only this one
+  [… [q₁, q₂] …]                     →  [… q₁, q₂ …]             guard: the inner concat feeds only this
   [p]                                →  p
   the same four rules for weight-side cat/slice on dim 0, and
   cat([fill(v, n), fill(v, m)])      →  fill(v, n + m)
@@ -21,8 +21,8 @@ from __future__ import annotations
 from typing import Optional
 
 from cellgen.ir.graph import CellGraph
-from cellgen.passes.rules import (Rule, channels, concat, fill, is_op, is_weight_side, new_op, replace, rewrite, single_use,
-                                  weight_cat, weight_slice, wshape)
+from cellgen.passes.rules import (Rule, channels, concat, fill, is_op, is_weight_side, replace, rewrite,
+                                  single_use, slice_of, weight_cat, weight_slice, wshape)
 
 
 def _full_slice(g, n):
@@ -89,7 +89,7 @@ def _apply_nested(g, match):
 
 def _slice_maker(g, n):
     if is_op(g, n, "slice"):
-        return lambda t, a, b: new_op(g, "slice", [t], channels=b - a, start=a, stop=b) if (a, b) != (0, channels(g, t)) else t
+        return lambda t, a, b: slice_of(g, t, a, b)
     return lambda t, a, b: weight_slice(g, t, a, b)
 
 
@@ -140,8 +140,8 @@ RULES = [
     Rule("T[:, 0:C] → T", "C = all of T's channels", _find_full, _apply_full),
     Rule("T[a:b][c:d] → T[a+c:a+d];  [p…][a:b] → pⱼ[…]", "the range lies inside one part", _find_nested,
          _apply_nested),
-    Rule("[… T[a:b], T[b:c] …] → [… T[a:c] …];  [[q…]] → [q…];  [p] → p", "adjacent ranges of one tensor; "
-         "inner concat feeds only the outer", _find_cat, _apply_cat),
+    Rule("[… T[a:b], T[b:c] …] → [… T[a:c] …];  [[q…]] → [q…];  [p] → p",
+         "adjacent ranges of one tensor; inner concat feeds only the outer", _find_cat, _apply_cat),
 ]
 
 
