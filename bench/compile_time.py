@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
-import cellgen
-from cellgen.language.parser import _lark
-from cellgen.resources import shipped_specs
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import cellgen  # noqa: E402
+from cellgen.language.parser import _lark  # noqa: E402
+from cellgen.resources import shipped_specs  # noqa: E402
 
 SMALL = {"in_channels": 3, "hidden": 64}
 
