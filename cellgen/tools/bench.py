@@ -97,7 +97,22 @@ def _zeros_like_state(x: torch.Tensor, hidden: int, names: Sequence[str]) -> dic
     return {name: x.new_zeros((x.shape[0], hidden) + tuple(x.shape[2:])) for name in names}
 
 
-class HandConvLSTM(nn.Module):
+class _HandWritten(nn.Module):
+    """A baseline written as the zoos write it, loaded with a compiled cell's weights by name."""
+
+    @classmethod
+    def from_cell(cls, cell):
+        sd = cell.state_dict()
+        out, in_channels, k = sd["W_xi"].shape[0], sd["W_xi"].shape[1], sd["W_xi"].shape[-1]
+        module = cls(in_channels, out, k)
+        module.load_from_cell(sd)
+        return module
+
+    def load_from_cell(self, sd: Mapping[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+
+class HandConvLSTM(_HandWritten):
     """ConvLSTM as zoos write it: one conv of x (with the bias) and one of h (without), each
     producing all four gates, chunked in the order `GATES` (i, f, g, o; g is Shi's c gate).
 
@@ -113,14 +128,6 @@ class HandConvLSTM(nn.Module):
         self.hidden = hidden
         self.conv_x = _conv(in_channels, 4 * hidden, k, bias=True)
         self.conv_h = _conv(hidden, 4 * hidden, k, bias=False)
-
-    @classmethod
-    def from_cell(cls, cell) -> "HandConvLSTM":
-        sd = cell.state_dict()
-        out, in_channels, k = sd["W_xi"].shape[0], sd["W_xi"].shape[1], sd["W_xi"].shape[-1]
-        module = cls(in_channels, out, k)
-        module.load_from_cell(sd)
-        return module
 
     def load_from_cell(self, sd: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
@@ -140,7 +147,7 @@ class HandConvLSTM(nn.Module):
         return h_next, {"h": h_next, "c": c_next}
 
 
-class HandSTLSTM(nn.Module):
+class HandSTLSTM(_HandWritten):
     """ST-LSTM as predrnn-pytorch's SpatioTemporalLSTMCell writes it (no layer norm): bias-free
     conv_x → 7C, conv_h → 4C, conv_m → 3C, conv_o over [c', m'] → C (k×k), conv_last over
     [c', m'] → C (1×1), forget bias 1.0.
@@ -160,14 +167,6 @@ class HandSTLSTM(nn.Module):
         self.conv_m = _conv(hidden, 3 * hidden, k, bias=False)
         self.conv_o = _conv(2 * hidden, hidden, k, bias=False)
         self.conv_last = _conv(2 * hidden, hidden, 1, bias=False)
-
-    @classmethod
-    def from_cell(cls, cell) -> "HandSTLSTM":
-        sd = cell.state_dict()
-        out, in_channels, k = sd["W_xi"].shape[0], sd["W_xi"].shape[1], sd["W_xi"].shape[-1]
-        module = cls(in_channels, out, k)
-        module.load_from_cell(sd)
-        return module
 
     def load_from_cell(self, sd: Mapping[str, torch.Tensor]) -> None:
         with torch.no_grad():
