@@ -81,10 +81,10 @@ def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **para
         raise CellgenError(f"cell {loaded.ast.name} cannot be stacked: it needs exactly one input whose channels "
                            "are a param (`input x[in_channels]`)", loaded.ast.span)
     channel_param = inputs[0].channels.name
+    source = loaded.text if loaded.origin == "<string>" else spec
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the first layer already said it
-        first = compile(loaded.text if loaded.origin == "<string>" else spec, opt_level=opt_level, **params)
+        first = compile(source, opt_level=opt_level, **params)
         upper = {**params, channel_param: first.out_channels}
-        cells = [first] + [compile(loaded.text if loaded.origin == "<string>" else spec, opt_level=opt_level, **upper)
-                           for _ in range(layers - 1)]
+        cells = [first] + [compile(source, opt_level=opt_level, **upper) for _ in range(layers - 1)]
     return CellStack(cells)

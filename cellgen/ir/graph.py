@@ -87,7 +87,7 @@ class CellGraph:
 
     def order(self) -> list[str]:
         """Nodes in a deterministic topological order (operands before users)."""
-        return list(nx.lexicographical_topological_sort(self.nx, key=_creation_order))
+        return list(nx.lexicographical_topological_sort(self.nx, key=creation_order))
 
     # --- rewriting (used by the optimizer) --------------------------------------------------
     def replace_uses(self, old: str, new: str) -> None:
@@ -113,12 +113,12 @@ class CellGraph:
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,
                           self.nx.copy())
-        clone._ids = itertools.count(max((_creation_order(n) for n in self.nx), default=0) + 1)
+        clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
         return clone
 
     def count(self, op: str) -> int:
         return len(self.ops(op))
 
 
-def _creation_order(node: str) -> int:
+def creation_order(node: str) -> int:
     return int(node[1:])

@@ -14,7 +14,7 @@ from cellgen.errors import (ArityError, CellgenError, CellgenWarning, CyclicDefi
                             RedefinitionError, ShapeError, Span, StateNotUpdatedError, TypeMismatchError,
                             UnknownFunctionError, UnknownSymbolError, did_you_mean, span_text)
 from cellgen.ir.channels import ChannelSolver
-from cellgen.ir.graph import CellGraph, StateInfo, WeightInfo
+from cellgen.ir.graph import CellGraph, StateInfo, WeightInfo, creation_order
 from cellgen.ir.ops import BINARY_OPS, ELEMENTWISE, FUNCTIONS
 from cellgen.ir.params import bind_params, evaluate
 from cellgen.language import syntax as ast
@@ -357,7 +357,7 @@ class _Lowering:
             else:
                 info = WeightInfo(symbol, "elementwise", data["shape"])
             graph.weights[symbol] = info
-        graph.weights = dict(sorted(graph.weights.items(), key=lambda item: _creation(self.weight_nodes[item[0]])))
+        graph.weights = dict(sorted(graph.weights.items(), key=lambda item: creation_order(self.weight_nodes[item[0]])))
 
     def _warn_unused(self) -> None:
         graph = self.graph
@@ -422,7 +422,3 @@ def _name_span(call: ast.Call) -> Optional[Span]:
 
 def _type_word(kind: ast.WeightType) -> str:
     return {ast.ConvType: "conv", ast.BiasType: "bias", ast.ElementwiseType: "elementwise"}[type(kind)]
-
-
-def _creation(node: str) -> int:
-    return int(node[1:])
