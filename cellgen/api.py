@@ -12,6 +12,7 @@ from cellgen.ir.graph import CellGraph
 from cellgen.ir.lower import lower
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
+from cellgen.language.resolve import resolve
 from cellgen.passes import Report, optimize
 from cellgen.resources import shipped_specs
 from cellgen.runtime.stack import CellStack
@@ -21,9 +22,16 @@ SpecLike = Union[str, Path]
 
 @dataclass
 class LoadedSpec:
-    ast: ast.CellSpec
+    ast: ast.CellSpec  # as written
     origin: str  # a path, `specs/NAME.cell`, or `<string>`
     text: str
+
+    @property
+    def resolved(self) -> ast.CellSpec:
+        """The flat spec: parents merged, blocks inlined, loops unrolled (see `resolved_spec`)."""
+        if not hasattr(self, "_resolved"):
+            self._resolved = resolved_spec(self)
+        return self._resolved
 
 
 def load_spec(spec: SpecLike) -> LoadedSpec:
@@ -54,9 +62,35 @@ def _read(path: Path) -> str:
         raise CellgenError(f"cannot read {path}: {error.strerror}") from None
 
 
+def resolved_spec(loaded: LoadedSpec) -> ast.CellSpec:
+    """`loaded` with its parent specs merged, borrowed blocks inlined and loops unrolled. A
+    spec named by `extends` or `use … from` is looked up next to the spec that names it,
+    then among the shipped specs."""
+    origins = {id(loaded.ast): loaded.origin}
+
+    def load(name: str, referrer: ast.CellSpec) -> ast.CellSpec:
+        origin = origins.get(id(referrer), "<string>")
+        sibling = Path(origin).parent / f"{name}.cell"
+        if origin not in ("<string>",) and not origin.startswith("specs/") and sibling.is_file():
+            found = load_spec(sibling)
+        else:
+            try:
+                found = load_spec(name) if name in shipped_specs() else None
+            except SpecNotFoundError:
+                found = None
+            if found is None:
+                hint = did_you_mean(name, shipped_specs()) or "name a shipped spec or a .cell file beside this one"
+                raise SpecNotFoundError(f"spec {referrer.name} names `{name}`, but there is no such spec",
+                                        referrer.span, hint=hint)
+        origins[id(found.ast)] = found.origin
+        return found.ast
+
+    return resolve(loaded.ast, load)
+
+
 def lower_spec(spec: SpecLike, **params) -> CellGraph:
     """The unoptimised, validated graph of one step of `spec`."""
-    return lower(load_spec(spec).ast, params)
+    return lower(load_spec(spec).resolved, params)
 
 
 def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), disable: Iterable[str] = (),
@@ -76,7 +110,7 @@ def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **para
     if not isinstance(layers, int) or layers < 1:
         raise CellgenError(f"a stack needs a positive number of layers, not {layers!r}")
     loaded = load_spec(spec)
-    inputs = loaded.ast.inputs
+    inputs = loaded.resolved.inputs
     if len(inputs) != 1 or not isinstance(inputs[0].channels, ast.DimName):
         raise CellgenError(f"cell {loaded.ast.name} cannot be stacked: it needs exactly one input whose channels "
                            "are a param (`input x[in_channels]`)", loaded.ast.span)

@@ -45,7 +45,8 @@ _SUBCOMMANDS: dict[str, Subcommand] = {}
 # Tool modules that add subcommands. Each defines `register_with_cli()`, which calls `register`
 # below; they are imported when the parser is built (not at import time), so a tool may import
 # this module without an import cycle.
-_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench")
+_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench",
+                                 "cellgen.training.commands")
 _LOADED_EXTENSIONS: set[str] = set()
 
 
@@ -292,12 +293,13 @@ def _run_list(args: argparse.Namespace) -> int:
     rows, status = [], 0
     for name in shipped_specs():
         try:
-            spec = load_spec(name).ast
+            spec = load_spec(name).resolved
         except CellgenError as error:  # one broken spec should not hide the others
             print(error.render(), file=sys.stderr)
             status = 1
             continue
-        params = " ".join(p.name if p.default is None else f"{p.name}={p.default}" for p in spec.params)
+        params = " ".join(f"{p.name}=none" if p.nullable and p.default is None else
+                          p.name if p.default is None else f"{p.name}={p.default}" for p in spec.params)
         rows.append([name, spec.name, f'"{spec.citation}"' if spec.citation else "-", params or "-"])
     if rows:
         print("\n".join(_align(rows, right=set())))

@@ -16,12 +16,15 @@ the spec's names.
 from __future__ import annotations
 
 import operator
+import re
 from typing import Callable
 
 import torch
 from torch import fx
 
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.layout import axis_dim, stacked_values
+from cellgen.runtime import ops as runtime_ops
 from cellgen.runtime.state import initial_state
 
 _FUNCTIONS: dict[str, Callable] = {
@@ -31,8 +34,9 @@ _FUNCTIONS: dict[str, Callable] = {
 
 
 def python_name(name: str) -> str:
-    """A spec name as a Python identifier: `c'` → `c_next`."""
-    return name.replace("'", "_next")
+    """A spec name as a Python identifier: `c'` → `c_next`, `SE.i` → `SE_i`, `c[t-5:t-1]` → `c_t_5_t_1`."""
+    name = name.replace("'", "_next").replace("∞", "all")
+    return re.sub(r"\W+", "_", name).strip("_") or "value"
 
 
 def build_fx_graph(graph: CellGraph) -> fx.Graph:
@@ -50,6 +54,13 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
         for index, name in enumerate(names):
             values[graph.state_nodes[name]] = out.create_node("call_function", operator.getitem, (read, index),
                                                               name=name)
+    histories = {}
+    for name, info in graph.states.items():
+        if info.history:
+            histories[name] = out.create_node("call_function", runtime_ops.read_history,
+                                              (state_arg, name, values[graph.state_nodes[name]]),
+                                              name=f"{python_name(name)}_history")
+    emitter = _Emitter(out, graph)
     for node in graph.order():
         data = graph[node]
         if node in values:
@@ -58,33 +69,135 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
             values[node] = data["value"]
             continue
         if data["kind"] == "weight":
-            values[node] = out.create_node("get_attr", data["name"], name=data["name"])
+            values[node] = out.create_node("get_attr", data["name"], name=python_name(data["name"]))
+            continue
+        if data["kind"] == "history":
+            buffer = histories[data["state"]]
+            size, kept = data["size"], graph.states[data["state"]].history_size
+            values[node] = buffer if size == kept else out.create_node(
+                "call_function", runtime_ops.latest, (buffer, size), name=python_name(data["name"]))
             continue
         args = [values[o] for o in graph.operands(node)]
-        values[node] = _emit(out, graph, node, data, args)
+        values[node] = emitter.emit(node, data, args)
     result = values[graph.output]
-    out.output((result, {name: values[n] for name, n in graph.next_state.items()}))
+    next_state = {name: values[n] for name, n in graph.next_state.items()}
+    for name, buffer in histories.items():
+        next_state[f"{name}.history"] = out.create_node(
+            "call_function", runtime_ops.push_history, (buffer, next_state[name], graph.states[name].history_size),
+            name=f"{python_name(name)}_history_next")
+    out.output((result, next_state))
     out.lint()
     return out
 
 
-def _emit(out: fx.Graph, graph: CellGraph, node: str, data: dict, args: list) -> fx.Node:
-    op = data["op"]
-    if op == "conv":
-        source, weight = args[:2]
-        bias = args[2] if len(args) > 2 else None
-        conv = torch.conv2d if len(data["kernel"]) == 2 else torch.conv3d
-        kind, target, args = "call_function", conv, (source, weight, bias, 1, _padding(data["kernel"]))
-        hint = "conv_" + (graph[graph.operands(node)[1]]["name"] or "fused")
-    elif op == "channel_view":
-        kind, target, args, hint = "call_method", "view", (args[0], -1) + (1,) * graph.spatial_dims, "view"
-    elif op == "concat":
-        kind, target, args, hint = "call_function", torch.cat, (list(args), 1), "cat"
-    elif op in _OPTIMIZER_OPS:
-        return _OPTIMIZER_OPS[op](out, graph, data, args)
+class _Emitter:
+    """One fx node per graph op. Ops on stacks (see cellgen/ir/layout.py) find their axes
+    one further along, and a map meeting a stack is broadcast over it."""
+
+    def __init__(self, out: fx.Graph, graph: CellGraph):
+        self.out, self.graph = out, graph
+        self.stacked = stacked_values(graph)
+
+    def node(self, kind, target, args, name) -> fx.Node:
+        return self.out.create_node(kind, target, tuple(args), name=python_name(name))
+
+    def emit(self, node: str, data: dict, args: list) -> fx.Node:
+        op, graph = data["op"], self.graph
+        name = data["name"]
+        stacked = node in self.stacked
+        operands = graph.operands(node)
+        if op == "conv":
+            source, weight = args[:2]
+            bias = args[2] if len(args) > 2 else None
+            hint = "conv_" + (graph[operands[1]]["name"] or "fused")
+            padding = _padding(data["kernel"])
+            if padding == "same":  # an even kernel: pad as torch's "same" does, once, explicitly
+                source = self.node("call_function", torch.nn.functional.pad, (source, _same_pads(data["kernel"])),
+                                   "padded")
+                padding = 0
+            if operands[0] in self.stacked:
+                return self.node("call_function", runtime_ops.stacked_conv, (source, weight, bias, padding),
+                                 name or hint)
+            conv = torch.conv2d if len(data["kernel"]) == 2 else torch.conv3d
+            return self.node("call_function", conv, (source, weight, bias, 1, padding), name or hint)
+        if op == "channel_view":
+            return self.node("call_method", "view", (args[0], -1) + (1,) * graph.spatial_dims, name or "view")
+        if op == "concat":
+            return self.node("call_function", torch.cat, (list(args), 1 + stacked), name or "cat")
+        if op in _OPTIMIZER_OPS:
+            return _OPTIMIZER_OPS[op](self.out, graph, data, args, 1 + stacked)
+        if op in _STRUCTURAL:
+            return _STRUCTURAL[op](self, node, data, args)
+        if stacked:  # a map meeting a stack: give it the stack's axis, of length 1
+            args = [self.node("call_method", "unsqueeze", (arg, 1), "as_stack")
+                    if o not in self.stacked and self._is_map(o) else arg for o, arg in zip(operands, args)]
+        return self.node("call_function", _FUNCTIONS[op], args, name or op)
+
+    def _is_map(self, node: str) -> bool:
+        """Whether a value is a (B, C, …) map, rather than a weight, a bias view or a number."""
+        data = self.graph[node]
+        if data["kind"] in ("input", "state"):
+            return True
+        return data["kind"] == "op" and data["op"] not in _WEIGHT_SIDE
+
+
+def _softmax(emitter, node, data, args):
+    operand = emitter.graph.operands(node)[0]
+    dim = axis_dim(data["axis"], operand in emitter.stacked, emitter.graph.spatial_dims)
+    return emitter.node("call_function", torch.softmax, (args[0], dim), data["name"] or "softmax")
+
+
+def _reduce_sum(emitter, node, data, args):
+    operand = emitter.graph.operands(node)[0]
+    dim = axis_dim(data["axis"], operand in emitter.stacked, emitter.graph.spatial_dims)
+    return emitter.node("call_method", "sum", (args[0], dim), data["name"] or "sum")
+
+
+def _stack(emitter, node, data, args):
+    return emitter.node("call_function", torch.stack, (list(args), 1), data["name"] or "stack")
+
+
+def _unstack(emitter, node, data, args):
+    return emitter.node("call_method", "select", (args[0], 1, data["index"]), data["name"] or "entry")
+
+
+def _cat_along(emitter, node, data, args):
+    dim = axis_dim(data["axis"], node in emitter.stacked, emitter.graph.spatial_dims)
+    return emitter.node("call_function", torch.cat, (list(args), dim), data["name"] or "side_by_side")
+
+
+def _split_along(emitter, node, data, args):
+    dim = axis_dim(data["axis"], node in emitter.stacked, emitter.graph.spatial_dims)
+    return emitter.node("call_function", runtime_ops.chunk, (args[0], data["count"], data["index"], dim),
+                        data["name"] or "piece")
+
+
+def _attention(emitter, node, data, args):
+    query, key = emitter.graph.operands(node)[:2]
+    return emitter.node("call_function", runtime_ops.attention,
+                        (*args, query in emitter.stacked, key in emitter.stacked, data["patches"]),
+                        data["name"] or "attention")
+
+
+def _layernorm(emitter, node, data, args):
+    x, gain, bias = args
+    stacked = emitter.graph.operands(node)[0] in emitter.stacked
+    spatial = emitter.graph.spatial_dims
+    name = data["name"] or f"{data['symbol']}_out"
+    if data["mode"] == "shape":
+        return emitter.node("call_function", torch.nn.functional.layer_norm,
+                            (x, tuple(data["shape"]), gain, bias, data["eps"]), name)
+    first = 2 if stacked else 1
+    if data["mode"] == "all":
+        dims = tuple(range(first, first + 1 + spatial))
     else:
-        kind, target, args, hint = "call_function", _FUNCTIONS[op], tuple(args), op
-    return out.create_node(kind, target, args, name=python_name(data["name"] or hint))
+        dims = tuple(sorted(axis_dim(a, stacked, spatial) % (first + 1 + spatial) for a in data["axes"]))
+    return emitter.node("call_function", runtime_ops.layer_norm, (x, gain, bias, dims, data["eps"], first), name)
+
+
+_STRUCTURAL = {"softmax": _softmax, "reduce_sum": _reduce_sum, "stack": _stack, "unstack": _unstack,
+               "cat_along": _cat_along, "split_along": _split_along, "attention": _attention,
+               "layernorm": _layernorm}
 
 
 # --- ops the optimizer introduces (cellgen/ir/ops.py: WEIGHT_OPS, LAYOUT_OPS) -------------------
@@ -92,25 +205,25 @@ def _name(data: dict, hint: str) -> str:
     return python_name(data["name"] or hint)
 
 
-def _weight_cat(out, graph, data, args):
+def _weight_cat(out, graph, data, args, channel_dim):
     return out.create_node("call_function", torch.cat, (list(args), data["dim"]), name=_name(data, "w_cat"))
 
 
-def _weight_slice(out, graph, data, args):
+def _weight_slice(out, graph, data, args, channel_dim):
     start, stop = data["start"], data["stop"]
     return out.create_node("call_function", torch.narrow, (args[0], 0, start, stop - start),
                            name=_name(data, "w_slice"))
 
 
-def _weight_add(out, graph, data, args):
+def _weight_add(out, graph, data, args, channel_dim):
     return out.create_node("call_function", operator.add, tuple(args), name=_name(data, "w_add"))
 
 
-def _weight_view(out, graph, data, args):
+def _weight_view(out, graph, data, args, channel_dim):
     return out.create_node("call_method", "reshape", (args[0], -1), name=_name(data, "w_vec"))
 
 
-def _pad_kernel(out, graph, data, args):
+def _pad_kernel(out, graph, data, args, channel_dim):
     pads: list[int] = []
     for have, want in reversed(list(zip(data["from_kernel"], data["kernel"]))):  # F.pad: last dim first
         pads += [(want - have) // 2] * 2
@@ -118,30 +231,46 @@ def _pad_kernel(out, graph, data, args):
                            name=_name(data, "w_pad"))
 
 
-def _fill(out, graph, data, args):
+def _fill(out, graph, data, args, channel_dim):
     if data["value"] == 0:
         return out.create_node("call_method", "new_zeros", (args[0], (data["size"],)), name=_name(data, "zeros"))
     return out.create_node("call_method", "new_full", (args[0], (data["size"],), float(data["value"])),
                            name=_name(data, "full"))
 
 
-def _slice(out, graph, data, args):
+def _slice(out, graph, data, args, channel_dim):
     start, stop = data["start"], data["stop"]
-    return out.create_node("call_function", torch.narrow, (args[0], 1, start, stop - start), name=_name(data, "chunk"))
+    return out.create_node("call_function", torch.narrow, (args[0], channel_dim, start, stop - start),
+                           name=_name(data, "chunk"))
 
 
-def _interleave(out, graph, data, args):
+def _interleave(out, graph, data, args, channel_dim):
     """Gate-major interleave (multi-kernel ConvLSTM, Fig. 4b): view each (B, G·C_j, …) tensor as
     (B, G, C_j, …), concatenate on the C axis, flatten back to (B, G·ΣC_j, …)."""
     groups = data["groups"]
-    views = [out.create_node("call_method", "unflatten", (arg, 1, (groups, -1)), name="gates") for arg in args]
-    joined = out.create_node("call_function", torch.cat, (views, 2), name="gates_cat")
-    return out.create_node("call_method", "flatten", (joined, 1, 2), name=_name(data, "interleaved"))
+    views = [out.create_node("call_method", "unflatten", (arg, channel_dim, (groups, -1)), name="gates")
+             for arg in args]
+    joined = out.create_node("call_function", torch.cat, (views, channel_dim + 1), name="gates_cat")
+    return out.create_node("call_method", "flatten", (joined, channel_dim, channel_dim + 1),
+                           name=_name(data, "interleaved"))
 
 
 _OPTIMIZER_OPS = {"weight_cat": _weight_cat, "weight_slice": _weight_slice, "weight_add": _weight_add,
                   "weight_view": _weight_view, "pad_kernel": _pad_kernel, "fill": _fill, "slice": _slice,
                   "interleave": _interleave}
+
+
+_WEIGHT_SIDE = {"channel_view", "weight_cat", "weight_slice", "weight_add", "weight_view", "pad_kernel", "fill"}
+
+
+def _same_pads(kernel: tuple[int, ...]) -> tuple[int, ...]:
+    """F.pad's argument for "same" padding (last axis first): for an even size k, (k-1)//2
+    before and the rest after, as torch's and TensorFlow's "same" do."""
+    pads: list[int] = []
+    for size in reversed(kernel):
+        before = (size - 1) // 2
+        pads += [before, size - 1 - before]
+    return tuple(pads)
 
 
 def _padding(kernel: tuple[int, ...]):

@@ -40,9 +40,16 @@ class CellModule(fx.GraphModule):
         return {name: x.new_zeros((x.shape[0], info.channels) + spatial)
                 for name, info in self.cell_graph.states.items()}
 
+    @property
+    def input_window(self) -> int:
+        """Frames per step of the first input: T for a 3D cell (`input x[C] window T`), else 1."""
+        graph = self.cell_graph
+        first = next(iter(graph.inputs), None)
+        return graph.input_windows.get(first, 1)
+
     def reset_parameters(self) -> None:
         for symbol, info in self.cell_graph.weights.items():
-            init_weight_(getattr(self, symbol), info.kind)
+            init_weight_(self.get_parameter(symbol), info.kind)
 
     # fx's own deepcopy drops our attributes, and its pickling re-traces the generated code
     # (which branches on `state is None`): rebuild from the cell graph instead.
@@ -60,7 +67,7 @@ def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool) -> C
     module.load_state_dict(state)
     module.train(training)
     for symbol, tensor in state.items():
-        getattr(module, symbol).requires_grad_(tensor.requires_grad)
+        module.get_parameter(symbol).requires_grad_(tensor.requires_grad)
     return module
 
 
@@ -68,14 +75,29 @@ def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] 
     """Wrap `graph` (already optimised to `opt_level`) as a CellModule with fresh weights."""
     root = torch.nn.Module()
     for symbol, info in graph.weights.items():
-        root.register_parameter(symbol, torch.nn.Parameter(torch.empty(info.shape)))
+        register_dotted(root, symbol, torch.nn.Parameter(torch.empty(info.shape)))
     module = CellModule(root, fx_graph or build_fx_graph(graph), class_name=graph.name)
     # Every weight is a parameter even if the step does not read it, so that state_dict keys
     # are the spec's symbols at every opt level.
     for symbol in graph.weights:
-        if not hasattr(module, symbol):
-            module.register_parameter(symbol, getattr(root, symbol))
+        try:
+            module.get_parameter(symbol)
+        except AttributeError:
+            register_dotted(module, symbol, root.get_parameter(symbol))
     module.cell_graph = graph
     module.opt_level = opt_level
     module.reset_parameters()
     return module
+
+
+def register_dotted(module: torch.nn.Module, name: str, parameter: torch.nn.Parameter) -> None:
+    """Register `SE.W_A` as parameter `W_A` of a child module `SE` (made if missing), so that
+    state_dict keys are block- and kernel-qualified symbols (`SE.W_A`, `W_xi.3x3`)."""
+    *path, leaf = name.split(".")
+    for part in path:
+        child = module._modules.get(part)
+        if child is None:
+            child = torch.nn.Module()
+            module.add_module(part, child)
+        module = child
+    module.register_parameter(leaf, parameter)

@@ -29,6 +29,7 @@ class ChannelSolver:
         self._parent: dict[Hashable, Hashable] = {}
         self._known: dict[Hashable, _Origin] = {}
         self._totals: list[tuple[Hashable, list[Hashable], Optional[Span], str]] = []
+        self._splits: list[tuple[Hashable, list[Hashable], Optional[Span], str]] = []
 
     def _root(self, var: Hashable) -> Hashable:
         self._parent.setdefault(var, var)
@@ -62,12 +63,45 @@ class ChannelSolver:
     def total(self, result: Hashable, parts: list[Hashable], span: Optional[Span], why: str) -> None:
         self._totals.append((result, parts, span, why))
 
+    def split(self, result: Hashable, parts: list[Hashable], span: Optional[Span], why: str) -> None:
+        """`result` is cut into `parts` (`i, f, g, o = W ⋆ x`): a total whose parts, where
+        nothing else says how wide they are, are as wide as each other."""
+        self.total(result, parts, span, why)
+        self._splits.append((result, parts, span, why))
+
     def value(self, var: Hashable) -> Optional[int]:
         origin = self._known.get(self._root(var))
         return origin.value if origin else None
 
     def solve(self) -> None:
-        """Propagate concatenations until nothing more can be inferred."""
+        """Propagate concatenations until nothing more can be inferred; then let the parts of
+        a split that nothing pins down be as wide as their siblings, and propagate again."""
+        self._propagate()
+        while self._equal_split_parts():
+            self._propagate()
+
+    def _equal_split_parts(self) -> bool:
+        for result, parts, span, why in self._splits:
+            values = [self.value(p) for p in parts]
+            if None not in values or all(v is None for v in values):
+                continue
+            total, known = self.value(result), [v for v in values if v is not None]
+            unknown = [p for p, v in zip(parts, values) if v is None]
+            if total is not None:
+                rest = total - sum(known)
+                if rest <= 0 or rest % len(unknown):
+                    continue  # _propagate reports a total that does not add up
+                width = rest // len(unknown)
+            elif len(set(known)) == 1:
+                width = known[0]
+            else:
+                continue
+            for part in unknown:
+                self.known(part, width, span, f"{why}: a part as wide as the others")
+            return True
+        return False
+
+    def _propagate(self) -> None:
         progress = True
         while progress:
             progress = False

@@ -2,7 +2,7 @@
 
 Nodes are identified by short strings and carry a dict of attributes:
 
-    kind       "input" | "state" | "weight" | "const" | "op"
+    kind       "input" | "state" | "history" | "weight" | "const" | "op"
     name       the spec's name for the value (`x`, `c`, `W_xi`, `i`, `c'`) or None
     op         for op nodes: "conv", "add", "mul", "sigmoid", "concat", … (see ops.py)
     channels   channel count, filled in by channel inference
@@ -26,6 +26,8 @@ class StateInfo:
     name: str
     channels: int
     zigzag: bool = False
+    history: bool = False  # some equation reads its past values `c[t-τ:t-1]`
+    history_size: Optional[int] = None  # how many past values it keeps (None: every one)
 
 
 @dataclass
@@ -33,7 +35,7 @@ class WeightInfo:
     """A learnable tensor of the cell: its symbol, what it is, and its shape."""
 
     symbol: str
-    kind: str  # "conv" | "bias" | "elementwise"
+    kind: str  # "conv" | "bias" | "elementwise" | "norm_gain" | "norm_bias"
     shape: tuple[int, ...]
     kernel: tuple[int, ...] = ()
 
@@ -42,8 +44,9 @@ class WeightInfo:
 class CellGraph:
     name: str
     citation: Optional[str] = None
-    params: dict[str, int] = field(default_factory=dict)
+    params: dict[str, Optional[int]] = field(default_factory=dict)
     inputs: dict[str, str] = field(default_factory=dict)  # input name → node
+    input_windows: dict[str, int] = field(default_factory=dict)  # input name → frames per step (3D)
     states: dict[str, StateInfo] = field(default_factory=dict)
     state_nodes: dict[str, str] = field(default_factory=dict)  # state name → node of its current value
     next_state: dict[str, str] = field(default_factory=dict)  # state name → node of its next value
@@ -108,7 +111,7 @@ class CellGraph:
         return len(dead)
 
     def copy(self) -> "CellGraph":
-        clone = CellGraph(self.name, self.citation, dict(self.params), dict(self.inputs),
+        clone = CellGraph(self.name, self.citation, dict(self.params), dict(self.inputs), dict(self.input_windows),
                           {k: StateInfo(**vars(v)) for k, v in self.states.items()}, dict(self.state_nodes),
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,

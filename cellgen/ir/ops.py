@@ -27,6 +27,30 @@ FUNCTIONS: dict[str, Function] = {
     "relu": Function("relu", 1, "max(x, 0)"),
 }
 
+@dataclass(frozen=True)
+class StructuralFunction:
+    """A function that moves axes rather than values: `arity` (min, max) tensor arguments,
+    its named arguments (`"axis"` or `"int"`), and whether it makes several values."""
+
+    arity: tuple[int, int]
+    keywords: dict
+    doc: str
+    unpacks: bool = False
+
+
+STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
+    "softmax": StructuralFunction((1, 1), {"over": "axis"}, "softmax over one axis (`over=stack`: a history)"),
+    "sum": StructuralFunction((1, 1), {"over": "axis"}, "sum over one axis, which disappears"),
+    "stack": StructuralFunction((1, 999), {}, "a stack of maps (a new axis, `stack`)"),
+    "attention": StructuralFunction((3, 3), {"patches": "int"},
+                                    "softmax(q kᵀ) v over every position of the maps (and stack); "
+                                    "`patches=s`: within each of s×s patches"),
+    "cat": StructuralFunction((2, 999), {"along": "axis"}, "maps side by side along T, H or W"),
+    "unstack": StructuralFunction((1, 1), {}, "a stack's maps, one per name: `a, b = unstack(s)`", unpacks=True),
+    "split": StructuralFunction((1, 1), {"along": "axis"}, "equal pieces along T, H or W: `a, b = split(…)`",
+                                unpacks=True),
+}
+
 # How binary operators of the language lower, and their symbols (used by error messages).
 BINARY_OPS = {"add": "add", "sub": "sub", "hadamard": "mul", "div": "div", "conv": "conv"}
 OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "⊙", "hadamard": "⊙", "div": "/", "conv": "⋆"}
@@ -48,5 +72,12 @@ WEIGHT_OPS = {"weight_cat", "weight_slice", "weight_add", "weight_view", "pad_ke
 #   interleave    operands T_1…T_n, each G chunks of C_j channels; attr `groups` = G;
 #                 result: G chunks of ΣC_j channels, chunk g = [T_1 chunk g, …, T_n chunk g]
 LAYOUT_OPS = {"slice", "interleave"}
+# Ops of the structural functions above and of LayerNorm (see cellgen/ir/layout.py for the axes):
+#   softmax     attr `axis`          reduce_sum  attr `axis` (the axis disappears)
+#   stack       operands T_1…T_n     unstack     attrs `index`, `count`
+#   cat_along   attr `axis`          split_along attrs `axis`, `index`, `count`
+#   attention   operands q, k, v; attr `patches`
+#   layernorm   operands x, gain, bias; attrs `mode` ("all" | "over" | "shape"), `axes`, `shape`, `eps`
+STRUCTURAL_OPS = {"softmax", "reduce_sum", "stack", "unstack", "cat_along", "split_along", "attention", "layernorm"}
 ACTIVATIONS = {"sigmoid", "tanh", "relu"}
 COMMUTATIVE = {"add", "mul"}

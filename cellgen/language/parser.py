@@ -37,7 +37,7 @@ _HUMAN_TERMINALS = {
 
 
 class _BracketNewlines:
-    """Postlexer: inside (…) and […] a line break is only white space."""
+    """Postlexer: inside (…), […] and {…} a line break is only white space."""
 
     always_accept = ("_NL",)
 
@@ -46,9 +46,9 @@ class _BracketNewlines:
         for token in stream:
             if token.type == "_NL" and depth > 0:
                 continue
-            if token.value in ("(", "["):
+            if token.value in ("(", "[", "{"):
                 depth += 1
-            elif token.value in (")", "]"):
+            elif token.value in (")", "]", "}"):
                 depth = max(0, depth - 1)
             yield token
 
@@ -110,6 +110,8 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def param_decl(self, meta, children):
         default = None
+        if len(children) > 1 and children[1].type == "NONE":
+            return ast.ParamDecl(name=str(children[0]), nullable=True, span=self._at(meta))
         if len(children) > 1:
             token = children[1]
             if not str(token).isdigit():
@@ -120,7 +122,8 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def tensor_decl(self, meta, children):
-        return ast.TensorDecl(name=str(children[0]), channels=children[1], span=self._at(meta))
+        window = children[2] if len(children) > 2 else None
+        return ast.TensorDecl(name=str(children[0]), channels=children[1], window=window, span=self._at(meta))
 
     @v_args(meta=True)
     def input_decl(self, meta, children):
@@ -144,16 +147,82 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def weight_decl(self, meta, children):
-        *patterns, kind = children
+        *targets, kind = children
+        patterns = []
+        for target in targets:
+            if isinstance(target, ast.Ref):
+                if target.prime:
+                    raise CellgenSyntaxError(f"`{target.text}` is a state's next value, not a weight symbol",
+                                             target.span)
+                target = ast.WeightPattern(text=target.name, span=target.span)
+            patterns.append(target)
         return ast.WeightDecl(patterns=patterns, type=kind, span=self._at(meta))
 
     @v_args(meta=True)
-    def weight_pattern(self, meta, children):
-        return ast.WeightPattern(text=str(children[0]), span=self._at(meta))
+    def target(self, meta, children):
+        token = children[0]
+        if token.type == "GLOB":
+            return ast.WeightPattern(text=str(token), span=self._at(meta))
+        return ast.Ref(name=str(token), prime=len(children) > 1, span=self._at(meta))
 
     @v_args(meta=True)
     def conv_type(self, meta, children):
-        return ast.ConvType(kernel=children[0], span=self._at(meta))
+        shape, *rest = children
+        out = rest[0][1] if rest else None
+        if shape and isinstance(shape[0], ast.KernelShare):
+            return ast.ConvType(shares=shape, out=out, span=self._at(meta))
+        return ast.ConvType(kernel=shape, out=out, span=self._at(meta))
+
+    def kernel_shares(self, children):
+        return list(children)
+
+    @v_args(meta=True)
+    def kernel_share(self, meta, children):
+        return ast.KernelShare(kernel=children[0], channels=children[1], span=self._at(meta))
+
+    def conv_out(self, children):
+        return ("out", children[0])
+
+    @v_args(meta=True)
+    def norm_type(self, meta, children):
+        fields = dict(children)
+        return ast.NormType(**fields, span=self._at(meta))
+
+    def norm_shape(self, children):
+        return ("shape", list(children))
+
+    def norm_over(self, children):
+        return ("over", [str(c) for c in children])
+
+    def norm_eps(self, children):
+        token = children[0]
+        return ("eps", ast.Number(value=float(token), text=str(token), span=_span(self.source, token)))
+
+    # blocks, loops, borrowing
+    @v_args(meta=True)
+    def block_def(self, meta, children):
+        name, *rest = children
+        inputs = [str(c) for c in rest if isinstance(c, Token)]
+        body = [c for c in rest if isinstance(c, ast.Node)]
+        return ast.BlockDef(name=str(name), inputs=inputs, body=body, span=self._at(meta))
+
+    @v_args(meta=True)
+    def return_stmt(self, meta, children):
+        return ast.Return(refs=children, span=self._at(meta))
+
+    @v_args(meta=True)
+    def use_decl(self, meta, children):
+        *blocks, source = children
+        return ast.UseDecl(blocks=[str(b) for b in blocks], source=str(source), span=self._at(meta))
+
+    @v_args(meta=True)
+    def loop(self, meta, children):
+        var, values, *body = children
+        body = [c for c in body if c is not None]
+        return ast.Loop(var=str(var), values=values, body=body, span=self._at(meta))
+
+    def int_tuple(self, children):
+        return [int(c) for c in children]
 
     @v_args(meta=True)
     def bias_type(self, meta, children):
@@ -185,12 +254,19 @@ class _ToAst(Transformer):
             return ast.DimBinary(op=op, left=children[0], right=children[1], span=self._at(meta))
         return build
 
-    dim_add, dim_sub, dim_mul = _dim_binary("+"), _dim_binary("-"), _dim_binary("*")
+    dim_add, dim_sub, dim_mul, dim_div = _dim_binary("+"), _dim_binary("-"), _dim_binary("*"), _dim_binary("/")
 
     # equations and tensor expressions
     @v_args(meta=True)
     def equation(self, meta, children):
-        return ast.Equation(target=children[0], expr=children[1], span=self._at(meta))
+        *targets, expr = children
+        for target in targets:
+            if isinstance(target, ast.WeightPattern):
+                raise CellgenSyntaxError(f"an equation defines names, not a glob like `{target.text}`", target.span,
+                                         hint="a glob (`W_x*`) only declares weights: `W_x* : conv k×k`")
+        if len(targets) == 1:
+            return ast.Equation(target=targets[0], expr=expr, span=self._at(meta))
+        return ast.Unpack(targets=targets, expr=expr, span=self._at(meta))
 
     @v_args(meta=True)
     def ref(self, meta, children):
@@ -202,7 +278,49 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def call(self, meta, children):
-        return ast.Call(func=str(children[0]), args=children[1:], span=self._at(meta))
+        args = [c for c in children[1:] if not isinstance(c, ast.KeywordArg)]
+        kwargs = [c for c in children[1:] if isinstance(c, ast.KeywordArg)]
+        seen = set()
+        for keyword in kwargs:
+            if keyword.name in seen:
+                raise CellgenSyntaxError(f"`{keyword.name}=` is given twice", keyword.span)
+            seen.add(keyword.name)
+        first_keyword = next((c for c in children[1:] if isinstance(c, ast.KeywordArg)), None)
+        if first_keyword is not None and children[1:].index(first_keyword) < len(args):
+            late = children[1:][len(children[1:]) - 1]
+            raise CellgenSyntaxError("a plain argument follows a named one", late.span,
+                                     hint=f"put the named arguments (`{first_keyword.name}=…`) last")
+        return ast.Call(func=str(children[0]), args=args, kwargs=kwargs, span=self._at(meta))
+
+    @v_args(meta=True)
+    def keyword_arg(self, meta, children):
+        return ast.KeywordArg(name=str(children[0]), value=children[1], span=self._at(meta))
+
+    @v_args(meta=True)
+    def history(self, meta, children):
+        state, t_start, bound, t_end, one = children
+        for token in (t_start, t_end):
+            if str(token) != "t":
+                raise CellgenSyntaxError(f"a history is written `{state}[t-τ:t-1]`, with `t`, not `{token}`",
+                                         _span(self.source, token))
+        if str(one) != "1":
+            raise CellgenSyntaxError(f"a history ends at the previous step: `{state}[t-τ:t-1]`, not `t-{one}`",
+                                     _span(self.source, one),
+                                     hint="the values of a state before t-1 are all in its history")
+        return ast.History(state=str(state), bound=bound, span=self._at(meta))
+
+    @v_args(meta=True)
+    def comprehension(self, meta, children):
+        item, var, values = children
+        return ast.Comprehension(item=item, var=str(var), values=values, span=self._at(meta))
+
+    @v_args(meta=True)
+    def per_kernel(self, meta, children):
+        return ast.PerKernel(entries=children, span=self._at(meta))
+
+    @v_args(meta=True)
+    def kernel_operand(self, meta, children):
+        return ast.KernelOperand(kernel=children[0], expr=children[1], span=self._at(meta))
 
     def _binary(op):
         @v_args(meta=True)

@@ -30,17 +30,38 @@ _SUM, _PRODUCT, _UNARY, _ATOM = range(4)
 _LEVEL = {"add": _SUM, "sub": _SUM, "hadamard": _PRODUCT, "conv": _PRODUCT, "div": _PRODUCT}
 
 # Section order of the canonical layout, by statement type.
-_SECTIONS = (ast.ParamDecl, (ast.InputDecl, ast.StateDecl, ast.OutputDecl), ast.WeightDecl, ast.Equation)
+_DEFINITIONS = (ast.Equation, ast.Unpack, ast.Loop)
+_SECTIONS = (ast.UseDecl, ast.ParamDecl, (ast.InputDecl, ast.StateDecl, ast.OutputDecl), ast.WeightDecl,
+             ast.BlockDef, _DEFINITIONS)
+_BLOCK_SECTIONS = (ast.ParamDecl, ast.WeightDecl, _DEFINITIONS, ast.Return)
 
 
 def format_spec(spec: ast.CellSpec, ascii: bool = False) -> str:
     """The canonical text of a spec; sections are separated by one blank line."""
     blocks = [[_header(spec)]]
-    for kinds in _SECTIONS:
-        statements = spec.of_type(kinds)
-        if statements:
-            blocks.append(_section(statements, ascii))
+    blocks += _sections(spec.statements, _SECTIONS, ascii, "  ")
     return "\n\n".join("\n".join(lines) for lines in blocks) + "\n"
+
+
+def _sections(statements: list, order: tuple, ascii: bool, indent: str) -> list[list[str]]:
+    blocks = []
+    for kinds in order:
+        chosen = [s for s in statements if isinstance(s, kinds)]
+        if not chosen:
+            continue
+        if kinds is ast.BlockDef:
+            blocks += [_block(b, ascii, indent) for b in chosen]
+        else:
+            blocks.append(_section(chosen, ascii, indent))
+    return blocks
+
+
+def _block(block: ast.BlockDef, ascii: bool, indent: str) -> list[str]:
+    inner = _sections(block.body, _BLOCK_SECTIONS, ascii, indent + "  ")
+    lines = [f"{indent}block {block.name}(" + ", ".join(block.inputs) + ")"]
+    for number, section in enumerate(inner):
+        lines += ([""] if number else []) + section
+    return lines + [f"{indent}end"]
 
 
 def format_expr(expr: ast.Expr, ascii: bool = False) -> str:
@@ -66,16 +87,38 @@ def _header(spec: ast.CellSpec) -> str:
     return line
 
 
-def _section(statements: list, ascii: bool) -> list[str]:
+def _section(statements: list, ascii: bool, indent: str) -> list[str]:
     first = statements[0]
     if isinstance(first, ast.WeightDecl):
-        return ["  weights"] + [f"    {line}" for line in _aligned(
+        return [f"{indent}weights"] + [f"{indent}  {line}" for line in _aligned(
             [(", ".join(p.text for p in d.patterns), _weight_type(d.type, ascii)) for d in statements], " : ")]
-    if isinstance(first, ast.Equation):
-        printer = _Printer(ascii)
-        return [f"  {line}" for line in _aligned(
-            [(_ref(e.target), printer.expr(e.expr)) for e in statements], " = ")]
-    return [f"  {_declaration(s)}" for s in statements]
+    if isinstance(first, _DEFINITIONS):
+        return _definitions(statements, ascii, indent)
+    if isinstance(first, ast.Return):
+        return [f"{indent}return " + ", ".join(_ref(r) for r in s.refs) for s in statements]
+    return [f"{indent}{_declaration(s, ascii)}" for s in statements]
+
+
+def _definitions(statements: list, ascii: bool, indent: str) -> list[str]:
+    """Equations with their `=` aligned, run by run; a loop is its own run."""
+    printer, lines, run = _Printer(ascii), [], []
+
+    def flush():
+        lines.extend(f"{indent}{line}" for line in _aligned(run, " = ")) if run else None
+        run.clear()
+
+    for statement in statements:
+        if isinstance(statement, ast.Loop):
+            flush()
+            values = ", ".join(str(v) for v in statement.values)
+            lines.append(f"{indent}for {statement.var} in ({values})")
+            lines += _definitions(statement.body, ascii, indent + "  ")
+            lines.append(f"{indent}end")
+            continue
+        targets = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
+        run.append((", ".join(_ref(t) for t in targets), printer.expr(statement.expr)))
+    flush()
+    return lines
 
 
 def _aligned(rows: list[tuple[str, str]], separator: str) -> list[str]:
@@ -84,10 +127,13 @@ def _aligned(rows: list[tuple[str, str]], separator: str) -> list[str]:
     return [f"{left.ljust(width)}{separator}{right}" for left, right in rows]
 
 
-def _declaration(statement) -> str:
+def _declaration(statement, ascii: bool) -> str:
     if isinstance(statement, ast.ParamDecl):
         default = "" if statement.default is None else f" = {statement.default}"
+        default = " = none" if statement.nullable else default
         return f"param {statement.name}{default}"
+    if isinstance(statement, ast.UseDecl):
+        return "use " + ", ".join(statement.blocks) + f" from {statement.source}"
     if isinstance(statement, ast.InputDecl):
         return "input " + ", ".join(_tensor(t) for t in statement.tensors)
     if isinstance(statement, ast.StateDecl):
@@ -98,7 +144,8 @@ def _declaration(statement) -> str:
 
 
 def _tensor(tensor: ast.TensorDecl) -> str:
-    return f"{tensor.name}[{_dim(tensor.channels)}]"
+    window = f" window {_dim(tensor.window)}" if tensor.window is not None else ""
+    return f"{tensor.name}[{_dim(tensor.channels)}]{window}"
 
 
 def _ref(ref: ast.Ref) -> str:
@@ -107,11 +154,25 @@ def _ref(ref: ast.Ref) -> str:
 
 def _weight_type(kind: ast.WeightType, ascii: bool) -> str:
     if isinstance(kind, ast.ConvType):
-        return "conv " + _kernel(kind.kernel, ascii)
+        if kind.shares:
+            shape = "{" + ", ".join(f"{_kernel(s.kernel, ascii)}: {_dim(s.channels)}" for s in kind.shares) + "}"
+        else:
+            shape = _kernel(kind.kernel, ascii)
+        out = f" -> {_dim(kind.out)}" if kind.out is not None else ""
+        return f"conv {shape}{out}"
     if isinstance(kind, ast.BiasType):
         return "bias"
     if isinstance(kind, ast.ElementwiseType):
         return "elementwise [" + ", ".join(_dim(d) for d in kind.shape) + "]"
+    if isinstance(kind, ast.NormType):
+        text = "layernorm"
+        if kind.shape:
+            text += " [" + ", ".join(_dim(d) for d in kind.shape) + "]"
+        if kind.over:
+            text += " over " + (kind.over[0] if len(kind.over) == 1 else "(" + ", ".join(kind.over) + ")")
+        if kind.eps is not None:
+            text += f" eps {kind.eps.text}"
+        return text
     raise AssertionError(f"unhandled weight type {kind!r}")
 
 
@@ -135,12 +196,12 @@ def _dim(dim: ast.Dim) -> str:
     if isinstance(dim, ast.DimName):
         return dim.name
     left, right = _dim(dim.left), _dim(dim.right)
-    if dim.op == "*":
+    if dim.op in "*/":
         if _dim_level(dim.left) < 1:
             left = f"({left})"
         if _dim_level(dim.right) < 2:
             right = f"({right})"
-        return f"{left}*{right}"
+        return f"{left}{dim.op}{right}"
     if _dim_level(dim.right) < 1:  # `a - (b + c)`: + and - are left-associative
         right = f"({right})"
     return f"{left} {dim.op} {right}"
@@ -149,7 +210,7 @@ def _dim(dim: ast.Dim) -> str:
 def _dim_level(dim: ast.Dim) -> int:
     """0 for a sum, 1 for a product, 2 for an atom."""
     if isinstance(dim, ast.DimBinary):
-        return 1 if dim.op == "*" else 0
+        return 1 if dim.op in "*/" else 0
     return 2
 
 
@@ -167,9 +228,19 @@ class _Printer:
             return _ref(expr)
         if isinstance(expr, ast.Call):
             func = ASCII_FUNCTIONS.get(expr.func, expr.func) if self.ascii else expr.func
-            return f"{func}(" + ", ".join(self.expr(a) for a in expr.args) + ")"
+            args = [self.expr(a) for a in expr.args] + [f"{k.name}={self.expr(k.value)}" for k in expr.kwargs]
+            return f"{func}(" + ", ".join(args) + ")"
         if isinstance(expr, ast.Concat):
             return "[" + ", ".join(self.expr(item) for item in expr.items) + "]"
+        if isinstance(expr, ast.History):
+            bound = _dim(expr.bound)
+            bound = f"({bound})" if isinstance(expr.bound, ast.DimBinary) else bound
+            return f"{expr.state}[t-{bound}:t-1]"
+        if isinstance(expr, ast.Comprehension):
+            values = ", ".join(str(v) for v in expr.values)
+            return f"[{self.expr(expr.item)} for {expr.var} in ({values})]"
+        if isinstance(expr, ast.PerKernel):
+            return "{" + ", ".join(f"{_kernel(e.kernel, self.ascii)}: {self.expr(e.expr)}" for e in expr.entries) + "}"
         if isinstance(expr, ast.Neg):
             return "-" + self._at_least(expr.operand, _UNARY)
         if isinstance(expr, ast.Scale):

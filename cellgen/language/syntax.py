@@ -28,7 +28,7 @@ class DimName(Node):
 
 
 class DimBinary(Node):
-    op: Literal["+", "-", "*"]
+    op: Literal["+", "-", "*", "/"]
     left: "Dim"
     right: "Dim"
 
@@ -57,6 +57,7 @@ class Ref(Node):
 class Call(Node):
     func: str
     args: list["Expr"]
+    kwargs: list["KeywordArg"] = []
 
 
 BinaryOp = Literal["add", "sub", "hadamard", "conv", "div"]
@@ -85,7 +86,40 @@ class Concat(Node):
     items: list["Expr"]
 
 
-Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat]
+class KeywordArg(Node):
+    """`over=stack`, `along=W`, `patches=s`: a call's named argument."""
+
+    name: str
+    value: "Expr"
+
+
+class History(Node):
+    """`c[t-τ:t-1]`: the last τ values of state `c`, a stack (`bound` None: `tau = none`)."""
+
+    state: str
+    bound: "Dim"
+
+
+class Comprehension(Node):
+    """`[Y_s for s in (1, 2, 4)]`: a channel concat of one item per value of `var`."""
+
+    item: "Expr"
+    var: str
+    values: list[int]
+
+
+class KernelOperand(Node):
+    kernel: list[Dim]
+    expr: "Expr"
+
+
+class PerKernel(Node):
+    """`{3×3: x, 5×5: m ⊙ x}`: what each kernel of a multi-kernel conv reads."""
+
+    entries: list[KernelOperand]
+
+
+Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat, History, Comprehension, PerKernel]
 
 
 # --- declarations and equations ----------------------------------------------------------
@@ -93,11 +127,13 @@ Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat]
 class ParamDecl(Node):
     name: str
     default: Optional[int] = None
+    nullable: bool = False  # `param tau = none`: may be left unset
 
 
 class TensorDecl(Node):
     name: str
     channels: Dim
+    window: Optional[Dim] = None  # `input x[C] window T`: T frames per step
 
 
 class InputDecl(Node):
@@ -113,8 +149,17 @@ class OutputDecl(Node):
     ref: Ref
 
 
-class ConvType(Node):
+class KernelShare(Node):
+    """`3×3: 128` in a multi-kernel conv: 128 of the output channels come from a 3×3 kernel."""
+
     kernel: list[Dim]
+    channels: Dim
+
+
+class ConvType(Node):
+    kernel: list[Dim] = []
+    shares: list[KernelShare] = []  # a multi-kernel conv (then `kernel` is empty)
+    out: Optional[Dim] = None  # `-> C`: output channels fixed by the declaration
 
 
 class BiasType(Node):
@@ -125,7 +170,15 @@ class ElementwiseType(Node):
     shape: list[Dim]
 
 
-WeightType = Union[ConvType, BiasType, ElementwiseType]
+class NormType(Node):
+    """`layernorm [shape] over AXES eps E` — see grammars/cell.lark."""
+
+    shape: list[Dim] = []
+    over: list[str] = []
+    eps: Optional[Number] = None
+
+
+WeightType = Union[ConvType, BiasType, ElementwiseType, NormType]
 
 
 class WeightPattern(Node):
@@ -144,14 +197,54 @@ class WeightPattern(Node):
 class WeightDecl(Node):
     patterns: list[WeightPattern]
     type: WeightType
+    # Set by resolution, never written: 0 for the spec's own declarations, 1 for its parent's, …
+    # (a variant's declaration beats its parent's), and whether it came from elsewhere (a parent
+    # or a block), so that one going unused is not the variant author's mistake.
+    level: int = 0
+    borrowed: bool = False
 
 
 class Equation(Node):
     target: Ref
     expr: Expr
+    borrowed: bool = False  # set by resolution: inherited from a parent spec
 
 
-Statement = Union[ParamDecl, InputDecl, StateDecl, OutputDecl, WeightDecl, Equation]
+class Unpack(Node):
+    """`a, b, c = expr`: the parts of one value (channel chunks, or a block's results)."""
+
+    targets: list[Ref]
+    expr: Expr
+    borrowed: bool = False
+
+
+class Return(Node):
+    refs: list[Ref]
+
+
+class Loop(Node):
+    """`for s in (1, 2, 4) … end`, unrolled at compile time."""
+
+    var: str
+    values: list[int]
+    body: list["Statement"]
+
+
+class BlockDef(Node):
+    name: str
+    inputs: list[str]
+    body: list["Statement"]
+
+
+class UseDecl(Node):
+    """`use CE, SE from cms_lstm`: borrow blocks defined in another spec."""
+
+    blocks: list[str]
+    source: str
+
+
+Statement = Union[ParamDecl, InputDecl, StateDecl, OutputDecl, WeightDecl, Equation, Unpack, Return, Loop,
+                  BlockDef, UseDecl]
 
 
 class CellSpec(Node):
@@ -188,13 +281,19 @@ class CellSpec(Node):
         return self.of_type(Equation)
 
     @property
+    def definitions(self) -> list[Union[Equation, Unpack]]:
+        """Every statement that defines values, in order: equations and unpacks."""
+        return [s for s in self.statements if isinstance(s, (Equation, Unpack))]
+
+    @property
     def output(self) -> Optional[OutputDecl]:
         outputs = self.of_type(OutputDecl)
         return outputs[0] if outputs else None
 
 
 for _model in (DimBinary, Call, Binary, Neg, Scale, Concat, Equation, CellSpec, ElementwiseType, ConvType,
-               TensorDecl, OutputDecl):
+               TensorDecl, OutputDecl, KeywordArg, History, Comprehension, KernelOperand, PerKernel, KernelShare,
+               NormType, Unpack, Return, Loop, BlockDef, UseDecl):
     _model.model_rebuild()
 
 

@@ -548,7 +548,7 @@ def run_benchmark(spec: str = "convlstm", *, batch: int = 8, channels: int = 64,
         raise CellgenError(f"need at least one repetition and no negative warm-up, not {repeats} and {warmup}")
     baselines = BASELINES if baselines is None else baselines
     loaded = cellgen.load_spec(spec)
-    bound = spec_params(loaded.ast, in_channels=in_channels, channels=channels, size=size, k=k, extra=params)
+    bound = spec_params(loaded.resolved, in_channels=in_channels, channels=channels, size=size, k=k, extra=params)
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -964,7 +964,7 @@ def _config(args: argparse.Namespace, rows: Sequence[Row], report) -> dict:
     import cellgen
 
     loaded = cellgen.load_spec(args.spec)
-    bound = spec_params(loaded.ast, in_channels=args.in_channels, channels=args.channels, size=args.size, k=args.k,
+    bound = spec_params(loaded.resolved, in_channels=args.in_channels, channels=args.channels, size=args.size, k=args.k,
                         extra=dict(args.param))
     graph = cellgen.lower_spec(args.spec, **bound)
     k = graph.params.get("k")

@@ -197,15 +197,15 @@ def load_cells(specs: Sequence, params: Optional[dict] = None) -> list[LoadedCel
 
     params = dict(params or {})
     loaded = [load_spec(spec) for spec in specs]
-    declared = {p.name for item in loaded for p in item.ast.params}
+    declared = {p.name for item in loaded for p in item.resolved.params}
     for name in params:
         if name not in declared:
             known = ", ".join(sorted(declared)) or "none"
             raise ParamError(f"no cell here has a param `{name}`", hint=f"their params are: {known}")
     cells = []
     for item in loaded:
-        own = {p.name for p in item.ast.params}
-        cells.append(LoadedCell(item.origin, item.ast, lower(item.ast, {k: v for k, v in params.items() if k in own})))
+        own = {p.name for p in item.resolved.params}
+        cells.append(LoadedCell(item.origin, item.resolved, lower(item.resolved, {k: v for k, v in params.items() if k in own})))
     return cells
 
 

@@ -378,7 +378,7 @@ def run_show(args: argparse.Namespace) -> int:
 
     try:
         loaded = load_spec(args.spec)
-        graph = lower(loaded.ast, parse_params(args.params))
+        graph = lower(loaded.resolved, parse_params(args.params))
         if args.opt_level:
             graph = optimize(graph, args.opt_level)
         emit(graph_dot(graph, _title(graph, loaded.origin, args.opt_level)), args.format, args.output,

@@ -1,0 +1,388 @@
+"""A spec as written → one flat spec: variants merged, blocks inlined, loops unrolled.
+
+What the lowering reads has only params, inputs, states, an output, weight declarations and
+equations (single or unpacking). Four things are compile-time sugar over that:
+
+    cell V extends P             P's statements, then V's: a param, input, state, output,
+                                 block or equation of V replaces P's of the same name; V's
+                                 weight declarations beat P's (`level`)
+    use CE, SE from cms_lstm     the blocks CE and SE of another spec
+    for s in (1, 2, 4) … end     the body once per value: `Y_s` becomes `Y_1`, …; `s` itself
+                                 is the number (`patches=s`, or a size `s*hidden`)
+    a, b = CE(x, h)              CE's equations, with its inputs bound to the arguments, its
+                                 own names prefixed `CE.` and its weights `CE.W_H` (one set of
+                                 weights per block, shared by every call of it)
+
+Before, a variant three lines long::
+
+    cell E3DNoAttention extends e3d_lstm
+      c' = i ⊙ g + LN_c(c)
+
+after: e3d_lstm's statements with that one equation replaced; `r`, `R` and the recall
+weights are still there but marked `borrowed`, so that the lowering drops them unused
+without a warning (the variant's author did not write them).
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Optional, Union
+
+from cellgen.errors import (ArityError, CellgenError, CyclicDefinitionError, Note, RedefinitionError,
+                            TypeMismatchError, UnknownSymbolError, did_you_mean)
+from cellgen.language import syntax as ast
+
+# name of a spec, the spec that names it → that spec, parsed (not yet resolved)
+Loader = Callable[[str, ast.CellSpec], ast.CellSpec]
+
+_Definition = Union[ast.Equation, ast.Unpack]
+
+
+def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
+    """The flat spec of `spec`; `load` finds the specs it extends or borrows from."""
+    merged = _inherit(spec, load, chain=[])
+    blocks = _blocks(merged, load)
+    flat: list = []
+    weight_decls: list[ast.WeightDecl] = []
+    calls = itertools.count(1)
+    inliner = _Inliner(blocks, weight_decls, calls)
+    for statement in merged.statements:
+        if isinstance(statement, (ast.BlockDef, ast.UseDecl)):
+            continue
+        if isinstance(statement, _Definition.__args__):
+            flat += inliner.inline(statement)
+        elif isinstance(statement, (ast.Return, ast.Loop)):
+            raise CellgenError("`return` belongs inside a block", statement.span)
+        else:
+            flat.append(statement)
+    return merged.model_copy(update={"statements": flat + weight_decls, "extends": None})
+
+
+# --- variants -------------------------------------------------------------------------------
+
+def _inherit(spec: ast.CellSpec, load: Loader, chain: list[str]) -> ast.CellSpec:
+    """`spec` with its parent's statements merged in (recursively), and its loops unrolled."""
+    own = _unroll_all(spec.statements)
+    if spec.extends is None:
+        return spec.model_copy(update={"statements": own})
+    if spec.extends in chain + [spec.name]:
+        cycle = " → ".join(chain + [spec.name, spec.extends])
+        raise CyclicDefinitionError(f"spec {spec.name} extends itself: {cycle}", spec.span)
+    parent = _inherit(load(spec.extends, spec), load, chain + [spec.name])
+    return spec.model_copy(update={"statements": _merge(_borrowed(parent.statements), own)})
+
+
+def _borrowed(statements: list) -> list:
+    out = []
+    for statement in statements:
+        if isinstance(statement, ast.WeightDecl):
+            statement = statement.model_copy(update={"level": statement.level + 1, "borrowed": True})
+        elif isinstance(statement, (ast.Equation, ast.Unpack)):
+            statement = statement.model_copy(update={"borrowed": True})
+        elif isinstance(statement, ast.BlockDef):
+            statement = _mark_block_borrowed(statement)
+        out.append(statement)
+    return out
+
+
+def _mark_block_borrowed(block: ast.BlockDef) -> ast.BlockDef:
+    return block.model_copy(update={"body": [
+        s.model_copy(update={"borrowed": True}) if isinstance(s, (ast.WeightDecl, ast.Equation, ast.Unpack)) else s
+        for s in block.body]})
+
+
+def _merge(parent: list, child: list) -> list:
+    """The parent's statements with the child's replacing those of the same name; the child's
+    other statements follow."""
+    replaced = {}
+    for statement in child:
+        for key in _keys(statement):
+            replaced[key] = statement
+    out, placed = [], set()
+    for statement in parent:
+        keys = _keys(statement)
+        if isinstance(statement, (ast.InputDecl, ast.StateDecl)):
+            kept = [t for t in statement.tensors if ("tensor", t.name) not in replaced]
+            if kept:
+                out.append(statement.model_copy(update={"tensors": kept}))
+            continue
+        hits = [replaced[k] for k in keys if k in replaced]
+        if not hits:
+            out.append(statement)
+            continue
+        if isinstance(statement, ast.Unpack) and len(hits) < len(keys):
+            names = ", ".join(t.text for t in statement.targets)
+            raise RedefinitionError(f"this replaces only part of the inherited `{names} = …`", hits[0].span,
+                                    hint=f"replace all of `{names}` in one unpack",
+                                    related=[Note("the inherited unpack", statement.span)])
+        for hit in hits:
+            if id(hit) not in placed and not isinstance(hit, (ast.InputDecl, ast.StateDecl)):
+                out.append(hit)
+                placed.add(id(hit))
+    out += [s for s in child if id(s) not in placed]
+    return out
+
+
+def _keys(statement) -> list[tuple[str, str]]:
+    if isinstance(statement, ast.ParamDecl):
+        return [("param", statement.name)]
+    if isinstance(statement, (ast.InputDecl, ast.StateDecl)):
+        return [("tensor", t.name) for t in statement.tensors]
+    if isinstance(statement, ast.OutputDecl):
+        return [("output", "")]
+    if isinstance(statement, ast.BlockDef):
+        return [("block", statement.name)]
+    if isinstance(statement, ast.Equation):
+        return [("value", statement.target.text)]
+    if isinstance(statement, ast.Unpack):
+        return [("value", t.text) for t in statement.targets]
+    return []
+
+
+# --- blocks ---------------------------------------------------------------------------------
+
+def _blocks(spec: ast.CellSpec, load: Loader) -> dict[str, ast.BlockDef]:
+    blocks: dict[str, ast.BlockDef] = {}
+    for use in spec.of_type(ast.UseDecl):
+        source = load(use.source, spec)
+        available = _blocks(_inherit(source, load, chain=[]), load)
+        for name in use.blocks:
+            if name not in available:
+                hint = did_you_mean(name, available) or (
+                    f"{use.source} defines: {', '.join(available)}" if available else f"{use.source} has no blocks")
+                raise UnknownSymbolError(f"spec {use.source} has no block `{name}`", use.span, hint=hint)
+            blocks[name] = _mark_block_borrowed(available[name])
+    for block in spec.of_type(ast.BlockDef):
+        blocks[block.name] = block
+    return blocks
+
+
+class _Inliner:
+    """Replaces each `targets = BLOCK(args)` with the block's equations."""
+
+    def __init__(self, blocks: dict[str, ast.BlockDef], weight_decls: list, calls):
+        self.blocks = blocks
+        self.weight_decls = weight_decls
+        self.instances: dict[str, int] = {}
+
+    def inline(self, statement: _Definition, depth: int = 0) -> list:
+        expr = statement.expr
+        if not (isinstance(expr, ast.Call) and expr.func in self.blocks):
+            self._no_nested_calls(expr)
+            return [statement]
+        if depth > 20:
+            raise CyclicDefinitionError(f"block `{expr.func}` calls itself", expr.span)
+        block = self.blocks[expr.func]
+        targets = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
+        return self._expand(block, expr, targets, statement.span, depth)
+
+    def _no_nested_calls(self, node) -> None:
+        if isinstance(node, ast.Call) and node.func in self.blocks:
+            raise TypeMismatchError(f"block `{node.func}` is called inside an expression", node.span,
+                                    hint=f"give its results names first: `a, b = {node.func}(…)`, then use them")
+        if isinstance(node, ast.Node):
+            for field in type(node).model_fields:
+                self._no_nested_calls(getattr(node, field))
+        elif isinstance(node, list):
+            for item in node:
+                self._no_nested_calls(item)
+
+    def _expand(self, block: ast.BlockDef, call: ast.Call, targets: list[ast.Ref], span, depth: int) -> list:
+        if len(call.args) != len(block.inputs):
+            raise ArityError(f"block `{block.name}` takes {len(block.inputs)} inputs "
+                             f"({', '.join(block.inputs)}), but {len(call.args)} were given", call.span,
+                             related=[Note(f"`{block.name}` is defined here", block.span)])
+        count = self.instances[block.name] = self.instances.get(block.name, 0) + 1
+        instance = block.name if count == 1 else f"{block.name}_{count}"
+        dims = self._block_params(block, call)
+        body = _unroll_all(block.body, {name: dim for name, dim in dims.items()})
+        returns = [s for s in body if isinstance(s, ast.Return)]
+        if len(returns) != 1:
+            raise CellgenError(f"block `{block.name}` must end with one `return`", block.span)
+        outputs = returns[0].refs
+        if len(outputs) != len(targets):
+            raise ArityError(f"block `{block.name}` returns {len(outputs)} values, but "
+                             f"{len(targets)} name{'s' * (len(targets) != 1)} receive them", span,
+                             related=[Note("its `return`", returns[0].span)])
+        decls = [s for s in body if isinstance(s, ast.WeightDecl)]
+        local = set(block.inputs) | {t.name for s in body if isinstance(s, _Definition.__args__)
+                                     for t in ([s.target] if isinstance(s, ast.Equation) else s.targets)}
+        renamer = _BlockNames(block, instance, local, decls)
+        if count == 1:
+            self.weight_decls += [renamer.weight_decl(d) for d in decls]
+        out: list = []
+        for name, arg in zip(block.inputs, call.args):
+            out.append(ast.Equation(target=ast.Ref(name=f"{instance}.{name}", span=arg.span), expr=arg,
+                                    span=call.span))
+        for statement in body:
+            if isinstance(statement, _Definition.__args__):
+                renamed = renamer.statement(statement)
+                out += self.inline(renamed, depth + 1)
+        for target, result in zip(targets, outputs):
+            out.append(ast.Equation(target=target, expr=renamer.ref(result), span=span))
+        return out
+
+    def _block_params(self, block: ast.BlockDef, call: ast.Call) -> dict[str, ast.Dim]:
+        declared = {p.name: p for p in block.body if isinstance(p, ast.ParamDecl)}
+        dims: dict[str, ast.Dim] = {}
+        for keyword in call.kwargs:
+            if keyword.name not in declared:
+                hint = did_you_mean(keyword.name, declared) or (
+                    f"its params: {', '.join(declared)}" if declared else f"`{block.name}` has no params")
+                raise UnknownSymbolError(f"block `{block.name}` has no param `{keyword.name}`", keyword.span,
+                                         hint=hint)
+            dims[keyword.name] = _as_dim(keyword.value)
+        for name, decl in declared.items():
+            if name not in dims:
+                if decl.default is None:
+                    raise CellgenError(f"block `{block.name}` needs its param `{name}`", call.span,
+                                       hint=f"pass it: `{block.name}(…, {name}=…)`")
+                dims[name] = ast.DimInt(value=decl.default, span=decl.span)
+        return dims
+
+
+class _BlockNames:
+    """How names inside one call of a block are renamed: its own values `SE.i` (per call),
+    its weights `SE.W_A` (per block)."""
+
+    def __init__(self, block: ast.BlockDef, instance: str, local: set[str], decls: list[ast.WeightDecl]):
+        self.block, self.instance, self.local, self.decls = block, instance, local, decls
+
+    def is_weight(self, name: str) -> bool:
+        return any(p.matches(name) for d in self.decls for p in d.patterns)
+
+    def ref(self, ref: ast.Ref) -> ast.Ref:
+        if ref.prime:
+            raise TypeMismatchError(f"a block cannot read or update a state's next value (`{ref.text}`)", ref.span,
+                                    hint="pass the value in as an input, or return it")
+        if ref.name in self.local:
+            return ref.model_copy(update={"name": f"{self.instance}.{ref.name}"})
+        if self.is_weight(ref.name):
+            return ref.model_copy(update={"name": f"{self.block.name}.{ref.name}"})
+        known = sorted(self.local) + [p.text for d in self.decls for p in d.patterns if not p.is_glob]
+        raise UnknownSymbolError(f"unknown symbol `{ref.name}` in block `{self.block.name}`", ref.span,
+                                 hint=did_you_mean(ref.name, known) or
+                                 "a block sees only its inputs, its own equations and its own weights")
+
+    def statement(self, statement: _Definition) -> _Definition:
+        expr = self.expr(statement.expr)
+        if isinstance(statement, ast.Equation):
+            return statement.model_copy(update={"target": self._target(statement.target), "expr": expr})
+        return statement.model_copy(update={"targets": [self._target(t) for t in statement.targets], "expr": expr})
+
+    def _target(self, ref: ast.Ref) -> ast.Ref:
+        if ref.prime:
+            raise TypeMismatchError(f"a block cannot update a state (`{ref.text}`)", ref.span,
+                                    hint="return the new value, and set the state outside: `c' = …`")
+        return ref.model_copy(update={"name": f"{self.instance}.{ref.name}"})
+
+    def expr(self, node):
+        if isinstance(node, ast.Ref):
+            return self.ref(node)
+        if isinstance(node, ast.History):
+            raise TypeMismatchError(f"a block cannot read a state's history (`{node.state}[…]`)", node.span,
+                                    hint="pass the history in as an input")
+        if isinstance(node, ast.Call):
+            func = node.func
+            if self.is_weight(func):  # a LayerNorm applied by calling its symbol
+                func = f"{self.block.name}.{func}"
+            return node.model_copy(update={"func": func, "args": [self.expr(a) for a in node.args],
+                                           "kwargs": [k.model_copy(update={"value": self._keyword(k)})
+                                                      for k in node.kwargs]})
+        if isinstance(node, ast.Node):
+            return node.model_copy(update={f: self.expr(getattr(node, f)) for f in type(node).model_fields
+                                           if f != "span"})
+        if isinstance(node, list):
+            return [self.expr(x) for x in node]
+        return node
+
+    def _keyword(self, keyword: ast.KeywordArg):
+        # `over=stack`, `along=W`: axis names, not values
+        if isinstance(keyword.value, ast.Ref) and keyword.name in ("over", "along"):
+            return keyword.value
+        return self.expr(keyword.value)
+
+    def weight_decl(self, decl: ast.WeightDecl) -> ast.WeightDecl:
+        patterns = [p.model_copy(update={"text": f"{self.block.name}.{p.text}"}) for p in decl.patterns]
+        return decl.model_copy(update={"patterns": patterns})
+
+
+# --- loops ----------------------------------------------------------------------------------
+
+def _unroll_all(statements: list, dims: Optional[dict[str, ast.Dim]] = None) -> list:
+    """Statements with every loop unrolled and every comprehension expanded; `dims` binds
+    names in integer expressions (a block's params)."""
+    dims = dims or {}
+    out = []
+    for statement in statements:
+        if isinstance(statement, ast.Loop):
+            for value in statement.values:
+                bound = {**dims, statement.var: ast.DimInt(value=value, span=statement.span)}
+                body = [_substitute(s, statement.var, value) for s in statement.body]
+                out += _unroll_all(body, bound)
+        elif isinstance(statement, ast.BlockDef):
+            out.append(statement)  # a block's loops unroll when it is called
+        else:
+            out.append(_bind_dims(_expand_comprehensions(statement), dims))
+    return out
+
+
+def _substitute(node, var: str, value: int):
+    """`Y_s` → `Y_4`, `s` → 4 (in expressions and sizes) inside one iteration of `for s …`."""
+    suffix = f"_{var}"
+    if isinstance(node, ast.Ref):
+        if node.name == var:
+            return ast.Number(value=float(value), text=str(value), span=node.span)
+        if node.name.endswith(suffix):
+            return node.model_copy(update={"name": node.name[: -len(suffix)] + f"_{value}"})
+        return node
+    if isinstance(node, ast.DimName) and node.name == var:
+        return ast.DimInt(value=value, span=node.span)
+    if isinstance(node, ast.Comprehension) and node.var == var:
+        return node  # an inner comprehension over the same name shadows the loop's
+    if isinstance(node, ast.Call) and node.func.endswith(suffix):
+        node = node.model_copy(update={"func": node.func[: -len(suffix)] + f"_{value}"})
+    if isinstance(node, ast.Node):
+        return node.model_copy(update={f: _substitute(getattr(node, f), var, value)
+                                       for f in type(node).model_fields if f != "span"})
+    if isinstance(node, list):
+        return [_substitute(x, var, value) for x in node]
+    return node
+
+
+def _expand_comprehensions(node):
+    if isinstance(node, ast.Comprehension):
+        items = [_expand_comprehensions(_substitute(node.item, node.var, v)) for v in node.values]
+        return ast.Concat(items=items, span=node.span)
+    if isinstance(node, ast.Node):
+        return node.model_copy(update={f: _expand_comprehensions(getattr(node, f))
+                                       for f in type(node).model_fields if f != "span"})
+    if isinstance(node, list):
+        return [_expand_comprehensions(x) for x in node]
+    return node
+
+
+def _bind_dims(node, dims: dict[str, ast.Dim]):
+    if not dims:
+        return node
+    if isinstance(node, ast.DimName) and node.name in dims:
+        return dims[node.name]
+    if isinstance(node, ast.Ref) and not node.prime and node.name in dims:
+        dim = dims[node.name]
+        if isinstance(dim, ast.DimInt):
+            return ast.Number(value=float(dim.value), text=str(dim.value), span=node.span)
+        return node
+    if isinstance(node, ast.Node):
+        return node.model_copy(update={f: _bind_dims(getattr(node, f), dims)
+                                       for f in type(node).model_fields if f != "span"})
+    if isinstance(node, list):
+        return [_bind_dims(x, dims) for x in node]
+    return node
+
+
+def _as_dim(expr: ast.Expr) -> ast.Dim:
+    """A block param given at a call (`k=3`, `size=height`) as an integer expression."""
+    if isinstance(expr, ast.Number) and float(expr.value).is_integer():
+        return ast.DimInt(value=int(expr.value), span=expr.span)
+    if isinstance(expr, ast.Ref) and not expr.prime:
+        return ast.DimName(name=expr.name, span=expr.span)
+    raise TypeMismatchError("a block's param takes a whole number or a param's name", expr.span)

@@ -1,0 +1,98 @@
+"""The few operations generated code calls that are more than one torch call.
+
+Each is plain torch with no cellgen imports, because `cellgen compile --emit module` copies
+them into a standalone file. A *stack* is a tensor with one extra axis after the batch,
+(B, N, C, …): a state's history, or `stack(h, c)` (see cellgen/ir/layout.py).
+"""
+import torch
+import torch.nn.functional as F
+
+
+def read_history(state, name, current):
+    """The past values of state `name` the step reads, oldest first, as a stack (B, N, C, …).
+
+    The entry `NAME.history` of the incoming state holds them, the newest being `current`
+    (the state's value at t-1); at t = 0, or when a caller's state dict lacks the entry, the
+    history is just `current`.
+    """
+    if state is None or f"{name}.history" not in state:
+        return current.unsqueeze(1)
+    return state[f"{name}.history"]
+
+
+def push_history(history, value, size):
+    """The history handed to the next step: `value` appended, the oldest dropped beyond
+    `size` entries (None: keep every one). `cat` copies, so every entry is its own tensor."""
+    history = torch.cat([history, value.unsqueeze(1)], 1)
+    if size is not None and history.shape[1] > size:
+        history = history[:, history.shape[1] - size:]
+    return history
+
+
+def latest(history, size):
+    """The newest `size` entries of a history (all of them when it holds fewer)."""
+    if history.shape[1] <= size:
+        return history
+    return history[:, history.shape[1] - size:]
+
+
+def stacked_conv(x, weight, bias, padding):
+    """A conv applied to every map of a stack (B, N, C, …) → (B, N, C', …)."""
+    conv = F.conv2d if weight.dim() == 4 else F.conv3d
+    y = conv(x.flatten(0, 1), weight, bias, 1, padding)
+    return y.unflatten(0, (x.shape[0], x.shape[1]))
+
+
+def attention(q, k, v, q_stacked, kv_stacked, patches):
+    """softmax(q kᵀ) v with one token per position, channels as features; no scaling.
+
+    Tokens are every position of the map (T, H, W) and of the stack when there is one, so a
+    query map attends over all N·T·H·W positions of a stack of keys (E3D-LSTM's RECALL).
+    With `patches` = s the H×W plane is cut into s×s patches and tokens attend only within
+    their own patch (CMS-LSTM's SE block). The result has the query's shape.
+    """
+    q = q if q_stacked else q.unsqueeze(1)
+    k = k if kv_stacked else k.unsqueeze(1)
+    v = v if kv_stacked else v.unsqueeze(1)
+    shape = q.shape
+    q, k, v = (_patch_tokens(t, patches) for t in (q, k, v))
+    weights = torch.softmax(q @ k.transpose(1, 2), dim=-1)
+    out = _untokens(weights @ v, shape, patches)
+    return out if q_stacked else out.squeeze(1)
+
+
+def _patch_tokens(x, s):
+    """(B, N, C, *S, H, W) → (B·s·s, N·prod(S)·(H/s)·(W/s), C): the tokens of each patch."""
+    b, n, c = x.shape[:3]
+    *rest, h, w = x.shape[3:]
+    x = x.reshape(b, n, c, *rest, s, h // s, s, w // s)
+    dims = len(rest)
+    # (B, s_h, s_w, N, *S, h, w, C)
+    order = [0, 3 + dims, 5 + dims, 1, *range(3, 3 + dims), 4 + dims, 6 + dims, 2]
+    x = x.permute(order)
+    return x.reshape(b * s * s, -1, c)
+
+
+def _untokens(tokens, shape, s):
+    b, n, c = shape[:3]
+    *rest, h, w = shape[3:]
+    dims = len(rest)
+    x = tokens.reshape(b, s, s, n, *rest, h // s, w // s, c)
+    # back to (B, N, C, *S, s_h, h, s_w, w)
+    order = [0, 3, 6 + dims, *range(4, 4 + dims), 1, 4 + dims, 2, 5 + dims]
+    return x.permute(order).reshape(shape)
+
+
+def layer_norm(x, gain, bias, dims, eps, channel_dim):
+    """Normalise over `dims` jointly (biased variance), then a gain and bias per channel —
+    TensorFlow's layer_norm over (C, T, H, W) as E3D-LSTM's code uses it."""
+    variance, mean = torch.var_mean(x, dim=dims, unbiased=False, keepdim=True)
+    view = [1] * x.dim()
+    view[channel_dim] = -1
+    return (x - mean) * torch.rsqrt(variance + eps) * gain.view(view) + bias.view(view)
+
+
+def chunk(x, count, index, dim):
+    """Piece `index` of `count` equal pieces of `x` along `dim`."""
+    size = x.shape[dim] // count
+    return x.narrow(dim, index * size, size)

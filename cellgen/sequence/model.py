@@ -1,0 +1,208 @@
+"""A video predictor around any compiled cell: frames in, future frames out.
+
+    frames ──reshape_patch──▶ [input projection] ──▶ [T-frame window] ──▶ L stacked cells ──▶ head ──▶ back to frames
+
+This is the model of the papers' code (predrnn-pytorch, google/e3d_lstm): at every step the
+bottom layer reads one (patched) frame, the top layer's output goes through a head that
+predicts the NEXT frame, and that prediction is fed back as the next input once the observed
+frames run out. Over a sequence of T frames the model runs T-1 steps and returns predictions
+of frames 1 … T-1; a loss over all of them is what predrnn-pytorch trains on.
+
+- Patching: 64×64×1 frames become 16×16×16 maps with `patch=4` (see patch.py).
+- Input projection (`embed`): an optional 1×1 conv from the patched frame to `embed` channels.
+  Off by default, because the papers' models feed the patched frame to the bottom cell.
+- Head: a bias-free 1×1 conv for 2D cells (predrnn-pytorch's `conv_last`); for 3D cells
+  E3D-LSTM's decoder, a Conv3d with kernel and stride (T, 1, 1) that folds the window.
+- 3D cells see a window of their last T inputs, stacked on a time axis, zero frames before
+  the first (`cell.input_window`).
+- States: every layer's state dict is passed back whole, whatever its keys (history buffers
+  included); zigzag states (PredRNN's m) move through the stack as `CellStack` moves them.
+- Teacher forcing on observed frames; after them, the model's own prediction, or with
+  scheduled sampling the true frame where `teacher_mask` is 1.
+- A cell with extra inputs (multi-kernel ConvLSTM's optical-flow features) gets, for want of
+  an optical-flow network, a 1×1 conv of the patched frame difference x_t − x_{t-1} (with
+  a zero frame before the first): a learnable motion feature with the input's channels.
+
+The recurrent carry between steps is one flat dict of tensors, `layers.{l}.{state}`,
+`window.{input}.{i}`, `previous_frame`, so that a step can be exported with named inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+
+from cellgen.errors import CellgenError
+from cellgen.sequence.cells import build_stack, bind_extra_inputs
+from cellgen.sequence.patch import check_patchable, reshape_patch, reshape_patch_back
+
+Carry = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class SequenceConfig:
+    """Everything needed to rebuild a model; stored in checkpoints (spec text included)."""
+
+    spec: str                         # the spec's name or path, as the user gave it (for display)
+    spec_text: str                    # its source: a checkpoint does not depend on the file
+    params: dict = field(default_factory=dict)  # the spec's params set by the user (hidden, k, …)
+    layers: int = 2
+    patch: int = 4
+    frame_channels: int = 1
+    frame_size: tuple = (64, 64)      # (H, W)
+    embed: Optional[int] = None       # channels of the input projection; None: no projection
+    opt_level: int = 2
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["frame_size"] = list(self.frame_size)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SequenceConfig":
+        data = dict(data)
+        data["frame_size"] = tuple(data["frame_size"])
+        return cls(**data)
+
+    @classmethod
+    def for_spec(cls, spec: str, **kwargs) -> "SequenceConfig":
+        """A config for a spec named or given by path or text (the text is read now)."""
+        import cellgen
+
+        return cls(spec=spec if "\n" not in spec else "<string>", spec_text=cellgen.load_spec(spec).text, **kwargs)
+
+
+class SequenceModel(nn.Module):
+    """Predicts frames with L stacked compiled cells; see the module docstring for the layout."""
+
+    def __init__(self, config: SequenceConfig):
+        super().__init__()
+        self.config = config
+        height, width = config.frame_size
+        check_patchable(height, width, config.patch)
+        if config.embed is not None and config.embed < 1:
+            raise CellgenError(f"--embed must be a positive number of channels, not {config.embed}")
+        self.patched_channels = config.frame_channels * config.patch ** 2
+        self.map_size = (height // config.patch, width // config.patch)
+        cell_in = config.embed or self.patched_channels
+        built = build_stack(config.spec_text, config.layers, config.params, cell_in, self.map_size,
+                            config.opt_level)
+        self.stack = built.stack
+        self.window = built.window
+        self.spatial_dims = built.spatial_dims
+        self.extra_inputs = [name for name, _ in built.extra_inputs]
+        if self.spatial_dims == 2 and self.window != 1:
+            raise CellgenError(f"a 2D cell cannot take a window of {self.window} frames")
+        self.embed = (nn.Conv2d(self.patched_channels, config.embed, 1) if config.embed is not None
+                      else nn.Identity())
+        self.motion = nn.ModuleDict({name: nn.Conv2d(self.patched_channels, channels, 1)
+                                     for name, channels in built.extra_inputs})
+        if self.spatial_dims == 3:
+            self.head = nn.Conv3d(built.out_channels, self.patched_channels, (self.window, 1, 1),
+                                  stride=(self.window, 1, 1))
+        else:
+            self.head = nn.Conv2d(built.out_channels, self.patched_channels, 1, bias=False)
+
+    # --- one step ----------------------------------------------------------------------------
+
+    def step(self, frame: torch.Tensor, carry: Optional[Carry] = None) -> tuple[torch.Tensor, Carry]:
+        """Read one patched frame (B, C·p², H/p, W/p); predict the next one. `carry` None: t = 0."""
+        streams = {"x": self.embed(frame)}
+        new_carry: Carry = {}
+        if self.extra_inputs:
+            previous = torch.zeros_like(frame) if carry is None else carry["previous_frame"]
+            motion = frame - previous
+            streams.update({name: self.motion[name](motion) for name in self.extra_inputs})
+            new_carry["previous_frame"] = frame
+        inputs = {name: self._windowed(name, tensor, carry, new_carry) for name, tensor in streams.items()}
+        bind_extra_inputs(self.stack, [inputs[name] for name in self.extra_inputs])
+        ys, states = self.stack(inputs["x"].unsqueeze(1), self._layer_states(carry))
+        for index, state in enumerate(states):
+            new_carry.update({f"layers.{index}.{key}": value for key, value in state.items()})
+        prediction = self.head(ys[:, 0])
+        if self.spatial_dims == 3:
+            prediction = prediction.squeeze(2)
+        return prediction, new_carry
+
+    def _windowed(self, name: str, x: torch.Tensor, carry: Optional[Carry], new_carry: Carry) -> torch.Tensor:
+        """The cell's input: x itself (2D), or the last `window` inputs on a time axis (3D)."""
+        if self.spatial_dims == 2:
+            return x
+        past = ([torch.zeros_like(x)] * (self.window - 1) if carry is None
+                else [carry[f"window.{name}.{i}"] for i in range(self.window - 1)])
+        frames = past + [x]
+        for i, kept in enumerate(frames[1:]):
+            new_carry[f"window.{name}.{i}"] = kept
+        return torch.stack(frames, dim=2)
+
+    def _layer_states(self, carry: Optional[Carry]) -> Optional[list[dict]]:
+        if carry is None:
+            return None
+        states: list[dict] = [{} for _ in self.stack.layers]
+        for key, value in carry.items():
+            if key.startswith("layers."):
+                index, name = key[len("layers."):].split(".", 1)
+                states[int(index)][name] = value
+        return states
+
+    @torch.no_grad()
+    def zero_carry(self, frame: torch.Tensor) -> Carry:
+        """An explicit carry for t = 0 (what `carry=None` means), for a patched frame batch like `frame`.
+
+        It has the keys and shapes of the carry a running model passes on (one probe step
+        finds them, unknown state entries included), all zeros.
+        """
+        _, carry = self.step(torch.zeros_like(frame), None)
+        return {key: torch.zeros_like(value) for key, value in carry.items()}
+
+    # --- whole sequences ---------------------------------------------------------------------
+
+    def forward(self, frames: torch.Tensor, context: int, teacher_mask: Optional[torch.Tensor] = None
+                ) -> torch.Tensor:
+        """Predictions of frames 1 … T-1 of `frames` (B, T, C, H, W), as (B, T-1, C, H, W).
+
+        The first `context` frames are read as given (teacher forcing). After them the model
+        reads its own previous prediction; with scheduled sampling, `teacher_mask` (B, T-1-context)
+        holds 1 where the true frame is read instead. Frames after `context` are read only there.
+        """
+        total = frames.shape[1]
+        if not 1 <= context < total:
+            raise ValueError(f"context must be in 1 … {total - 1}, not {context}")
+        patched = reshape_patch(frames, self.config.patch)
+        carry: Optional[Carry] = None
+        predictions = []
+        prediction = None
+        for t in range(total - 1):
+            if t < context:
+                frame = patched[:, t]
+            elif teacher_mask is None:
+                frame = prediction
+            else:
+                use_truth = teacher_mask[:, t - context].to(patched.dtype).view(-1, 1, 1, 1)
+                frame = use_truth * patched[:, t] + (1 - use_truth) * prediction
+            prediction, carry = self.step(frame, carry)
+            predictions.append(prediction)
+        return reshape_patch_back(torch.stack(predictions, dim=1), self.config.patch)
+
+    @torch.no_grad()
+    def predict(self, context_frames: torch.Tensor, future: int) -> torch.Tensor:
+        """The `future` frames after `context_frames` (B, T, C, H, W), predicted autoregressively."""
+        patched = reshape_patch(context_frames, self.config.patch)
+        carry: Optional[Carry] = None
+        prediction = None
+        for t in range(patched.shape[1]):
+            prediction, carry = self.step(patched[:, t], carry)
+        predictions = [prediction]
+        for _ in range(future - 1):
+            prediction, carry = self.step(prediction, carry)
+            predictions.append(prediction)
+        return reshape_patch_back(torch.stack(predictions, dim=1), self.config.patch)
+
+    def describe(self) -> str:
+        cell = self.stack.layers[0]
+        name = getattr(getattr(cell, "cell_graph", None), "name", "?")
+        count = sum(p.numel() for p in self.parameters())
+        return (f"{name} × {len(self.stack.layers)} layers on {self.map_size[0]}×{self.map_size[1]} maps "
+                f"(patch {self.config.patch}), {count} parameters")

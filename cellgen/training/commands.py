@@ -1,0 +1,356 @@
+"""`cellgen train`, `cellgen eval` and `cellgen export`: the command-line face of this package.
+
+    cellgen train SPEC --steps N --out DIR [--data moving-digits | moving-mnist:PATH] [--param NAME=VALUE]…
+                  [--layers L] [--patch P] [--embed C] [--batch-size B] [--lr LR] [--scheduled-sampling STEP]
+                  [--resume | --force] …
+    cellgen eval CHECKPOINT [--sequences N] [--json] [-o FILE]
+    cellgen export CHECKPOINT --format onnx|torchscript -o FILE [--force] [--no-check]
+
+Run `train` under `torchrun --nproc_per_node=N -m cellgen train …` (or `torchrun $(which
+cellgen) train …`) for DistributedDataParallel. CHECKPOINT is a checkpoint file or a run
+directory. Everything eval and export need (spec text, params, data) is in the checkpoint.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+
+from cellgen.errors import CellgenError
+
+MODEL_DEFAULTS = {"layers": 2, "patch": 4, "embed": None, "opt_level": 2}
+DATA_DEFAULTS = {"frame_size": 64, "context": 10, "future": 10, "test_sequences": 1000, "data_seed": 0}
+RUN_FILES = ("checkpoint.pt", "metrics.json", "predictions.png")
+
+
+def register_with_cli() -> None:
+    from cellgen.cli import register
+
+    register("train", "train a sequence model of a cell to predict video frames", configure_train, run_train)
+    register("eval", "re-compute a checkpoint's test metrics (MSE, MAE, SSIM, PSNR per frame)", configure_eval,
+             run_eval)
+    register("export", "export a checkpoint's model step to ONNX or TorchScript, checked against PyTorch",
+             configure_export, run_export)
+
+
+# --- train -----------------------------------------------------------------------------------
+
+def configure_train(parser: argparse.ArgumentParser) -> None:
+    from cellgen.cli import add_spec_arguments
+
+    add_spec_arguments(parser)
+    run = parser.add_argument_group("run")
+    run.add_argument("--steps", type=int, required=True, metavar="N", help="optimizer steps in all")
+    run.add_argument("--out", type=Path, required=True, metavar="DIR",
+                     help="run directory: checkpoint.pt, metrics.json, predictions.png")
+    run.add_argument("--resume", action="store_true", help="continue the run in DIR from its checkpoint")
+    run.add_argument("--force", action="store_true", help="start a new run in a DIR that holds files")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="auto: CUDA if available, else CPU")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    model = parser.add_argument_group("model (fixed for a run)")
+    model.add_argument("--layers", type=int, default=None, help="stacked cells (default 2)")
+    model.add_argument("--patch", type=int, default=None, help="patch size: 64×64×1 → 16×16×16 with 4 (default 4)")
+    model.add_argument("--embed", type=int, default=None, metavar="C",
+                       help="1×1 input projection to C channels (default: none, the cells read the patched frame)")
+    model.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=None,
+                       help="the cells' optimisation level (default 2)")
+    data = parser.add_argument_group("data (fixed for a run)")
+    data.add_argument("--data", default=None, metavar="NAME[:PATH]",
+                      help="moving-digits (generated, default) or moving-mnist:PATH/mnist_test_seq.npy")
+    data.add_argument("--frame-size", type=int, default=None, metavar="N", help="moving-digits frame side (64)")
+    data.add_argument("--context", type=int, default=None, metavar="T", help="observed frames (10)")
+    data.add_argument("--future", type=int, default=None, metavar="T", help="predicted frames (10)")
+    data.add_argument("--test-sequences", type=int, default=None, metavar="N", help="size of the test split (1000)")
+    data.add_argument("--data-seed", type=int, default=None, metavar="S", help="seed of the generated data (0)")
+    train = parser.add_argument_group("training")
+    train.add_argument("--batch-size", type=int, default=None, metavar="B",
+                       help="global batch, split over torchrun's processes (8)")
+    train.add_argument("--lr", type=float, default=None, help="Adam learning rate (0.001)")
+    train.add_argument("--seed", type=int, default=None, help="model init, batch order, sampling coins (0)")
+    train.add_argument("--scheduled-sampling", type=int, default=None, metavar="STEP",
+                       help="read true future frames with probability falling linearly from 1 to 0 at STEP "
+                            "(default 0: off)")
+    train.add_argument("--eval-every", type=int, default=None, metavar="N", help="default: 5 evaluations per run")
+    train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
+    train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
+    train.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="default: at every evaluation")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from cellgen.training.checkpoint import load_checkpoint
+    from cellgen.training.distributed import setup_distributed
+    from cellgen.training.trainer import Run, train
+
+    if args.resume and args.force:
+        raise CellgenError("--resume continues the run in --out; --force starts a new one there: pick one")
+    payload = None
+    if args.resume:
+        if not (args.out / "checkpoint.pt").is_file():
+            raise CellgenError(f"nothing to resume: {args.out / 'checkpoint.pt'} does not exist",
+                               hint="start the run without --resume")
+        payload = load_checkpoint(args.out)
+        model_config, data_config, train_config = _resumed_configs(args, payload)
+        if payload["step"] >= train_config.steps:
+            print(f"{args.out}: already trained {payload['step']} steps (--steps {train_config.steps}); nothing to do")
+            return 0
+    else:
+        _check_fresh_out_dir(args.out, args.force)
+        model_config, data_config, train_config = _fresh_configs(args)
+    dist = setup_distributed(args.device)
+    try:
+        if dist.is_main and args.force and not args.resume:
+            for name in RUN_FILES:  # only this command's own files: a new run must not mix with the old
+                with contextlib.suppress(FileNotFoundError):
+                    (args.out / name).unlink()
+        dist.barrier()
+        document = train(Run(args.out, model_config, data_config, train_config, dist, payload,
+                             show_progress=not args.quiet))
+        if dist.is_main:
+            print(format_final(document, args.out))
+    finally:
+        dist.shutdown()
+    return 0
+
+
+def _check_fresh_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CellgenError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        ours = [name for name in RUN_FILES if (out / name).exists()]
+        what = f"it holds a run ({', '.join(ours)})" if ours else "it holds files"
+        raise CellgenError(f"--out {out} is not empty: {what}",
+                           hint="pass --resume to continue that run, --force to start a new one there, "
+                                "or choose another directory")
+
+
+def _fresh_configs(args):
+    from cellgen.api import load_spec
+    from cellgen.cli import parse_params
+    from cellgen.data.sources import DataConfig, parse_data_argument
+    from cellgen.sequence import SequenceConfig
+    from cellgen.training.config import TrainConfig
+
+    name, path = parse_data_argument(args.data or "moving-digits")
+    data_values = {k: _given(args, k, DATA_DEFAULTS) for k in DATA_DEFAULTS}
+    if name == "moving-mnist" and args.frame_size is not None:
+        raise CellgenError("--frame-size is for moving-digits; a Moving MNIST file has its own frame size")
+    data_config = DataConfig(name, str(Path(path).resolve()) if path else None, seed=data_values["data_seed"],
+                             frame_size=data_values["frame_size"], context=data_values["context"],
+                             future=data_values["future"], test_sequences=data_values["test_sequences"])
+    from cellgen.data.sources import open_splits
+
+    splits = open_splits(data_config)  # fails now, on every process, for a bad path or file
+    loaded = load_spec(args.spec)
+    model_values = {k: _given(args, k, MODEL_DEFAULTS) for k in MODEL_DEFAULTS}
+    model_config = SequenceConfig(spec=args.spec, spec_text=loaded.text, params=parse_params(args.params),
+                                  frame_channels=splits.channels, frame_size=tuple(splits.frame_size),
+                                  **model_values)
+    train_config = TrainConfig(**_train_values(args, {}))
+    return model_config, data_config, train_config
+
+
+def _resumed_configs(args, payload):
+    from cellgen.cli import parse_params
+    from cellgen.data.sources import DataConfig, parse_data_argument
+    from cellgen.sequence import SequenceConfig
+    from cellgen.training.config import TrainConfig
+
+    model_config = SequenceConfig.from_dict(payload["model_config"])
+    data_config = DataConfig.from_dict(payload["data_config"])
+    stored_train = payload["train_config"]
+    if args.spec != model_config.spec:
+        raise CellgenError(f"{args.out} is a run of `{model_config.spec}`, not `{args.spec}`",
+                           hint=f"resume it with `cellgen train {model_config.spec} --resume …`")
+    params = parse_params(args.params)
+    if params and params != model_config.params:
+        raise CellgenError(f"--param {_params_text(params)} differs from the run's {_params_text(model_config.params)}",
+                           hint="a resumed run keeps its model; leave out --param")
+    for key in MODEL_DEFAULTS:
+        _same_on_resume(args, key, getattr(model_config, key), "model")
+    if args.data is not None:
+        name, path = parse_data_argument(args.data)
+        stored = (data_config.name, data_config.path)
+        if (name, str(Path(path).resolve()) if path else None) != stored:
+            raise CellgenError(f"--data {args.data} differs from the run's data ({data_config.describe()})",
+                               hint="a resumed run keeps its data; leave out --data")
+    for key, field_name in (("frame_size", "frame_size"), ("context", "context"), ("future", "future"),
+                            ("test_sequences", "test_sequences"), ("data_seed", "seed")):
+        _same_on_resume(args, key, getattr(data_config, field_name), "data")
+    for key in TrainConfig.LOCKED_ON_RESUME:
+        _same_on_resume(args, key, stored_train[key], "training")
+    train_config = TrainConfig(**_train_values(args, stored_train))
+    return model_config, data_config, train_config
+
+
+def _same_on_resume(args, key: str, stored, what: str) -> None:
+    given = getattr(args, key)
+    if given is not None and given != stored:
+        flag = "-O" if key == "opt_level" else "--" + key.replace("_", "-")
+        raise CellgenError(f"{flag} {given} differs from the run's {stored}",
+                           hint=f"a resumed run keeps its {what} settings; leave out {flag}")
+
+
+def _train_values(args, stored: dict) -> dict:
+    from dataclasses import fields
+
+    from cellgen.training.config import TrainConfig
+
+    values = {}
+    for f in fields(TrainConfig):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+        elif f.name in stored:
+            values[f.name] = stored[f.name]
+    return values
+
+
+def _given(args, key: str, defaults: dict):
+    value = getattr(args, key)
+    return defaults[key] if value is None else value
+
+
+def _params_text(params: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items()) or "(none)"
+
+
+def format_final(document: dict, out: Path) -> str:
+    lines = [f"{document['cell']} ({document['spec']}), {document['parameters']} parameters, "
+             f"{document['step']} steps in {document['train_seconds']:.1f} s of training "
+             f"(+ {document['eval_seconds']:.1f} s of evaluation)"]
+    if document["evaluations"]:
+        lines += [""] + format_comparison(document["evaluations"][-1])
+    lines += ["", f"wrote {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'predictions.png'}"]
+    return "\n".join(lines)
+
+
+# --- eval ------------------------------------------------------------------------------------
+
+def configure_eval(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint file or a run directory")
+    parser.add_argument("--sequences", type=int, default=None, metavar="N",
+                        help="test sequences to measure (default: as many as the run's evaluations)")
+    parser.add_argument("--batch-size", type=int, default=16, metavar="N")
+    parser.add_argument("--data", default=None, metavar="moving-mnist:PATH",
+                        help="where the run's Moving MNIST file is now, if it moved")
+    parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="also write the JSON here")
+    parser.add_argument("--force", action="store_true", help="let -o replace an existing file")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from cellgen.cli import _check_writable, write_atomically
+    from cellgen.data.sources import DataConfig, parse_data_argument
+    from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from cellgen.training.trainer import evaluation_of
+
+    if args.output is not None:
+        _check_writable(args.output, args.force)
+    payload = load_checkpoint(args.checkpoint)
+    data = DataConfig.from_dict(payload["data_config"])
+    if args.data is not None:
+        name, path = parse_data_argument(args.data)
+        if name != data.name:
+            raise CellgenError(f"the run was tested on {data.name}, not {name}")
+        data = dataclasses.replace(data, path=str(Path(path).resolve()) if path else None)
+    sequences = args.sequences or payload["train_config"].get("eval_sequences", 256)
+    model = model_from_checkpoint(payload)
+    result = evaluation_of(model, data, sequences, args.batch_size)
+    document = {"checkpoint": str(args.checkpoint), "spec": payload["model_config"]["spec"],
+                "step": payload["step"], "data": data.to_dict(), **result.results}
+    text = json.dumps(document, indent=2) + "\n"
+    if args.json:
+        sys.stdout.write(text)
+    else:
+        print(f"{payload['model_config']['spec']} after {payload['step']} steps, {data.describe()}")
+        print()
+        print("\n".join(format_per_frame(result.results["model"], data.context)))
+        print()
+        print("\n".join(format_comparison({"step": payload["step"], **result.results})))
+    if args.output is not None:
+        write_atomically(args.output, text, force=args.force)
+    return 0
+
+
+def format_per_frame(result: dict, context: int) -> list[str]:
+    per = result["per_frame"]
+    rows = [["frame", "MSE", "MAE", "SSIM", "PSNR"]]
+    for i in range(len(per["mse"])):
+        rows.append([str(context + i + 1), f"{per['mse'][i]:.2f}", f"{per['mae'][i]:.2f}", f"{per['ssim'][i]:.4f}",
+                     f"{per['psnr'][i]:.2f}"])
+    return _table(rows)
+
+
+def format_comparison(evaluation: dict) -> list[str]:
+    rows = [[f"step {evaluation['step']}, {evaluation['model']['sequences']} test sequences", "MSE/frame",
+             "MAE/frame", "SSIM", "PSNR (dB)"]]
+    for name, label in (("model", "model"), ("copy_last_frame", "copy last frame"), ("blank_frame", "blank frame")):
+        r = evaluation[name]
+        rows.append([label, f"{r['mse']:.2f}", f"{r['mae']:.2f}", f"{r['ssim']:.4f}", f"{r['psnr']:.2f}"])
+    return _table(rows)
+
+
+def _table(rows: list[list[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows]
+
+
+# --- export ----------------------------------------------------------------------------------
+
+def configure_export(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("checkpoint", type=Path, metavar="CHECKPOINT", help="a checkpoint file or a run directory")
+    parser.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
+    parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+    parser.add_argument("--no-check", dest="check", action="store_false",
+                        help="do not run the exported file against PyTorch")
+    parser.add_argument("--check-sequences", type=int, default=2, metavar="N",
+                        help="test sequences rolled through both for the check (2)")
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from cellgen import export
+    from cellgen.cli import _check_writable
+    from cellgen.data.sources import DataConfig, open_splits
+    from cellgen.training.batches import load_batch
+    from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
+
+    _check_writable(args.output, args.force)
+    payload = load_checkpoint(args.checkpoint)
+    model = model_from_checkpoint(payload)
+    staged = args.output.parent / f".{args.output.name}.export.tmp"
+    try:
+        signature = export.EXPORTERS[args.format](model, staged)
+        report = "not checked (--no-check)"
+        if args.check:
+            data = DataConfig.from_dict(payload["data_config"])
+            test = open_splits(data).test
+            count = max(1, min(args.check_sequences, len(test)))
+            video = load_batch(test, list(range(count)))
+            result = export.check_export(args.format, staged, model, signature, video, data.context)
+            report = (f"checked against PyTorch over {result.steps} steps × {result.sequences} test sequences: "
+                      f"max abs difference {result.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
+            if result.start_diff > export.TOLERANCE:
+                raise CellgenError(f"this model's state at t = 0 is not a fixed set of zero tensors (difference "
+                                   f"{result.start_diff:.3g}): its step cannot be exported with a fixed carry")
+            if not result.ok:
+                raise CellgenError(f"the exported {args.format} step does not match PyTorch: {report}")
+        _check_writable(args.output, args.force)
+        os.replace(staged, args.output)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            staged.unlink()
+    size = args.output.stat().st_size
+    print(f"wrote {args.output} ({args.format}, {size} bytes)")
+    print(f"  inputs:  {', '.join(signature.input_names)}  (frame: batch × {' × '.join(map(str, signature.frame_shape))})")
+    print(f"  outputs: {', '.join(signature.output_names)}")
+    print(f"  {report}")
+    return 0
+

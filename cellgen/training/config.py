@@ -1,0 +1,49 @@
+"""How a run trains: the options of `cellgen train` that are not the model's or the data's."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from cellgen.errors import CellgenError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int                      # optimizer steps in all (a resumed run continues up to it)
+    batch_size: int = 8             # the global batch: split over processes under torchrun
+    lr: float = 1e-3                # Adam, constant, as predrnn-pytorch
+    seed: int = 0                   # model init, batch order, scheduled-sampling coins
+    scheduled_sampling: int = 0     # step at which η reaches 0; 0: off (always the model's own frames)
+    eval_every: int = 0             # 0: five evaluations over the run
+    eval_sequences: int = 256       # test sequences per evaluation (the first ones of the split)
+    eval_batch_size: int = 16
+    checkpoint_every: int = 0       # 0: at every evaluation
+    picture_sequences: int = 3      # sequences in predictions.png
+
+    # Options a resumed run must keep, or it would not continue the same run.
+    LOCKED_ON_RESUME = ("batch_size", "lr", "seed", "scheduled_sampling")
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_sequences", "eval_batch_size", "picture_sequences"):
+            if getattr(self, name) < 1:
+                raise CellgenError(f"--{name.replace('_', '-')} must be positive, not {getattr(self, name)}")
+        for name in ("eval_every", "checkpoint_every", "scheduled_sampling"):
+            if getattr(self, name) < 0:
+                raise CellgenError(f"--{name.replace('_', '-')} cannot be negative ({getattr(self, name)})")
+        if not self.lr > 0:
+            raise CellgenError(f"--lr must be positive, not {self.lr}")
+
+    @property
+    def evaluation_interval(self) -> int:
+        return self.eval_every or max(1, self.steps // 5)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or self.evaluation_interval
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

@@ -1,0 +1,87 @@
+"""DistributedDataParallel when the command runs under `torchrun --nproc_per_node=N`.
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; with WORLD_SIZE > 1 each process joins a
+process group (gloo on CPU, nccl where GPUs exist), wraps the model in DDP (gradients are
+averaged over processes after every backward) and reads its own slice of each global batch
+(batches.py). With equal slices, the average of the per-process mean losses is the mean loss
+over the global batch, so N processes follow the trajectory of one process with the same
+global batch, up to float rounding. Process 0 evaluates and writes every file.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from cellgen.errors import CellgenError
+
+
+@dataclass
+class Distributed:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    backend: str = "none"
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, model: nn.Module) -> nn.Module:
+        if not self.active:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(model, device_ids=device_ids)
+
+    def average(self, value: torch.Tensor) -> float:
+        """The mean of a scalar over processes (every process gets it)."""
+        if not self.active:
+            return float(value.detach())
+        total = value.detach().clone().reshape(1).to(self.device)
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return float(total) / self.world
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def agree(self, ok: bool) -> bool:
+        """True only if every process says ok (so that all stop together on one's error)."""
+        if not self.active:
+            return ok
+        flag = torch.tensor([0 if ok else 1], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.SUM)
+        return int(flag) == 0
+
+    def shutdown(self) -> None:
+        if self.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def setup_distributed(device: str = "auto") -> Distributed:
+    """Join the process group torchrun describes, or run alone; pick the device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if use_cuda and not torch.cuda.is_available():
+        raise CellgenError("--device cuda: no CUDA device is available")
+    torch_device = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    if use_cuda:
+        torch.cuda.set_device(torch_device)
+    if world <= 1:
+        return Distributed(device=torch_device)
+    backend = "nccl" if use_cuda else "gloo"
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30))
+    return Distributed(rank, world, local_rank, torch_device, backend)

@@ -1,0 +1,58 @@
+"""Files a run writes, written so that a crash (or kill -9) never leaves half of one.
+
+Every file goes to a temp file in the same directory (same file system, so `os.replace` is an
+atomic rename), is flushed and fsynced, and then replaces its target. A reader sees the old
+file or the new one. A temp file orphaned by a kill is named `.NAME.*.tmp` and removed by the
+next run in that directory (`remove_stale_temp_files`).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+from cellgen.errors import CellgenError
+
+
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
+    """Call `write(handle)` on a temp file beside `path`, then rename it over `path`."""
+    path = Path(path)
+    try:
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as error:
+        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temp, 0o644)
+        os.replace(temp, path)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if isinstance(error, OSError):
+            raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
+        raise
+
+
+def write_bytes_atomically(path: Path, data: bytes) -> None:
+    write_atomically(path, lambda handle: handle.write(data))
+
+
+def write_json_atomically(path: Path, value) -> None:
+    text = json.dumps(value, indent=2, sort_keys=False) + "\n"
+    write_bytes_atomically(path, text.encode("utf-8"))
+
+
+def remove_stale_temp_files(directory: Path) -> list[Path]:
+    """Delete the `.NAME.*.tmp` files a killed run left in `directory`; returns what was removed."""
+    removed = []
+    for candidate in Path(directory).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed

@@ -1,0 +1,92 @@
+"""The papers' video-prediction metrics, per predicted frame: MSE, MAE, SSIM, PSNR.
+
+Conventions (PredRNN, E3D-LSTM and their successors on Moving MNIST, frames in [0, 1]):
+
+- MSE and MAE are per FRAME: the squared (absolute) error summed over the frame's pixels and
+  channels, then averaged over sequences. PredRNN's 56.8 "MSE per frame" on 64×64 Moving
+  MNIST is this number; the per-pixel mean is it divided by C·H·W.
+- SSIM (Wang et al. 2004): Gaussian window 11×11, σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1,
+  computed on each frame (each channel, then averaged), the mean of the SSIM map over the
+  valid region (no padding), averaged over sequences. Frames smaller than 11 pixels use the
+  largest odd window that fits.
+- PSNR per frame with data range 1: 10·log10(1 / per-pixel MSE), averaged over sequences;
+  a frame predicted exactly (MSE 0) counts as 100 dB instead of infinity.
+
+Predictions are clipped to [0, 1] first, as the papers' test code does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+METRICS = ("mse", "mae", "ssim", "psnr")
+SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+PSNR_CAP = 100.0
+
+
+def gaussian_window(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
+    """(size, size) weights summing to 1."""
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    g = torch.exp(-(coords ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return torch.outer(g, g)
+
+
+def ssim_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(…, C, H, W) pairs → (…) SSIM of each frame (mean over channels and the valid map)."""
+    lead = prediction.shape[:-3]
+    channels, height, width = prediction.shape[-3:]
+    size = min(SSIM_WINDOW, height if height % 2 else height - 1, width if width % 2 else width - 1)
+    window = gaussian_window(size).to(torch.float64)[None, None]
+    x = prediction.reshape(-1, 1, height, width).to(torch.float64)
+    y = truth.reshape(-1, 1, height, width).to(torch.float64)
+    blur = lambda t: F.conv2d(t, window)  # noqa: E731  (valid: no padding)
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+    per_channel = ssim_map.mean(dim=(1, 2, 3))
+    return per_channel.reshape(*lead, channels).mean(-1).to(torch.float32)
+
+
+def frame_metrics(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(N, T, C, H, W) pairs → {metric: (N, T)} per sequence and frame."""
+    prediction = prediction.detach().float().clamp(0.0, 1.0)
+    truth = truth.detach().float()
+    error = prediction - truth
+    pixels = error[0, 0].numel()
+    squared = (error ** 2).flatten(2).sum(-1)
+    per_pixel = (squared / pixels).clamp_min(10 ** (-PSNR_CAP / 10))
+    return {
+        "mse": squared,
+        "mae": error.abs().flatten(2).sum(-1),
+        "ssim": ssim_per_frame(prediction, truth),
+        "psnr": 10 * torch.log10(1.0 / per_pixel),
+    }
+
+
+@dataclass
+class MetricTotals:
+    """Sums of per-frame metrics over sequences, so that batches can be added up."""
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    sequences: int = 0
+
+    def add(self, prediction: torch.Tensor, truth: torch.Tensor) -> None:
+        for name, values in frame_metrics(prediction, truth).items():
+            total = values.double().sum(0)
+            self.sums[name] = self.sums[name] + total if name in self.sums else total
+        self.sequences += prediction.shape[0]
+
+    def result(self) -> dict:
+        """{"mse": mean over frames, …, "per_frame": {"mse": [frame 1, …], …}, "sequences": N}."""
+        if not self.sequences:
+            raise ValueError("no sequences were measured")
+        per_frame = {name: [round(float(v), 6) for v in self.sums[name] / self.sequences] for name in METRICS}
+        summary = {name: round(sum(values) / len(values), 6) for name, values in per_frame.items()}
+        return {**summary, "per_frame": per_frame, "sequences": self.sequences}
+

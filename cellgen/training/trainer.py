@@ -1,0 +1,178 @@
+"""The training loop: steps, periodic evaluation, checkpoints, metrics.json and predictions.png.
+
+Step s (0-based) reads the sequences `BatchSchedule.indices(s)`, the scheduled-sampling coins
+of (seed, s), runs the sequence model over all T frames (teacher forcing on the context) and
+takes an Adam step on the MSE of its predictions of frames 1 … T-1, predrnn-pytorch's loss.
+Nothing else carries randomness, so the loss at step s depends only on the weights and the
+optimizer state before it: a checkpoint restores both, and a resumed run continues the same
+trajectory.
+
+Files in the run directory (process 0 writes them, each atomically):
+    checkpoint.pt      the latest checkpoint (every `checkpoint_interval` steps and at the end)
+    metrics.json       configuration, loss at every step, every evaluation so far
+    predictions.png    ground truth vs prediction of the latest evaluation
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from cellgen.data.sources import DataConfig, open_splits
+from cellgen.errors import CellgenError
+from cellgen.sequence import ScheduledSampling, SequenceConfig, SequenceModel
+from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch
+from cellgen.training.checkpoint import FILENAME, save_checkpoint
+from cellgen.training.config import TrainConfig
+from cellgen.training.distributed import Distributed
+from cellgen.training.evaluate import Evaluation, evaluate
+from cellgen.training.files import remove_stale_temp_files, write_json_atomically
+from cellgen.training.progress import Progress
+from cellgen.training.strip import write_prediction_strip
+
+METRICS_FILE = "metrics.json"
+PICTURE_FILE = "predictions.png"
+
+
+@dataclass
+class RunState:
+    """What a checkpoint restores besides weights: where the run is and what it measured."""
+
+    step: int = 0
+    loss_history: list = field(default_factory=list)
+    evaluations: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+
+
+@dataclass
+class Run:
+    out: Path
+    model_config: SequenceConfig
+    data_config: DataConfig
+    train_config: TrainConfig
+    dist: Distributed
+    resume: Optional[dict] = None      # a loaded checkpoint to continue from
+    show_progress: bool = True
+
+
+def train(run: Run) -> dict:
+    """Train to `train_config.steps`; returns the final metrics.json content."""
+    cfg, data, dist = run.train_config, run.data_config, run.dist
+    check_batch_size(cfg.batch_size, dist.world)
+    splits = open_splits(data)
+    if tuple(run.model_config.frame_size) != tuple(splits.frame_size) or \
+            run.model_config.frame_channels != splits.channels:
+        raise CellgenError(f"the model is built for {run.model_config.frame_size} frames with "
+                           f"{run.model_config.frame_channels} channel(s), the data has {splits.frame_size} with "
+                           f"{splits.channels}")
+    torch.manual_seed(cfg.seed)
+    model = SequenceModel(run.model_config).to(dist.device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state = RunState()
+    if run.resume is not None:
+        model.load_state_dict(run.resume["model"])
+        optimizer.load_state_dict(run.resume["optimizer"])
+        state = RunState(int(run.resume["step"]), list(run.resume["loss_history"]), list(run.resume["evaluations"]),
+                         float(run.resume.get("train_seconds", 0.0)), float(run.resume.get("eval_seconds", 0.0)))
+    if dist.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(run.out)
+    network = dist.wrap(model)
+    schedule = BatchSchedule(cfg.batch_size, cfg.seed, dataset_length(splits.train))
+    sampling = ScheduledSampling(cfg.scheduled_sampling)
+    per_process = cfg.batch_size // dist.world
+    rows = slice(dist.rank * per_process, (dist.rank + 1) * per_process)
+    progress = Progress(cfg.steps, state.step, sequences_per_step=cfg.batch_size,
+                        enabled=run.show_progress and dist.is_main)
+    if dist.is_main:
+        progress.message(f"training {model.describe()} on {data.describe()}; "
+                         f"{cfg.steps - state.step} steps to go, global batch {cfg.batch_size}"
+                         + (f" over {dist.world} processes ({dist.backend})" if dist.active else ""))
+    model.train()
+    try:
+        for step in range(state.step, cfg.steps):
+            began = time.perf_counter()
+            video = load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)).to(dist.device)
+            mask = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed)
+            mask = None if mask is None else mask[rows].to(dist.device)
+            predictions = network(video, data.context, mask)
+            loss = F.mse_loss(predictions, video[:, 1:])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            value = dist.average(loss)
+            state.step = step + 1
+            state.train_seconds += time.perf_counter() - began
+            if not math.isfinite(value):
+                raise CellgenError(f"the training loss became {value} at step {state.step}",
+                                   hint="lower --lr, or resume from the last checkpoint with a smaller one")
+            state.loss_history.append([state.step, value])
+            progress.update(state.step, value)
+            last = state.step == cfg.steps
+            evaluated = last or state.step % cfg.evaluation_interval == 0
+            if evaluated and dist.is_main:
+                began = time.perf_counter()
+                result = evaluate(model, splits.test, context=data.context, future=data.future,
+                                  sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
+                                  device=dist.device, keep=cfg.picture_sequences)
+                state.eval_seconds += time.perf_counter() - began
+                state.evaluations.append({"step": state.step, **result.results})
+                write_prediction_strip(run.out / PICTURE_FILE, result.truth, result.prediction, data.context)
+                progress.message(f"step {state.step}: {result.summary_line()}")
+            if (evaluated or last or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
+                save_checkpoint(run.out / FILENAME, checkpoint_payload(model, optimizer, run, state))
+                write_json_atomically(run.out / METRICS_FILE, metrics_document(model, run, state))
+    finally:
+        progress.close()
+    return metrics_document(model, run, state)
+
+
+def checkpoint_payload(model: SequenceModel, optimizer, run: Run, state: RunState) -> dict:
+    return {
+        "step": state.step,
+        "model_config": run.model_config.to_dict(),
+        "data_config": run.data_config.to_dict(),
+        "train_config": run.train_config.to_dict(),
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "loss_history": state.loss_history,
+        "evaluations": state.evaluations,
+        "train_seconds": state.train_seconds,
+        "eval_seconds": state.eval_seconds,
+    }
+
+
+def metrics_document(model: SequenceModel, run: Run, state: RunState) -> dict:
+    """metrics.json: how the run was set up, its loss at every step, and every evaluation."""
+    model_config = {k: v for k, v in run.model_config.to_dict().items() if k != "spec_text"}
+    graph = getattr(model.stack.layers[0], "cell_graph", None)
+    return {
+        "spec": run.model_config.spec,
+        "cell": getattr(graph, "name", None),
+        "model": model_config,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": run.data_config.to_dict(),
+        "train": run.train_config.to_dict(),
+        "processes": run.dist.world,
+        "step": state.step,
+        "train_seconds": round(state.train_seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),
+        "metric_conventions": "mse and mae are per frame (summed over pixels, averaged over sequences); ssim "
+                              "Gaussian 11x11 sigma 1.5; psnr with data range 1; predictions clipped to [0, 1]",
+        "loss": state.loss_history,
+        "evaluations": state.evaluations,
+    }
+
+
+def evaluation_of(model: SequenceModel, data: DataConfig, sequences: int, batch_size: int, keep: int = 3,
+                  device: torch.device = torch.device("cpu")) -> Evaluation:
+    """One evaluation of a model on a data config's test split (`cellgen eval`)."""
+    splits = open_splits(data)
+    return evaluate(model, splits.test, context=data.context, future=data.future, sequences=sequences,
+                    batch_size=batch_size, device=device, keep=keep)
