@@ -54,15 +54,15 @@ class Case:
 CASES = [
     # --- syntax -----------------------------------------------------------------------------
     Case("syntax_missing_equals.cell", CellgenSyntaxError, (6, 6), "unexpected name `σ`",
-         hint="an equation reads `name = expression`", expected="`=`"),
+         hint="an equation reads `name = expression`", expected="`,`, `:` or `=`"),
     Case("syntax_unbalanced_paren.cell", CellgenSyntaxError, (6, 16), "unexpected `)`",
          hint="this `)` closes no `(`", expected="end of line"),
     Case("syntax_unclosed_paren.cell", CellgenSyntaxError, (7, 3), "unexpected name `h`",
          hint="close it with `)`", notes=[(6, 9)],
-         expected="`'`, `(`, `)`, `,` or an operator (`+`, `-`, `⊙`, `⋆`, `/`)"),
+         expected="`'`, `(`, `)`, `,`, `[` or an operator (`+`, `-`, `⊙`, `⋆`, `/`)"),
     Case("syntax_bad_char.cell", CellgenSyntaxError, (6, 10), "unexpected character `·`",
          hint="write `⊙` (or `.*`) for the elementwise product",
-         expected="`'`, `(`, an operator (`+`, `-`, `⊙`, `⋆`, `/`) or end of line"),
+         expected="`'`, `(`, `[`, an operator (`+`, `-`, `⊙`, `⋆`, `/`) or end of line"),
     Case("syntax_unexpected_eof.cell", CellgenSyntaxError, (6, 15), "unexpected end of file",
          hint="close it with `)`", notes=[(6, 9)], expected="`)` or `,`"),
     Case("syntax_kernel_x.cell", CellgenSyntaxError, (8, 17), "unexpected end of line",

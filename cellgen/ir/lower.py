@@ -618,8 +618,8 @@ class _Lowering:
             if channels is None:
                 what = f"`{span_text(data['span'])}`" if data.get("span") else "a value"
                 raise ShapeError(f"cannot infer how many channels {what} has", data.get("span"),
-                                 hint="a conv's output channels come from where its result goes; "
-                                      "make it meet a state, an input or a declared weight")
+                                 hint="a conv's output channels come from where its result goes; make it meet "
+                                      "a state, an input or a declared weight, or declare them: `conv 1×1 -> C`")
             data["channels"] = channels
         for value, parts in self.channel_splits:
             start = 0
