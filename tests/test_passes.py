@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -36,12 +37,23 @@ from cellgen.passes.sum_fusion import sum_fusion
 
 TESTS = Path(__file__).resolve().parent
 MK_SPEC = str(TESTS / "specs" / "mk_convlstm_test.cell")
-SIZE = 7
+SIZE = 8
 SPECS = {
     "convlstm": dict(in_channels=3, hidden=6, k=3),
     "convlstm_peephole": dict(in_channels=3, hidden=6, k=3, height=SIZE, width=SIZE),
     "predrnn": dict(in_channels=3, hidden=6, k=3),
     MK_SPEC: dict(in_channels=3, c3=3, c5=4),
+    "e3d_lstm": dict(in_channels=2, hidden=4, k=3, tau=2),
+    "e3d_lstm_official": dict(in_channels=2, hidden=4, k=3),
+    "e3d_lstm_no_attention": dict(in_channels=2, hidden=4, k=3),
+    "e3d_lstm_2d": dict(in_channels=2, hidden=4, k=3),
+    "astm": dict(in_channels=2, hidden=4, k=3, tau=2),
+    "cms_lstm": dict(in_channels=2, hidden=4, k=3, height=SIZE, width=SIZE),
+    "predrnn_ce_se": dict(in_channels=2, hidden=4, k=3, height=SIZE, width=SIZE),
+    "mk_convlstm": dict(in_channels=3, hidden=6),
+    "mk_convlstm_1x1": dict(in_channels=3, hidden=6),
+    "mk_convlstm_inception": dict(in_channels=3, hidden=8, bottleneck=3),
+    "mk_convlstm_flow": dict(in_channels=3, hidden=6),
 }
 ATOL = 1e-5
 LOSS_WEIGHT_SCALE = 0.05
@@ -73,18 +85,31 @@ def random_params(cell, seed: int = 0) -> dict[str, torch.Tensor]:
     return params
 
 
+def map_shape(graph, channels: int, size: int) -> tuple[int, ...]:
+    """(B, C, H, W), or (B, C, T, H, W) for a cell whose input is a window of T frames."""
+    window = max(graph.input_windows.values(), default=1)
+    return (BATCH, channels) + ((window,) if graph.spatial_dims == 3 else ()) + (size, size)
+
+
+def random_inputs(graph, steps: int, size: int, generator) -> list[torch.Tensor]:
+    """One (B, steps, C, …) sequence per input of the cell."""
+    return [torch.randn(BATCH, steps, *map_shape(graph, graph[node]["channels"], size)[1:], generator=generator)
+            for node in graph.inputs.values()]
+
+
 def _run(cell, params, xs, state0, weights):
     named = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
     cell.load_state_dict(named)
     leaves = dict(cell.named_parameters())
-    xs = xs.clone().requires_grad_(True)
+    xs = [x.clone().requires_grad_(True) for x in xs]
     state = {k: v.clone().requires_grad_(True) for k, v in state0.items()}
-    inputs = {**leaves, "<frames>": xs, **{f"<{k} at t=0>": v for k, v in state.items()}}
+    inputs = {**leaves, **{f"<input {i}>": x for i, x in enumerate(xs)},
+              **{f"<{k} at t=0>": v for k, v in state.items()}}
     flat = []
     current = state
-    for t in range(xs.shape[1]):
-        h, current = cell(xs[:, t], current)
-        flat += [h] + [current[name] for name in sorted(current)]
+    for t in range(xs[0].shape[1]):
+        h, current = cell(*[x[:, t] for x in xs], current)
+        flat += [h] + [current[name] for name in sorted(state0)]
     loss = sum((w * v).sum() for w, v in zip(weights, flat))
     grads = torch.autograd.grad(loss, list(inputs.values()), allow_unused=True)
     return [v.detach() for v in flat], dict(zip(inputs, grads))
@@ -104,12 +129,11 @@ def assert_same_step(reference, candidate, *, seed: int = 0, steps: int = STEPS,
     params = {k: v.to(dtype) for k, v in random_params(reference, seed).items()}
     graph = reference.cell_graph
     generator = torch.Generator().manual_seed(seed + 1)
-    (in_node,) = graph.inputs.values()
-    xs = torch.randn(BATCH, steps, graph[in_node]["channels"], size, size, generator=generator).to(dtype)
-    state0 = {name: 0.5 * torch.randn(BATCH, info.channels, size, size, generator=generator).to(dtype)
+    xs = [x.to(dtype) for x in random_inputs(graph, steps, size, generator)]
+    state0 = {name: 0.5 * torch.randn(map_shape(graph, info.channels, size), generator=generator).to(dtype)
               for name, info in graph.states.items()}
-    out_shapes = [(BATCH, reference.out_channels, size, size)] + \
-        [(BATCH, graph.states[name].channels, size, size) for name in sorted(graph.states)]
+    out_shapes = [map_shape(graph, reference.out_channels, size)] + \
+        [map_shape(graph, graph.states[name].channels, size) for name in sorted(graph.states)]
     weights = [LOSS_WEIGHT_SCALE * torch.randn(shape, generator=generator).to(dtype)
                for _ in range(steps) for shape in out_shapes]
     flat_r, grads_r = _run(reference, params, xs, state0, weights)
@@ -468,6 +492,7 @@ CONV_COUNTS = {  # spec: (O0, O1, O2)
     "convlstm_peephole": (8, 4, 1),
     "predrnn": (16, 9, 4),
     MK_SPEC: (16, 8, 2),
+    "mk_convlstm": (16, 8, 2),
 }
 
 
@@ -521,15 +546,17 @@ def _case_id(case):
 @pytest.mark.parametrize("case", CASES, ids=_case_id)
 @pytest.mark.parametrize("spec", list(SPECS), ids=spec_id)
 def test_equivalent_to_O0(spec, case):
+    """In fp64, where an exact rewrite agrees to ~1e-12: the deep cells (CMS-LSTM's attention
+    and norms, E3D's RECALL) round differently in fp32 after a rewrite by ~1e-5 already."""
     reference = compile_quiet(spec, opt_level=0, **SPECS[spec])
     candidate = compile_quiet(spec, **case, **SPECS[spec])
-    assert_same_step(reference, candidate, what=f"{spec_id(spec)} {_case_id(case)}")
+    assert_same_step(reference, candidate, what=f"{spec_id(spec)} {_case_id(case)}", dtype=torch.float64)
 
 
 @pytest.mark.parametrize("spec", list(SPECS), ids=spec_id)
 def test_checkpoints_load_across_levels(spec):
     cells = {level: compile_quiet(spec, opt_level=level, **SPECS[spec]) for level in (0, 1, 2)}
-    x = torch.randn(BATCH, SPECS[spec]["in_channels"], SIZE, SIZE)
+    x = [x[:, 0] for x in random_inputs(cells[0].cell_graph, 1, SIZE, None)]
     for saved in (2, 0):
         buffer = io.BytesIO()
         torch.save(cells[saved].state_dict(), buffer)
@@ -538,23 +565,29 @@ def test_checkpoints_load_across_levels(spec):
             buffer.seek(0)
             cell.load_state_dict(torch.load(buffer), strict=True)
             with torch.no_grad():
-                outputs.append(cell(x, None)[0])
+                outputs.append(cell(*x, None)[0])
         for out in outputs[1:]:
             assert (out - outputs[0]).abs().max() <= ATOL
 
 
-def test_standalone_module_of_an_O2_cell_runs_the_same_step():
+@pytest.mark.parametrize("spec", list(SPECS), ids=spec_id)
+def test_standalone_module_of_an_O2_cell_runs_the_same_steps(spec):
     from cellgen.codegen.standalone import standalone_source
 
-    cell = compile_quiet(MK_SPEC, opt_level=2, enable=["kernel-embedding"], **SPECS[MK_SPEC])
+    cell = compile_quiet(spec, opt_level=2, **SPECS[spec])
     namespace: dict = {}
     exec(compile(standalone_source(cell), "<standalone>", "exec"), namespace)
-    standalone = namespace["MultiKernelConvLSTM"]()
+    standalone = namespace[re.sub(r"\W", "_", cell.cell_graph.name)]()
     standalone.load_state_dict(random_params(cell))
     cell.load_state_dict(random_params(cell))
-    x = torch.randn(BATCH, SPECS[MK_SPEC]["in_channels"], SIZE, SIZE)
+    xs = random_inputs(cell.cell_graph, 3, SIZE, torch.Generator().manual_seed(3))
+    state_a = state_b = None
     with torch.no_grad():
-        assert (standalone(x)[0] - cell(x)[0]).abs().max() <= ATOL
+        for t in range(3):
+            a, state_a = standalone(*[x[:, t] for x in xs], state_a)
+            b, state_b = cell(*[x[:, t] for x in xs], state_b)
+            assert (a - b).abs().max() <= ATOL
+        assert state_a.keys() == state_b.keys()
 
 
 # --- torch.jit.trace and torch.compile ---------------------------------------------------------
@@ -563,13 +596,13 @@ def test_standalone_module_of_an_O2_cell_runs_the_same_step():
 @pytest.mark.parametrize("spec", list(SPECS), ids=spec_id)
 def test_jit_trace_of_the_O2_step(spec):
     cell = compile_quiet(spec, opt_level=2, **SPECS[spec])
-    x = torch.randn(BATCH, SPECS[spec]["in_channels"], SIZE, SIZE)
-    state = {k: torch.randn_like(v) for k, v in cell.zero_state(x).items()}
-    traced = torch.jit.trace(cell, (x, state), strict=False)
-    x2 = torch.randn_like(x)
+    x = [x[:, 0] for x in random_inputs(cell.cell_graph, 1, SIZE, None)]
+    state = {k: torch.randn_like(v) for k, v in cell.zero_state(x[0]).items()}
+    traced = torch.jit.trace(cell, (*x, state), strict=False)
+    x2 = [torch.randn_like(v) for v in x]
     state2 = {k: torch.randn_like(v) for k, v in state.items()}
-    h, new = cell(x2, state2)
-    h_t, new_t = traced(x2, state2)
+    h, new = cell(*x2, state2)
+    h_t, new_t = traced(*x2, state2)
     assert (h - h_t).abs().max() <= ATOL
     assert all((new[k] - new_t[k]).abs().max() <= ATOL for k in new)
 
@@ -577,22 +610,22 @@ def test_jit_trace_of_the_O2_step(spec):
 def _compiled_matches_eager(spec, backend):
     torch._dynamo.reset()
     cell = compile_quiet(spec, opt_level=2, **SPECS[spec])
-    x = torch.randn(BATCH, SPECS[spec]["in_channels"], SIZE, SIZE)
-    state = {k: torch.randn_like(v) for k, v in cell.zero_state(x).items()}
+    x = [x[:, 0] for x in random_inputs(cell.cell_graph, 1, SIZE, None)]
+    state = {k: torch.randn_like(v) for k, v in cell.zero_state(x[0]).items()}
     compiled = torch.compile(cell, fullgraph=True, backend=backend)  # fullgraph: a graph break raises
-    h_c, new_c = compiled(x, state)
-    h, new = cell(x, state)
+    h_c, new_c = compiled(*x, state)
+    h, new = cell(*x, state)
     assert (h - h_c).abs().max() <= ATOL
     assert all((new[k] - new_c[k]).abs().max() <= ATOL for k in new)
 
 
 def test_torch_compile_fullgraph_traces_without_graph_breaks():
     """Dynamo alone (backend="eager"): fast, and it is what would report a graph break."""
-    _compiled_matches_eager("convlstm", "eager")
-    _compiled_matches_eager(MK_SPEC, "eager")
+    for spec in ("convlstm", MK_SPEC, "e3d_lstm", "cms_lstm", "astm", "mk_convlstm_flow"):
+        _compiled_matches_eager(spec, "eager")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("spec", ["convlstm", "predrnn", MK_SPEC], ids=spec_id)
+@pytest.mark.parametrize("spec", ["convlstm", "predrnn", MK_SPEC, "e3d_lstm", "cms_lstm"], ids=spec_id)
 def test_torch_compile_fullgraph_inductor(spec):
     _compiled_matches_eager(spec, "inductor")

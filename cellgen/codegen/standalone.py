@@ -12,9 +12,26 @@ import textwrap
 
 from cellgen.codegen.module import CellModule
 from cellgen.runtime import init as init_module
+from cellgen.runtime import ops as ops_module
 from cellgen.runtime import state as state_module
 
 _INLINED = {"cellgen_runtime_state_initial_state": state_module.initial_state}
+_INLINED.update({f"cellgen_runtime_ops_{name}": function for name, function in inspect.getmembers(ops_module)
+                 if inspect.isfunction(function) and function.__module__ == ops_module.__name__
+                 and not name.startswith("_")})
+# what the ops above call in turn: copied under their own names
+_PRIVATE_OPS = [function for name, function in inspect.getmembers(ops_module)
+                if inspect.isfunction(function) and function.__module__ == ops_module.__name__ and name.startswith("_")]
+
+# Registers `SE.W_A` as parameter `W_A` of a child module `SE`, as the compiled module does.
+_REGISTER = '''def register_dotted(module, name, parameter):
+    *path, leaf = name.split(".")
+    for part in path:
+        if part not in module._modules:
+            module.add_module(part, torch.nn.Module())
+        module = module._modules[part]
+    module.register_parameter(leaf, parameter)
+'''
 
 
 def standalone_source(cell: CellModule, origin: str = "") -> str:
@@ -32,8 +49,11 @@ def standalone_source(cell: CellModule, origin: str = "") -> str:
             helpers.append(re.sub(r"^def \w+", f"def {name}", source, count=1))
         else:
             raise NotImplementedError(f"generated code uses `{name}` ({value!r}), which the standalone file lacks")
+    if any(name.startswith("cellgen_runtime_ops_") for name in used & set(code.globals)):
+        helpers += [inspect.getsource(function) for function in _PRIVATE_OPS]
     helpers.append(inspect.getsource(init_module.init_weight_))
-    params = "\n".join(f"        self.{symbol} = torch.nn.Parameter(torch.empty({tuple(info.shape)!r}))"
+    helpers.append(_REGISTER)
+    params = "\n".join(f"        register_dotted(self, {symbol!r}, torch.nn.Parameter(torch.empty({tuple(info.shape)!r})))"
                        for symbol, info in graph.weights.items())
     kinds = ", ".join(f"{symbol!r}: {info.kind!r}" for symbol, info in graph.weights.items())
     class_name = re.sub(r"\W", "_", graph.name)
@@ -46,6 +66,7 @@ with params {graph.params}. Needs only torch.
 import math
 
 import torch
+import torch.nn.functional as F
 
 
 {(chr(10) * 2).join(h.rstrip() + chr(10) for h in helpers)}
@@ -60,7 +81,7 @@ class {class_name}(torch.nn.Module):
 
     def reset_parameters(self):
         for name, kind in self.weight_kinds.items():
-            init_weight_(getattr(self, name), kind)
+            init_weight_(self.get_parameter(name), kind)
 
 {forward}
 '''

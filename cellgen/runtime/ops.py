@@ -24,16 +24,14 @@ def push_history(history, value, size):
     """The history handed to the next step: `value` appended, the oldest dropped beyond
     `size` entries (None: keep every one). `cat` copies, so every entry is its own tensor."""
     history = torch.cat([history, value.unsqueeze(1)], 1)
-    if size is not None and history.shape[1] > size:
-        history = history[:, history.shape[1] - size:]
-    return history
+    # a negative start clamps to 0 when fewer are kept: no branch on a shape, so a traced
+    # (jit.trace, ONNX) step stays right as the history grows
+    return history if size is None else history[:, -size:]
 
 
 def latest(history, size):
     """The newest `size` entries of a history (all of them when it holds fewer)."""
-    if history.shape[1] <= size:
-        return history
-    return history[:, history.shape[1] - size:]
+    return history[:, -size:]
 
 
 def stacked_conv(x, weight, bias, padding):
