@@ -18,6 +18,10 @@ class CellStack(nn.Module):
     xs is (B, T, C, *spatial); ys holds the top layer's output at every step, and `states`
     is one dict per layer of its last states (None: zeros). A zigzag state `m` of the bottom
     layer at the first step is read from `states[-1]["m"]`, the top layer's last value.
+    A 3D cell whose input is a window of W frames (`input x[C] window W`) gets, at step t,
+    the frames t-W+1 … t of xs on a new time axis (B, C, W, H, W'), zeros before the first;
+    the layers above read the NCTHW output of the layer below. Histories (`c.history`) stay
+    in their layer's state dict, from step to step.
     """
 
     def __init__(self, cells: Sequence[nn.Module]):
@@ -26,15 +30,16 @@ class CellStack(nn.Module):
             raise ValueError("a stack needs at least one layer")
         self.layers = nn.ModuleList(cells)
         self.zigzag = list(cells[0].zigzag_states)
+        self.window = getattr(cells[0], "input_window", 1)
 
     def forward(self, xs: torch.Tensor, states: Optional[list[dict]] = None):
         if states is None:
-            states = [cell.zero_state(xs[:, 0]) for cell in self.layers]
+            states = [cell.zero_state(self._input(xs, 0)) for cell in self.layers]
         else:
             states = [dict(s) for s in states]
         outputs = []
         for t in range(xs.shape[1]):
-            x = xs[:, t]
+            x = self._input(xs, t)
             carried = {name: states[-1][name] for name in self.zigzag}
             for index, cell in enumerate(self.layers):
                 layer_state = {**states[index], **carried}
@@ -43,3 +48,13 @@ class CellStack(nn.Module):
             outputs.append(x)
         return torch.stack(outputs, dim=1), states
 
+
+    def _input(self, xs: torch.Tensor, t: int) -> torch.Tensor:
+        """The bottom layer's input at step t: frame t, or the window of frames ending at t."""
+        if self.window == 1:
+            return xs[:, t]
+        first = t - self.window + 1
+        frames = xs[:, max(first, 0): t + 1]
+        if first < 0:
+            frames = torch.cat([frames.new_zeros((frames.shape[0], -first) + frames.shape[2:]), frames], 1)
+        return frames.transpose(1, 2)  # (B, W, C, H, W') → (B, C, W, H, W')
