@@ -175,9 +175,9 @@ def _emit_summary(args, cell, params) -> str:
     from cellgen.tools import stats
 
     graph = lower_spec(args.spec, **params)  # the spec's own graph: weights and gates as written
-    spatial = tuple(args.size) if args.size else (64,) * graph.spatial_dims
-    return format_summary(graph, spatial, optimized_convs=stats.conv_count(cell.cell_graph),
-                          opt_level=cell.opt_level)
+    summary = stats.summarize(graph, args.size)  # --size H W (T H W for 3D); default 64x64
+    return stats.format_summary(summary, optimized_convs=stats.conv_count(cell.cell_graph),
+                                opt_level=cell.opt_level)
 
 
 _EMITTERS = {"code": _emit_code, "summary": _emit_summary, "module": _emit_module}

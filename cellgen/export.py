@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,8 +99,7 @@ def export_onnx(model: SequenceModel, path: Path) -> StepSignature:
     example = signature.example(2)  # not 1: torch.export would specialise a size-1 batch
 
     def write(handle):
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
+        with _quiet_exporter():
             program = torch.onnx.export(step, example, None, dynamo=True, input_names=signature.input_names,
                                         output_names=signature.output_names, dynamic_shapes=dynamic,
                                         external_data=False, verbose=False)
@@ -120,11 +120,26 @@ def export_torchscript(model: SequenceModel, path: Path) -> StepSignature:
     model = model.eval()
     signature = step_signature(model)
     step = ExportableStep(model, signature.carry_names).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
+    with _quiet_exporter(), torch.no_grad():
         traced = torch.jit.trace(step, signature.example(2), check_trace=False)
-    write_atomically(Path(path), lambda handle: torch.jit.save(traced, handle))
+        write_atomically(Path(path), lambda handle: torch.jit.save(traced, handle))
     return signature
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence what the exporters print for every model: progress lines on stdout, log lines about
+    torchvision ops, tracer warnings, and TorchScript's deprecation notices (documented in
+    docs/training.md instead)."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logger.setLevel(level)
 
 
 EXPORTERS: dict[str, Callable[[SequenceModel, Path], StepSignature]] = {
@@ -155,7 +170,8 @@ def onnx_runner(path: Path, signature: StepSignature) -> Runner:
 
 
 def torchscript_runner(path: Path, signature: StepSignature) -> Runner:
-    module = torch.jit.load(str(path), map_location="cpu").eval()
+    with _quiet_exporter():
+        module = torch.jit.load(str(path), map_location="cpu").eval()
 
     def run(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         with torch.no_grad():
@@ -204,8 +220,14 @@ def check_export(kind: str, path: Path, model: SequenceModel, signature: StepSig
     """Roll `video` (B, T, C, H, W) through the exported file and through PyTorch; compare."""
     runner = onnx_runner(path, signature) if kind == "onnx" else torchscript_runner(path, signature)
     reference = pytorch_runner(model, signature)
-    exported_frames, exported_carry = rollout(runner, signature, video, context)
-    torch_frames, torch_carry = rollout(reference, signature, video, context)
+    try:
+        exported_frames, exported_carry = rollout(runner, signature, video, context)
+        torch_frames, torch_carry = rollout(reference, signature, video, context)
+    except Exception as error:  # noqa: BLE001 — onnxruntime and TorchScript raise their own types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CellgenError(f"the exported {kind} step cannot roll out a test sequence: {first[:300]}",
+                           hint="a cell whose state changes shape from step to step (a growing history) "
+                                "cannot be exported as a fixed-shape step") from None
     diffs = [float((exported_frames - torch_frames).abs().max())]
     diffs += [float((a - b).abs().max()) for a, b in zip(exported_carry, torch_carry)]
     own = model.predict(video[:, :context], video.shape[1] - context)

@@ -12,8 +12,9 @@ A Markdown file marks each generated example with a comment naming the command:
     <!-- picture: cellgen show convlstm -p in_channels=1 -o docs/img/convlstm.svg -->
 
 A `run:` marker's fenced block is replaced by the command and its output; a `picture:`
-marker's command is run (with --force) to write the picture it names. Commands run from the
-repository's root, in this process, through the same functions as the `cellgen` command.
+marker's command is run (with --force) to write the picture it names. Commands (`cellgen diff`,
+`show` and `compile`) run from the repository's root, in this process, through the same
+functions as the `cellgen` command.
 
     python docs/generate.py            rewrite the examples and pictures
     python docs/generate.py --check    exit 1 if a text example is out of date (pictures are
@@ -39,16 +40,17 @@ _PICTURE = re.compile(r"<!-- picture: (?P<command>.+?) -->")
 
 
 def run(command: str) -> tuple[int, str, str]:
-    """Run `cellgen diff|show …` in this process; its exit status, stdout and stderr."""
+    """Run `cellgen diff|show|compile …` in this process; its exit status, stdout and stderr."""
     import warnings
 
+    from cellgen.cli import main as cellgen_main
     from cellgen.tools.diff import diff_main
     from cellgen.tools.render import show_main
 
     words = shlex.split(command)
-    if words[:1] != ["cellgen"] or len(words) < 2 or words[1] not in ("diff", "show"):
-        raise SystemExit(f"docs/generate.py runs `cellgen diff …` and `cellgen show …`, not `{command}`")
-    main = {"diff": diff_main, "show": show_main}[words[1]]
+    if words[:1] != ["cellgen"] or len(words) < 2 or words[1] not in ("diff", "show", "compile"):
+        raise SystemExit(f"docs/generate.py runs `cellgen diff|show|compile …`, not `{command}`")
+    main = {"diff": diff_main, "show": show_main, "compile": lambda argv: cellgen_main(["compile", *argv])}[words[1]]
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8")
     err = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), warnings.catch_warnings():

@@ -135,7 +135,8 @@ def test_convlstm_vs_peephole():
 
 def test_convlstm_vs_predrnn():
     result = diff_cells("convlstm", "predrnn", P)
-    assert [(s.status, s.b, s.after) for s in result.states] == [("added", "m", {"channels": C, "zigzag": True})]
+    assert [(s.status, s.b, s.after) for s in result.states] == [
+        ("added", "m", {"channels": C, "zigzag": True, "history": False, "history_size": None})]
     assert result.gates_added == ["g", "i_m", "f_m", "g_m"] and result.gates_removed == []
     assert result.equations.added == ["g", "i_m", "f_m", "g_m", "m'"]
     assert result.equations.changed == ["i", "f", "c'", "o", "h'"]
@@ -204,6 +205,146 @@ def test_state_changes(tmp_path):
     assert "c[64] → c[64] zigzag" in cdiff.format_text(result)
 
 
+def test_a_variant_that_changes_nothing_is_equivalent_to_its_parent(tmp_path, capsys):
+    """Diff compares resolved specs: `extends` with no changes is the same cell."""
+    copy = write(tmp_path, "copy.cell", 'cell ConvLSTMCopy "a variant that changes nothing" extends convlstm\n')
+    result = diff_cells("convlstm", copy, P)
+    assert result.equivalent and result.identical and not result.equations.unified
+    status, out, _ = run(["convlstm", copy, "-p", "in_channels=3"], capsys)
+    assert status == 0 and "equivalent" in out and 'citation: "Shi et al.' in out
+
+
+def test_a_history_length_is_a_state_change(tmp_path):
+    online = write(tmp_path, "tau5.cell", 'cell E3DTau5 "online" extends e3d_lstm\n  param tau = 5\n')
+    result = diff_cells("e3d_lstm", online, P)
+    [state] = result.states
+    assert (state.status, state.a, state.fields) == ("changed", "c", ["history_size"])
+    assert (state.before["history_size"], state.after["history_size"]) == (None, 5)
+    assert not (result.weights or result.equations.changed or result.gates_added or result.renames)
+    thw = 2 * 64 * 64  # attention over 5 past memories instead of 1 (an unbounded history is counted per entry)
+    assert result.b.macs - result.a.macs == 4 * 2 * C * thw * thw
+    assert "c[64] history (every past value) → c[64] history of 5" in cdiff.format_text(result)
+
+
+def test_e3d_without_attention_diffs_against_its_parent_by_content():
+    result = diff_cells("e3d_lstm", "e3d_lstm_no_attention", P)
+    assert result.gates_removed == ["r", "C", "R"] and result.gates_added == []
+    assert result.equations.changed == ["c'"] and result.equations.removed == ["r", "C", "R"]
+    assert {w.a for w in result.weights} == {"W_xr", "W_hr", "b_r"}
+    assert all(w.status == "removed" for w in result.weights)
+    [state] = result.states
+    assert (state.a, state.fields, state.before["history"], state.after["history"]) == ("c", ["history"], True, False)
+    assert "+c'  = i ⊙ g + LN_c(c)" in result.equations.unified
+
+
+def test_a_renamed_chunk_of_an_unpack_is_equivalent(tmp_path):
+    text = (ROOT / "specs" / "e3d_lstm_official.cell").read_text(encoding="utf-8")
+    renamed = write(tmp_path, "official.cell", re.sub(r"\bi_xm\b", "i_xm2", text))
+    result = diff_cells("e3d_lstm_official", renamed, P)
+    assert result.equivalent and result.renames == [Rename("gate", "i_xm", "i_xm2", "structure")]
+    assert not (result.gates_added or result.gates_removed or result.equations.unified)
+
+
+def test_borrowed_blocks_are_compared_inlined():
+    """PredRNN with CMS-LSTM's blocks (`use CE, SE from cms_lstm`) against CMS-LSTM: the
+    blocks' equations (`CE.x_1`, `SE.i`, …) are the same; the ST-LSTM part differs."""
+    result = diff_cells("cms_lstm", "predrnn_ce_se", P)
+    assert [(s.status, s.b) for s in result.states] == [("added", "m")]
+    assert result.gates_added == ["i_m", "f_m", "g_m"] and result.gates_removed == []
+    assert result.equations.changed == ["i", "f", "g", "o", "h_1"]
+    unified = result.equations.unified
+    assert " SE.S     = stack(SE.h, SE.c)" in unified and " CE.x_3   = 2σ(CE.W_H ⋆ CE.h_2 + CE.b_H) ⊙ CE.x_2" in unified
+    assert not [w for w in result.weights if (w.a or w.b).startswith(("CE.", "SE."))]
+
+
+def test_predrnn_vs_e3d_lstm():
+    """ST-LSTM → E3D-LSTM: 3D convs, the recall gate and RECALL in place of c's forget gate,
+    a history of c, a LayerNorm, biases, and an input window."""
+    result = diff_cells("predrnn", "e3d_lstm", P)
+    attributes = {(a.what, a.where): (a.before, a.after) for a in result.attributes}
+    assert attributes[("conv_dims", None)] == (2, 3)
+    kernels = {a.where: (a.before, a.after) for a in result.attributes if a.what == "kernel"}
+    assert set(kernels) == {"W_xi", "W_hi", "W_xg", "W_hg", "W_xi_m", "W_mi", "W_xf_m", "W_mf", "W_xg_m", "W_mg",
+                            "W_xo", "W_ho", "W_1x1"}
+    assert kernels["W_xi"] == ([5, 5], [2, 5, 5]) and kernels["W_1x1"] == ([1, 1], [1, 1, 1])
+    # f of c is gone; the recall gate r, the history C and RECALL's attention R feed c' instead
+    assert result.gates_removed == ["f"] and result.gates_added == ["r", "C", "R"]
+    assert attributes[("replaced", "c'")] == (["f"], ["r", "C", "R"])
+    assert attributes[("layernorm", "LN_c")] == (None, {"mode": "all", "axes": [], "shape": [], "eps": 1e-5})
+    before, after = attributes[("functions", "c'")]
+    assert before == ["sigmoid"] and after == ["layernorm", "attention", "sigmoid"]
+    assert attributes[("constants", "f_m")] == ([1.0], [])
+    [state] = result.states
+    assert (state.status, state.a, state.fields) == ("changed", "c", ["history"])
+    assert (state.after["history"], state.after["history_size"]) == (True, None)  # tau = none: every past c
+    [window] = result.inputs
+    assert (window.a, window.fields, window.before, window.after) == (
+        "x", ["window"], {"channels": CIN, "window": None}, {"channels": CIN, "window": 2})
+    added = {w.b: (w.after["kind"], w.after["shape"]) for w in result.weights if w.status == "added"}
+    assert {b for b in added if b.startswith("b_")} == {"b_r", "b_i", "b_g", "b_i_m", "b_g_m", "b_f_m", "b_o"}
+    assert added["LN_c.weight"] == ("norm_gain", (C,)) and added["LN_c.bias"] == ("norm_bias", (C,))
+    assert added["W_xr"] == ("conv", (C, CIN, 2, K, K)) and added["W_co"] == ("conv", (C, C, 2, K, K))
+    assert {w.a for w in result.weights if w.status == "removed"} == {"W_xf", "W_hf", "W_o"}
+    assert result.equations.added == ["r", "C", "R"] and result.equations.removed == ["f"]
+    unified = result.equations.unified
+    assert unified.index("-c'  = f ⊙ c + i ⊙ g") + 1 == unified.index("+c'  = i ⊙ g + LN_c(c + R)")
+    assert "+R   = attention(r, C, C)" in unified and "+C   = c[t-tau:t-1]" in unified
+    assert "-o   = σ(W_xo ⋆ x + W_ho ⋆ h + W_o ⋆ [c', m'])" in unified
+    # MACs at T×H×W = 2×64×64 (T from the window): the convs, and RECALL over one past memory
+    thw = 2 * 64 * 64
+    convs = (7 * conv(C, CIN, 2, K, K) + 9 * conv(C, C, 2, K, K) + conv(C, 2 * C, 1, 1, 1)) * thw
+    assert (result.a.size, result.b.size) == ((64, 64), (2, 64, 64))
+    assert result.b.macs == convs + 2 * C * thw * thw
+    assert result.exit_status == 1
+    data = result.to_json()
+    assert data["inputs"][0]["after"] == {"channels": CIN, "window": 2}
+    assert {"what": "replaced", "where": "c'", "before": ["f"], "after": ["r", "C", "R"]} in data["attributes"]
+    text = cdiff.format_text(result)
+    for line in ("~ x[3] → x[3] window 2", "~ c[64] → c[64] history (every past value)", "- f", "+ r, C, R",
+                 "~ convs: 2D → 3D", "~ LN_c: LayerNorm added (over every axis but the batch, jointly, eps 1e-05)",
+                 "~ c': reads f → reads r, C, R instead"):
+        assert line in text, line
+
+
+def test_e3d_lstm_vs_its_official_code():
+    """The paper's E3D-LSTM → google/e3d_lstm: one conv per operand cut into gate chunks, each
+    with a bias and its own LayerNorm (eps 1e-12), +1.0 in f_m, tanh inside the output gate,
+    m_new with tanh(m_m), and m never updated."""
+    result = diff_cells("e3d_lstm", "e3d_lstm_official", P)
+    fused = {a.where: (a.before, a.after) for a in result.attributes if a.what == "fused_conv"}
+    assert fused == {"x": (["W_xr", "W_xi", "W_xg", "W_xi_m", "W_xg_m", "W_xf_m", "W_xo"], ["W_x"]),
+                     "h": (["W_hr", "W_hi", "W_hg", "W_ho"], ["W_h"]),
+                     "m": (["W_mi", "W_mg", "W_mf"], ["W_m"])}
+    norms = {a.where: (a.before, a.after) for a in result.attributes if a.what == "layernorm"}
+    joint = {"mode": "all", "axes": [], "shape": [], "eps": 1e-12}
+    assert norms == {"LN_c": ({"eps": 1e-5}, {"eps": 1e-12}), "LN_x": (None, joint), "LN_h": (None, joint),
+                     "LN_m": (None, joint)}
+    attributes = {(a.what, a.where): (a.before, a.after) for a in result.attributes}
+    assert attributes[("functions", "o")] == (["sigmoid"], ["sigmoid", "tanh", "layernorm"])
+    assert attributes[("functions", "i")] == (["sigmoid"], ["sigmoid", "layernorm"])  # through i_x, i_h
+    assert attributes[("constants", "f_m")] == ([], [1.0])
+    assert attributes[("frozen", "m")] == (False, True)  # m' = m
+    assert "m_new" in result.gates_added and {"i_x", "o_h", "m_m"} <= set(result.gates_added)
+    # c' is written the same; its LayerNorm's eps is reported above, not as an equation change
+    assert result.equations.changed == ["r", "i", "g", "i_m", "g_m", "f_m", "m'", "o", "h'"]
+    unified = result.equations.unified
+    assert unified.index("-m'    = i_m ⊙ g_m + f_m ⊙ m") + 1 == unified.index("+m'    = m")
+    assert "+m_new = f_m ⊙ tanh(m_m) + i_m ⊙ g_m" in unified
+    assert "+i_x, g_x, r_x, o_x, i_xm, g_xm, f_xm = LN_x(W_x ⋆ x + b_x)" in unified
+    assert "+o     = σ(tanh(o_x + o_h + W_co ⋆ c' + b_co + W_mo ⋆ m_new + b_mo))" in unified
+    added = {w.b for w in result.weights if w.status == "added"}
+    assert added == {"W_x", "b_x", "LN_x.weight", "LN_x.bias", "W_h", "b_h", "LN_h.weight", "LN_h.bias", "W_m", "b_m",
+                     "LN_m.weight", "LN_m.bias", "b_co", "b_mo", "b_1x1"}
+    x, h, t = conv(7 * C, CIN, 2, K, K), conv(4 * C, C, 2, K, K), conv(C, C, 2, K, K)
+    official = (x + 3 * 7 * C) + 2 * (h + 3 * 4 * C) + 2 * (t + C) + 2 * C + conv(C, 2 * C, 1, 1, 1) + C
+    assert result.b.parameters == official
+    text = cdiff.format_text(result)
+    for line in ("~ convs of x: W_xr, W_xi, W_xg, W_xi_m, W_xg_m, W_xf_m, W_xo → one conv W_x, cut into gate chunks",
+                 "~ LN_c: LayerNorm eps 1e-05 → eps 1e-12", "~ m: never updated (m' = m)",
+                 "~ o: functions σ → σ, tanh, LayerNorm"):
+        assert line in text, line
+
+
 # --- output formats -----------------------------------------------------------------------------
 
 def test_json_schema(capsys):
@@ -216,7 +357,8 @@ def test_json_schema(capsys):
     assert set(data["a"]) == {"origin", "name", "citation", "params", "spatial_dims", "size", "parameters", "macs",
                               "convs"}
     assert data["states"] == [{"status": "added", "a": None, "b": "m", "before": None,
-                               "after": {"channels": 64, "zigzag": True}, "fields": []}]
+                               "after": {"channels": 64, "zigzag": True, "history": False, "history_size": None},
+                               "fields": []}]
     assert set(data["totals"]) == {"parameters", "macs", "convs_O0", "convs_O2"}
     assert data["equations"]["unified"].startswith("--- ConvLSTM\n+++ STLSTM\n@@ ")
     weight = next(w for w in data["weights"] if w["b"] == "W_o")

@@ -9,10 +9,17 @@ one. Further tests check that every rendered diagnostic has the compiler layout
         ^^^ caret under column COL
 
 that syntax errors name what was expected in words (never lark's `RPAR`, `_NL`, `__ANON_0`),
-and that bad `param` values passed to cellgen.compile are ParamErrors.
+and that bad `param` values passed to cellgen.compile are ParamErrors. Every corpus file is
+also checked through `cellgen check FILE` (exit 1, the diagnostic on stderr, no traceback).
+Two hypothesis fuzzers break the shipped specs (and the corpus): one character or keyword at a
+time, which must give a well-formed syntax error; and one or two edits of lines and words, which
+must compile or give a CellgenError, never another exception.
 """
+import json
 import os
 import re
+import shutil
+import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
@@ -28,9 +35,12 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 import cellgen  # noqa: E402
-from cellgen.errors import (ArityError, CellgenSyntaxError, CellgenWarning,  # noqa: E402
+from cellgen.errors import (ArityError, CellgenError, CellgenSyntaxError, CellgenWarning,  # noqa: E402
                             ChannelMismatchError, CyclicDefinitionError, ParamError, RedefinitionError,
-                            StateNotUpdatedError, TypeMismatchError, UnknownFunctionError, UnknownSymbolError)
+                            ShapeError, SpecNotFoundError, StateNotUpdatedError, TypeMismatchError,
+                            UnknownFunctionError, UnknownSymbolError)
+from cellgen.api import load_spec  # noqa: E402
+from cellgen.ir.lower import lower  # noqa: E402
 from cellgen.language.parser import _lark, parse  # noqa: E402
 from cellgen.resources import shipped_specs  # noqa: E402
 
@@ -108,6 +118,209 @@ CASES = [
          "`g'`: only a state has a next value, and `g` is not a state", hint="declare it (`state g[…]`)"),
     Case("missing_param.cell", ParamError, (3, 3),
          "param `in_channels` of MissingParam has no default and was not given", hint="in_channels=…"),
+    # --- histories: `c[t-τ:t-1]` ------------------------------------------------------------------
+    Case("history_of_gate.cell", TypeMismatchError, (9, 8),
+         "only a state has past values, and `g` is computed by an equation",
+         hint="declare `g` a state", notes=[(8, 3)]),
+    Case("history_of_input.cell", TypeMismatchError, (7, 8), "only a state has past values, and `x` is an input",
+         hint="give it a window: `input x[C] window T`", notes=[(4, 9)]),
+    Case("history_empty.cell", CellgenSyntaxError, (7, 16),
+         "a history ends at the previous step: `c[t-τ:t-1]`, not `t-2`",
+         hint="the values of a state before t-1 are all in its history"),
+    Case("history_wrong_variable.cell", CellgenSyntaxError, (7, 10),
+         "a history is written `c[t-τ:t-1]`, with `t`, not `s`", hint="`t` is the current step"),
+    Case("history_lengths_differ.cell", TypeMismatchError, (7, 8),
+         "stacks of different lengths meet here: `c[t-2:t-1]` holds the last 2 values (fewer in the first "
+         "steps), `c[t-3:t-1]` holds the last 3 values", hint="only ever matches a history of the same τ"),
+    Case("none_param_as_channels.cell", ParamError, (5, 11), "param `tau` is none (unset) here, so it has no size",
+         hint="only a history's length may be none"),
+    # --- stacks and axes: stack, unstack, softmax/sum over=, cat/split along= ---------------------
+    Case("softmax_of_map.cell", TypeMismatchError, (7, 8),
+         "softmax over the stack needs a stack (a history `c[t-τ:t-1]` or `stack(…)`), but this is a single map",
+         hint="`over=H`, `over=W`"),
+    Case("sum_without_over.cell", ArityError, (8, 12), "`sum` needs `over=`: which axis",
+         hint="`sum(…, over=stack)`"),
+    Case("over_unknown_axis.cell", TypeMismatchError, (8, 24), "`over=` takes an axis: stack, C, T, H, W",
+         hint="did you mean `stack`?"),
+    Case("over_lowercase_axis.cell", TypeMismatchError, (7, 33), "`over=` takes an axis: stack, C, T, H, W",
+         hint="did you mean `W`?"),
+    Case("axis_t_in_2d.cell", TypeMismatchError, (7, 13), "axis T: this cell's maps have no time axis",
+         hint="a cell is 3D when"),
+    Case("cat_along_channels.cell", TypeMismatchError, (10, 17), "`cat` joins maps along T, H or W, not C",
+         hint="[a, b] concatenates channels"),
+    Case("split_along_stack.cell", TypeMismatchError, (7, 10), "`split` cuts a map along T, H or W, not stack",
+         hint="`a, b = unstack(…)` takes a stack apart"),
+    Case("unstack_not_unpacked.cell", TypeMismatchError, (8, 8), "`unstack(…)` makes several values: name them",
+         hint="unpack it: `a, b = unstack(…)`"),
+    Case("unstack_count_mismatch.cell", ArityError, (7, 3), "`stack(h, c)` has 2 entries, but 3 names receive them",
+         hint="one name per entry: `a, b = unstack(…)`"),
+    Case("unstack_history.cell", TypeMismatchError, (7, 3),
+         "`unstack` needs a stack of a fixed length, but `c[t-2:t-1]` holds the last 2 values",
+         hint="reduce a history with sum(…, over=stack)"),
+    Case("stack_of_stack.cell", TypeMismatchError, (7, 8), "stack() of a stack: a value has at most one stack axis",
+         hint="stack maps only"),
+    Case("stack_lengths_differ.cell", TypeMismatchError, (7, 8),
+         "stacks of different lengths meet here: `stack(h, c)` has 2 entries, `c[t-3:t-1]` holds the last 3 values",
+         hint="stacks meet entry by entry"),
+    Case("concat_stack_and_map.cell", TypeMismatchError, (10, 20),
+         "[…] joins the channels of maps or of stacks, not of both", hint="unstack the stack first"),
+    Case("next_state_stack.cell", TypeMismatchError, (7, 8),
+         "`c'` is a stack, which holds the last 2 values (fewer in the first steps), but a state holds a single map",
+         hint="`sum(…, over=stack)`"),
+    Case("output_stack.cell", TypeMismatchError, (8, 8),
+         "the cell's output `S` is a stack, but a cell outputs a single map", hint="`sum(…, over=stack)`"),
+    Case("cat_size_mismatch.cell", TypeMismatchError, (12, 13),
+         "maps of different sizes meet here: `A` is 2·W wide, `h` is W wide", hint="maps meet only at equal sizes"),
+    Case("sum_removes_axis.cell", TypeMismatchError, (7, 8),
+         "maps of different sizes meet here: `c` is W wide, `sum(x, over=W)` has no W axis",
+         hint="`sum(…, over=W)` removes the axis"),
+    Case("next_state_size.cell", TypeMismatchError, (8, 8),
+         "the next value of state `h` must be as large as `h`, but `h'` is 2·W wide, `h` is W wide",
+         hint="a state keeps its size from step to step"),
+    Case("windows_differ.cell", TypeMismatchError, (10, 13),
+         "maps of different sizes meet here: `W_x ⋆ x` is 2 frames long, `W_y ⋆ y` is 3 frames long",
+         hint="the same window of frames"),
+    # --- attention ------------------------------------------------------------------------------
+    Case("attention_two_args.cell", ArityError, (7, 8), "`attention` takes 3 arguments, but 2 were given",
+         hint="attention(queries, keys, values)"),
+    Case("attention_patches_zero.cell", TypeMismatchError, (7, 35),
+         "`patches=` takes a positive whole number, not `0`", hint="`patches=1` (the default)"),
+    Case("attention_patches_tensor.cell", TypeMismatchError, (7, 35),
+         "`patches=` takes a whole number fixed at compile time (a number or a param), but `x` is an input",
+         hint="known only when the cell runs", notes=[(4, 9)]),
+    Case("attention_patches_unknown.cell", UnknownSymbolError, (7, 35), "unknown symbol `s` in `patches=`",
+         hint="a loop's variable is known only inside its loop"),
+    Case("attention_kv_lengths.cell", TypeMismatchError, (7, 8),
+         "stacks of different lengths meet here: `c[t-2:t-1]` holds the last 2 values (fewer in the first steps), "
+         "`stack(h, c)` has 2 entries", hint="stacks meet entry by entry"),
+    # --- convs: 3D kernels, `-> C`, multi-kernel shares and per-kernel inputs -----------------------
+    Case("mixed_2d_3d.cell", ShapeError, (10, 5), "the cell mixes 2D and 3D convs",
+         hint="all NCHW (2D kernels, `3×3`) or all NCTHW", notes=[(9, 5), (10, 5)]),
+    Case("window_in_2d_cell.cell", ShapeError, (4, 9),
+         "input `x` reads a window of 2 frames (NCTHW), but this cell's convs are 2D",
+         hint="drop the `window`", notes=[(8, 5)]),
+    Case("window_on_state.cell", TypeMismatchError, (6, 26), "state `h` has a window, but only an input has one",
+         hint="drop it"),
+    Case("conv_of_number.cell", TypeMismatchError, (10, 13), "`⋆` convolves maps, but `1` is a number",
+         hint="an input, a state, or something computed from them"),
+    Case("per_kernel_single_kernel.cell", TypeMismatchError, (10, 19),
+         "`W_x` has one kernel, so it reads one input, not one per kernel",
+         hint="declare it multi-kernel: `conv {3×3: …, 5×5: …}`", notes=[(8, 5)]),
+    Case("per_kernel_unknown_kernel.cell", TypeMismatchError, (10, 28), "`W_x` has no 7×7 kernel",
+         hint="its kernels: 3×3, 5×5", notes=[(8, 5)]),
+    Case("per_kernel_missing_kernel.cell", TypeMismatchError, (10, 8),
+         "nothing says what the 5×5 kernel of `W_x` reads", hint="add `5×5: …`", notes=[(8, 5)]),
+    Case("per_kernel_twice.cell", RedefinitionError, (10, 28), "this says twice what the 3×3 kernel of `W_x` reads",
+         hint="one entry per kernel"),
+    Case("routing_as_tensor.cell", TypeMismatchError, (11, 23),
+         "`X` says what each kernel of a multi-kernel conv reads, so it can only stand on the right of `⋆`",
+         hint="`W ⋆ X`", notes=[(10, 3)]),
+    Case("kernel_shares_mismatch.cell", ChannelMismatchError, (10, 13),
+         "channel mismatch: `W_x ⋆ x` has 4 + 2 = 6 channels, but must have 8", notes=[(5, 9), (8, 17), (8, 32)]),
+    Case("kernel_shares_twice.cell", RedefinitionError, (8, 32), "`W_x` lists its 3×3 kernel twice",
+         hint="give each kernel size one share"),
+    Case("kernel_shares_out_mismatch.cell", ChannelMismatchError, (8, 48),
+         "`W` is declared with 6 outputs, but its kernels' shares add up to 8", hint="drop `-> …`"),
+    Case("conv_out_mismatch.cell", ChannelMismatchError, (10, 8),
+         "channel mismatch: `W ⋆ x + c` needs operands with equal channels, but `W ⋆ x` has 4 channels and `c` has 8",
+         notes=[(8, 9), (5, 20)]),
+    Case("size_not_divisible.cell", ParamError, (8, 22), "`hidden/3` is 8/3, which is not a whole number",
+         hint="sizes split by `/` must divide exactly"),
+    # --- LayerNorm ------------------------------------------------------------------------------
+    Case("layernorm_as_tensor.cell", TypeMismatchError, (10, 17),
+         "`LN` is a LayerNorm: apply it by calling it, `LN(…)`", notes=[(8, 5)]),
+    Case("layernorm_two_args.cell", ArityError, (10, 13), "LayerNorm `LN` takes one argument, but 2 were given",
+         notes=[(8, 5)]),
+    Case("layernorm_over_unknown_axis.cell", TypeMismatchError, (8, 29),
+         "`LN` normalises over `Q`, which is not an axis of a map", hint="the axes are C, T, H and W"),
+    Case("layernorm_over_twice.cell", TypeMismatchError, (8, 10), "`LN` lists the axis `H` twice",
+         hint="name each axis once"),
+    Case("layernorm_over_t_in_2d.cell", TypeMismatchError, (8, 5),
+         "`LN` normalises over T, but this cell's maps have no time axis", hint="a cell is 3D when",
+         notes=[(10, 13)]),
+    Case("layernorm_shape_and_over.cell", TypeMismatchError, (8, 10), "`LN`: give a shape or `over`, not both",
+         hint="a shape normalises over the trailing axes it covers"),
+    Case("layernorm_shape_channels.cell", ChannelMismatchError, (8, 10),
+         "channel mismatch: `LN` is declared with shape [4, 16, 16], but the value it normalises has 8 channels "
+         "and its shape has 4", notes=[(4, 9), (8, 10)]),
+    Case("layernorm_shape_too_long.cell", TypeMismatchError, (8, 5),
+         "`LN` has a shape of 4 axes, [8, 2, 16, 16], but this cell's maps have 3 (C, H, W)",
+         hint="`layernorm [C, H, W]`", notes=[(10, 13)]),
+    Case("layernorm_shared_widths.cell", ChannelMismatchError, (12, 15),
+         "`LN` normalises values of 16 and 8 channels, but it has one gain and one bias",
+         hint="give each its own LayerNorm", notes=[(11, 10)]),
+    # --- unpacks ----------------------------------------------------------------------------------
+    Case("unpack_glob_target.cell", CellgenSyntaxError, (10, 6), "an equation defines names, not a glob like `b_*`",
+         hint="a glob (`W_x*`) only declares weights"),
+    Case("split_uneven.cell", ShapeError, (10, 3),
+         "`a, b, d` leaves 3 channels for 2 parts of equal width, which does not divide",
+         hint="make the parts' widths known where they are used", notes=[(8, 9)]),
+    Case("weight_primed_name.cell", CellgenSyntaxError, (8, 5), "`W'` is a state's next value, not a weight symbol",
+         hint="such as `W_2`"),
+    # --- blocks and `use` ---------------------------------------------------------------------------
+    Case("block_wrong_arity.cell", ArityError, (12, 8), "block `G` takes 2 inputs (x, h), but 1 was given",
+         notes=[(7, 3)]),
+    Case("block_returns_three.cell", ArityError, (14, 3), "block `G` returns 3 values, but 2 names receive them",
+         hint="`a, b, d = G(…)`", notes=[(11, 5)]),
+    Case("block_unknown_name.cell", UnknownSymbolError, (8, 15), "unknown symbol `hiden_in` in block `G`",
+         hint="did you mean `hidden_in`?"),
+    Case("block_updates_state.cell", TypeMismatchError, (8, 5), "a block cannot update a state (`c'`)",
+         hint="return the new value"),
+    Case("block_in_expression.cell", TypeMismatchError, (12, 10), "block `G` is called inside an expression",
+         hint="give its results names first"),
+    Case("block_defined_twice.cell", RedefinitionError, (12, 3), "block `G` is defined twice",
+         hint="rename one of them", notes=[(7, 3)]),
+    Case("block_input_twice.cell", RedefinitionError, (7, 3), "block `G` names its input `x` twice",
+         hint="give each input its own name"),
+    Case("block_no_return.cell", CellgenError, (7, 3), "block `G` returns nothing", hint="`return a, b`"),
+    Case("block_param_tensor.cell", TypeMismatchError, (15, 18),
+         "`k=` sets a param of block `G`, a whole number fixed at compile time, but `x` is a tensor",
+         hint="pass a number or a param: `k=3`"),
+    Case("block_recursive.cell", CyclicDefinitionError, (8, 9), "block `G` calls itself",
+         hint="never itself", notes=[(7, 3)]),
+    Case("block_unknown_param.cell", UnknownSymbolError, (15, 16), "block `G` has no param `kernel`",
+         hint="its params: k"),
+    Case("return_outside_block.cell", CellgenSyntaxError, (8, 3), "unexpected `return`",
+         hint="`return` ends a block", expected="`block`, `for`, `input`, `output`, `param`, `state`, `use`, "
+         "`weights` or …"),
+    Case("use_unknown_block.cell", UnknownSymbolError, (3, 3), "spec cms_lstm has no block `CEE`",
+         hint="did you mean `CE`?"),
+    Case("use_missing_spec.cell", SpecNotFoundError, (3, 3), "`use … from nosuchspec`: there is no spec `nosuchspec`",
+         hint="name a shipped spec or a .cell file beside this one"),
+    Case("use_and_define.cell", RedefinitionError, (8, 3), "block `CE` is defined twice", hint="rename one of them",
+         notes=[(3, 3)]),
+    # --- variants: `extends` ------------------------------------------------------------------------
+    Case("extends_missing.cell", SpecNotFoundError, (2, 1),
+         "spec ExtendsMissing names `convlstn`, but there is no such spec", hint="did you mean `convlstm`?"),
+    Case("extends_cycle_a.cell", CyclicDefinitionError, (2, 1),
+         "spec CycleA extends itself: CycleA → CycleB → CycleA", hint="must not extend the variant",
+         notes=[(2, 1)]),
+    Case("extends_cycle_b.cell", CyclicDefinitionError, (2, 1),
+         "spec CycleB extends itself: CycleB → CycleA → CycleB", hint="must not extend the variant",
+         notes=[(2, 1)]),
+    Case("extends_self.cell", CyclicDefinitionError, (2, 1), "spec ExtendsSelf extends itself",
+         hint="must not extend the variant"),
+    Case("variant_partial_unpack.cell", RedefinitionError, (3, 3),
+         "this replaces only part of the inherited `i_h, g_h, r_h, o_h = …`",
+         hint="replace all of `i_h, g_h, r_h, o_h` in one unpack", notes=[(17, 3)]),
+    # --- loops --------------------------------------------------------------------------------------
+    Case("comprehension_undefined.cell", UnknownSymbolError, (13, 18), "unknown symbol `Y_4` (`Y_s` with s = 4)",
+         hint="did you mean `Y_2`?"),
+    Case("loop_empty.cell", CellgenSyntaxError, (7, 13), "unexpected `)`",
+         hint="a loop runs over one or more whole numbers", expected="an integer"),
+    Case("loop_not_integers.cell", CellgenSyntaxError, (7, 13), "`1.5` is not a whole number",
+         hint="a loop runs over one or more whole numbers", expected="an integer"),
+    Case("loop_without_end.cell", CellgenSyntaxError, (8, 19), "unexpected end of file",
+         hint="close its body with `end`", expected="`end`, `for`, a name or glob (`W_x*`) or end of line",
+         notes=[(7, 3)]),
+    Case("loop_plain_name.cell", RedefinitionError, (8, 5),
+         "`Y` would be defined 2 times, once on every pass of `for s …`", hint="name one value per pass: `Y_s`"),
+    Case("loop_repeated_value.cell", RedefinitionError, (7, 3), "`for s in (1, 2, 1)` runs over 1 twice",
+         hint="list each value once"),
+    # --- the cell as a whole ------------------------------------------------------------------------
+    Case("no_input.cell", CellgenError, (2, 1), "cell NoInput has no input", hint="`input x[C]`"),
+    Case("output_twice.cell", RedefinitionError, (7, 3), "cell TwoOutputs declares its output twice",
+         hint="a cell has one output", notes=[(6, 3)]),
     # --- warnings -----------------------------------------------------------------------------
     Case("unused_gate.cell", CellgenWarning, (7, 3), "`o` is computed but never used",
          hint="use it, or delete its equation"),
@@ -155,6 +368,66 @@ def test_corpus_diagnostic(case):
     assert [(n.span.line, n.span.column) for n in diagnostic.related] == case.notes, diagnostic.render()
 
 
+# --- the same through `cellgen check` -------------------------------------------------------
+
+# One interpreter runs `cellgen check FILE` for every corpus file (`cellgen.cli.main`, as the
+# executable does), so that torch is imported once, not once per file.
+_CHECK_EACH = """
+import contextlib, io, json, sys, traceback
+from cellgen.cli import main
+results = {}
+for path in sys.argv[1:]:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            status = main(["check", path])
+        except BaseException:
+            traceback.print_exc(file=err)
+            status = "raised"
+    results[path] = [status, err.getvalue()]
+print(json.dumps(results))
+"""
+
+
+def _cli_env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
+    return env
+
+
+def _assert_cli_diagnostic(case, status, stderr):
+    """Exit 1 and the rendered diagnostic on stderr (exit 0 and a warning for a warning case);
+    never a traceback."""
+    path = BAD / case.file
+    assert "Traceback" not in stderr, stderr
+    severity = "warning" if issubclass(case.error, Warning) else "error"
+    assert status == (0 if severity == "warning" else 1), (status, stderr)
+    line, column = case.at
+    assert stderr.startswith(f"{path}:{line}:{column}: {severity}: "), stderr
+    assert case.message in stderr
+
+
+def test_cellgen_check_reports_each_corpus_spec():
+    paths = [str(BAD / case.file) for case in CASES]
+    done = subprocess.run([sys.executable, "-c", _CHECK_EACH, *paths], env=_cli_env(), capture_output=True,
+                          text=True, encoding="utf-8", timeout=600)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    for case in CASES:
+        _assert_cli_diagnostic(case, *results[str(BAD / case.file)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_cellgen_check_executable_on_corpus_spec(case):
+    """The real executable, one process per file (torch is imported each time: slow)."""
+    exe = shutil.which("cellgen")
+    command = [exe] if exe else [sys.executable, "-m", "cellgen"]
+    done = subprocess.run([*command, "check", str(BAD / case.file)], env=_cli_env(), capture_output=True,
+                          text=True, encoding="utf-8", timeout=300)
+    _assert_cli_diagnostic(case, done.returncode, done.stderr)
+
+
 # --- the rendered layout ------------------------------------------------------------------
 
 def _check_layout(rendered: str, path: str, source_text: str, severity: str = "error"):
@@ -179,9 +452,11 @@ def test_rendered_corpus_diagnostic_has_compiler_layout(case):
     rendered = str(found)
     assert rendered == found.diagnostic.render()
     assert _check_layout(rendered, str(path), path.read_text(encoding="utf-8"), severity) == case.at
-    # Every note renders the same way, with the line it points at.
+    # Every note renders the same way, with the line it points at (in this file, or in the spec it
+    # extends or borrows from).
     for note in found.diagnostic.related:
-        assert f"{path}:{note.span.line}:{note.span.column}: note: " in rendered
+        assert f"{note.span.source.name}:{note.span.line}:{note.span.column}: note: " in rendered
+        assert "    " + note.span.source.line(note.span.line) in rendered
 
 
 def test_channel_mismatch_points_at_both_declarations():
@@ -235,20 +510,28 @@ def test_syntax_error_messages(text, message, hint):
 
 
 _SHIPPED_TEXTS = [p.read_text(encoding="utf-8") for p in shipped_specs().values()]
+# Every shipped spec, the seed cells' (blocks, loops, histories, multi-kernel convs, LayerNorms,
+# variants) among them, and the corpus, whose specs use each construct near its mistake.
+_FUZZ_TEXTS = _SHIPPED_TEXTS + [p.read_text(encoding="utf-8") for p in sorted(BAD.glob("*.cell"))]
+# Single characters, and the words and fragments of the language's newer constructs.
+_INSERTS = list("()[]{},=:*'+-/x#\"⋆⊙σ@$\n 1.e·>") + [
+    "none", "window ", "->", " end", "for ", "block ", "return ", "use ", " from ", "over ", "eps ", "t-",
+    ":t-1", "stack", "over=", "along=", "patches=", "3×3", "2×5×5", "{3×3: ", "layernorm ", "extends "]
 
 
 @settings(max_examples=300, deadline=None)
 @given(data=st.data())
 def test_broken_shipped_specs_give_well_formed_syntax_errors(data):
-    """Delete, insert or swap one character of a shipped spec, or cut it short: if that breaks
-    the syntax, the error is a CellgenSyntaxError in words, with the compiler layout."""
-    text = data.draw(st.sampled_from(_SHIPPED_TEXTS))
+    """Delete, insert or swap one character of a shipped spec (or a corpus spec), or insert a
+    keyword, or cut it short: if that breaks the syntax, the error is a CellgenSyntaxError in
+    words, with the compiler layout."""
+    text = data.draw(st.sampled_from(_FUZZ_TEXTS))
     at = data.draw(st.integers(0, len(text) - 1))
     edit = data.draw(st.sampled_from(["delete", "insert", "swap", "cut"]))
     if edit == "delete":
         broken = text[:at] + text[at + 1:]
     elif edit == "insert":
-        broken = text[:at] + data.draw(st.sampled_from(list("()[],=:*'+-x#\"⋆⊙σ@$\n 1.e·"))) + text[at:]
+        broken = text[:at] + data.draw(st.sampled_from(_INSERTS)) + text[at:]
     elif edit == "swap":
         broken = text[:at] + text[at + 1:at + 2] + text[at] + text[at + 2:]
     else:
@@ -258,6 +541,61 @@ def test_broken_shipped_specs_give_well_formed_syntax_errors(data):
     except CellgenSyntaxError as error:
         _assert_no_raw_names(error)
         _check_layout(error.render(), "broken.cell", broken)
+
+
+# The words a semantic mutation swaps in: names the specs use, axes, functions, keywords, numbers.
+_WORDS = ["none", "stack", "C", "T", "H", "W", "Q", "t", "s", "x", "h", "c", "c'", "m'", "hidden", "tau", "S",
+          "softmax", "sum", "stack", "unstack", "split", "cat", "attention", "σ", "LN_c", "LN_A", "W_x", "W_1x1",
+          "CE", "SE", "b_i", "0", "1", "2", "3", "2.5", "1e-12"]
+_TOKEN = re.compile(r"[^\W\d]\w*'?|\d+(?:\.\d+)?")
+
+
+def _mutate(data, text: str) -> str:
+    """One edit that keeps the text mostly well-formed, so that it reaches resolution and
+    lowering: a line deleted, repeated or moved down one; a name or number replaced by another
+    of the spec's own or by a word of the language; a word inserted after one."""
+    lines = text.split("\n")
+    edit = data.draw(st.sampled_from(["delete", "repeat", "move", "replace", "replace", "insert"]))
+    at = data.draw(st.integers(0, len(lines) - 1))
+    if edit == "delete":
+        return "\n".join(lines[:at] + lines[at + 1:])
+    if edit == "repeat":
+        return "\n".join(lines[:at + 1] + lines[at:])
+    if edit == "move":
+        return "\n".join(lines[:at] + lines[at + 1:at + 2] + lines[at:at + 1] + lines[at + 2:])
+    tokens = list(_TOKEN.finditer(text))
+    token = tokens[data.draw(st.integers(0, len(tokens) - 1))]
+    word = data.draw(st.sampled_from(sorted({t.group() for t in tokens}) + _WORDS))
+    if edit == "replace":
+        return text[:token.start()] + word + text[token.end():]
+    return text[:token.end()] + " " + word + text[token.end():]
+
+
+# The shipped specs with a default for every param, so that a mutant compiles as far as it can.
+_SEMANTIC_TEXTS = [re.sub(r"^(\s*param in_channels)\s*$", r"\1 = 3", text, flags=re.M) for text in _SHIPPED_TEXTS]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data())
+def test_mutated_specs_fail_only_with_diagnostics(data):
+    """Mutate a shipped spec (one or two edits of lines and words) and compile it as far as
+    cellgen.compile does before codegen (parse, resolve variants and blocks, lower): it either
+    compiles or raises a CellgenError that renders with the compiler layout; never another
+    exception (KeyError, RecursionError, a pydantic or torch error)."""
+    text = data.draw(st.sampled_from(_SEMANTIC_TEXTS))
+    for _ in range(data.draw(st.integers(1, 2))):
+        text = _mutate(data, text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CellgenWarning)
+        try:
+            resolved = load_spec(text).resolved
+            # A variant's parent is a shipped spec, whose `in_channels` has no default.
+            lower(resolved, {p.name: 3 for p in resolved.params if p.name == "in_channels" and p.default is None})
+        except CellgenError as error:
+            rendered = error.render()
+            assert "Traceback" not in rendered
+            if error.span is not None and error.span.source.name == "<string>":
+                _check_layout(rendered, "<string>", text)
 
 
 # --- params --------------------------------------------------------------------------------

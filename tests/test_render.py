@@ -27,6 +27,7 @@ from cellgen.tools.render import show_main  # noqa: E402
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None and os.environ.get("CI") != "true",
                                reason="Graphviz `dot` is not installed")
 SVG = "{http://www.w3.org/2000/svg}"
+XLINK = "{http://www.w3.org/1999/xlink}"
 P = {"in_channels": 3}
 
 
@@ -42,26 +43,43 @@ def labels(svg: bytes) -> set[str]:
     return {"".join(t.itertext()) for t in ET.fromstring(svg).iter(f"{SVG}text")}
 
 
+def tooltips(svg: bytes) -> dict[str, str]:
+    """id → tooltip of every node group (Graphviz writes it as the title of the node's link)."""
+    result = {}
+    for g in ET.fromstring(svg).iter(f"{SVG}g"):
+        if "node" in g.get("class", "").split():
+            titles = [a.get(f"{XLINK}title") for a in g.iter(f"{SVG}a") if a.get(f"{XLINK}title")]
+            result[g.get("id")] = " ".join(titles)
+    return result
+
+
+def clusters(svg: bytes) -> dict[str, str]:
+    """id → label of every cluster (a block of the cell, or a side of a diff)."""
+    return {g.get("id"): "".join(t for text in g.findall(f"{SVG}text") for t in text.itertext())
+            for g in ET.fromstring(svg).iter(f"{SVG}g") if g.get("class") == "cluster"}
+
+
 # --- one cell ----------------------------------------------------------------------------------
 
 @needs_dot
 @pytest.mark.parametrize("level", [0, 2])
 @pytest.mark.parametrize("spec", sorted(shipped_specs()))
 def test_every_shipped_spec_draws(spec, level):
+    """Every named value is a node of its own; every weight is written into (and named in the
+    tooltip of) the op or fused-weight box that uses it."""
     graph = cellgen.lower_spec(spec, **P)
     if level:
         graph = optimize(graph, level)
     svg = render.run_dot(render.graph_dot(graph), "svg")
-    nodes = svg_nodes(svg)
-    named = {data["name"] for _, data in graph.nx.nodes(data=True) if data.get("name")}
-    static = render._Painter(graph, "cell").static_ops
-    drawn = {data["name"] for node, data in graph.nx.nodes(data=True) if data.get("name")
-             and (data["kind"] != "weight" or any(u not in static for u in graph.users(node)))}
-    for name in drawn:  # every gate, state, input (and weight used directly) is a node of its own
-        assert f"cell-{name}" in nodes, name
-    assert named >= drawn
-    if level == 0:
-        assert {f"cell-{s}" for s in graph.weights} <= set(nodes)
+    nodes, tips = svg_nodes(svg), tooltips(svg)
+    for node, data in graph.nx.nodes(data=True):
+        if data.get("name") and data["kind"] != "weight":
+            assert f"cell-{data['name']}" in nodes, data["name"]
+    mentioned = " ".join(tips.values()).replace(";", " ").replace(",", " ").split()
+    for symbol in graph.weights:
+        if graph.users(graph.weight_node(symbol)):
+            assert symbol in mentioned, symbol
+    assert not any(node.startswith("cell-w") and node[6:].isdigit() for node in nodes)  # no weight boxes
 
 
 @needs_dot
@@ -69,8 +87,8 @@ def test_show_writes_svg_and_png(tmp_path, capsys):
     target = tmp_path / "cell.svg"
     assert show_main(["convlstm", "-p", "in_channels=3", "-o", str(target)]) == 0
     nodes = svg_nodes(target.read_bytes())
-    assert nodes["cell-i"] >= {"gate"} and nodes["cell-x"] >= {"input"} and nodes["cell-W_xi"] >= {"weight"}
-    assert {"c [64]", "conv 5×5", "W_xi", "64×3×5×5"} <= labels(target.read_bytes())
+    assert nodes["cell-i"] >= {"gate"} and nodes["cell-x"] >= {"input"} and nodes["cell-W_xi"] >= {"conv"}
+    assert {"c [64]", "W_xi ⋆ 5×5", "64×3×5×5", "+ b_i"} <= labels(target.read_bytes())
     png = tmp_path / "cell.png"
     assert show_main(["predrnn", "-p", "in_channels=3", "-O", "2", "-f", "png", "-o", str(png)]) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -122,24 +140,26 @@ def test_diff_svg_names_the_changed_nodes(tmp_path, capsys):
               if node != "legend"}
     for name in ("m", "g", "i_m", "f_m", "g_m", "m'", "W_o", "W_1x1", "W_xg", "W_mi"):
         assert status[f"b-{name}"] == "added", name
+    tips = tooltips(target.read_bytes())
     for name in ("b_i", "b_f", "b_c", "b_o", "W_xc", "W_hc"):
-        assert status[f"a-{name}"] == "removed", name
+        # a removed weight is written into the op that used it, which is marked and says so
+        assert status[f"a-{name}"] in ("changed", "removed"), name
+        assert f"{name} removed" in tips[f"a-{name}"], name
     for name in ("i", "f", "o", "c'", "h'"):
         assert status[f"a-{name}"] == status[f"b-{name}"] == "changed", name
     for name in ("x", "h", "c", "W_xi", "W_hi", "W_xo"):
         assert status[f"a-{name}"] == status[f"b-{name}"] == "same", name
     assert all(s != "added" for n, s in status.items() if n.startswith("a-"))
     assert all(s != "removed" for n, s in status.items() if n.startswith("b-"))
-    clusters = {g.get("id") for g in ET.fromstring(target.read_bytes()).iter(f"{SVG}g")
-                if g.get("class") == "cluster"}
-    assert clusters == {"cluster-a", "cluster-b"}  # side by side
+    assert set(clusters(target.read_bytes())) == {"cluster-a", "cluster-b"}  # side by side
 
 
 @needs_dot
 def test_diff_svg_of_a_peephole(tmp_path):
     svg = render.run_dot(render.diff_dot(diff_cells("convlstm", "convlstm_peephole", P)), "svg")
     status = {node: classes for node, classes in svg_nodes(svg).items()}
-    assert {"weight", "added"} <= status["b-W_ci"]
+    assert {"op", "added"} <= status["b-W_ci"]  # the new `⊙ W_ci` of the input gate
+    assert "⊙ W_ci" in labels(svg)
     assert "changed" in status["a-i"] and "same" in status["a-c'"] and "same" in status["b-h'"]
 
 
@@ -148,10 +168,39 @@ def test_diff_dot_marks_renames(tmp_path):
     path = tmp_path / "w.cell"
     path.write_text(text, encoding="utf-8")
     dot = render.diff_dot(diff_cells("convlstm", str(path), P))
-    assert "W_xin\\n64×3×5×5\\n(A: W_xi)" in dot and 'class="weight changed"' in dot
+    assert "W_xin ⋆ 5×5\\n64×3×5×5\\n(A: W_xi)" in dot and 'class="conv changed"' in dot
 
 
 # --- a large cell ---------------------------------------------------------------------------------
+
+@needs_dot
+@pytest.mark.parametrize("level", [0, 2])
+def test_cms_lstm_is_readable(tmp_path, level):
+    """CMS-LSTM (30 convs, 3 attentions, two blocks): its blocks are labelled clusters holding
+    their own values, weights and constants are written into the ops, and the picture stays a
+    size one can read (a rank per computation, not per operator)."""
+    target = tmp_path / "cms.svg"
+    assert show_main(["cms_lstm", "-p", "in_channels=1", "-O", str(level), "-o", str(target)]) == 0
+    svg = target.read_bytes()
+    root = ET.fromstring(svg)  # well-formed XML
+    assert clusters(svg) == {"cell-block-CE": "block CE", "cell-block-SE": "block SE"}
+    graph = cellgen.lower_spec("cms_lstm", in_channels=1)
+    if level:
+        graph = optimize(graph, level)
+    dot = render.graph_dot(graph)
+    for block, names in (("CE", ("x_1", "h_1", "x_2", "h_2", "x_3")), ("SE", ("S", "Y_1", "Y_4", "A", "i", "o"))):
+        body = dot[dot.index(f'subgraph "cluster_cell_{block}"'):]
+        body = body[:body.index("\n  }")]
+        for name in names:  # in its block's cluster, labelled without the block's prefix
+            assert f'id="cell-{block}.{name}"' in body and f'label="{name}\\n' in body, (block, name)
+    nodes = svg_nodes(svg)
+    assert nodes["cell-SE.c_hat"] >= {"state"} and "c' = c_hat" in labels(svg)  # c' is SE's ĉ
+    assert len(nodes) < len(graph.nx) * 2 / 3  # weights, constants and operator runs are folded
+    width, height = (float(root.get(side).removesuffix("pt")) for side in ("width", "height"))
+    assert width <= 1600 and height <= 3600, (width, height)  # about 22 × 50 in at 72 pt/in
+    assert len(svg) < 250_000
+
+
 
 def big_spec(memories=("c", "m", "n", "p")) -> str:
     """A cell about CMS-LSTM's size at -O0: 4 memories × 3 gates × 4 convs + an output gate."""

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+import torch
 
 Stroke = list[tuple[float, float]]
 
 
 def _arc(cx: float, cy: float, rx: float, ry: float, start: float, end: float, points: int = 14) -> Stroke:
     """Points along an ellipse, angles in degrees (0: right, 90: down, y pointing down)."""
-    angles = np.radians(np.linspace(start, end, points))
+    angles = [math.radians(start + (end - start) * i / (points - 1)) for i in range(points)]
     return [(cx + rx * math.cos(a), cy + ry * math.sin(a)) for a in angles]
 
 
@@ -33,29 +33,31 @@ STROKES: dict[int, list[Stroke]] = {
     9: [_arc(0.5, 0.33, 0.25, 0.23, 0, 360, 20), [(0.75, 0.34), (0.7, 0.6), (0.56, 0.9)]],
 }
 
-
-def _segments(strokes: list[Stroke]) -> np.ndarray:
-    """(N, 2, 2): the consecutive point pairs of every stroke."""
-    pairs = [(a, b) for stroke in strokes for a, b in zip(stroke, stroke[1:])]
-    return np.asarray(pairs, dtype=np.float64)
+_SEGMENTS = {digit: torch.tensor([(a, b) for stroke in strokes for a, b in zip(stroke, stroke[1:])],
+                                 dtype=torch.float32) for digit, strokes in STROKES.items()}  # (N, 2, 2)
 
 
-def render_digit(digit: int, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One glyph of `digit` as a (size, size) float32 array in [0, 1]."""
-    segments = _segments(STROKES[digit]).copy()
-    slant = rng.uniform(-0.25, 0.25)
-    scale = rng.uniform(0.85, 1.05)
-    pen = rng.uniform(0.09, 0.14) * size
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator, dtype=torch.float64))
+
+
+def render_digit(digit: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """One glyph of `digit` as a (size, size) float32 tensor in [0, 1]."""
+    slant = _uniform(generator, -0.25, 0.25)
+    scale = _uniform(generator, 0.85, 1.05)
+    pen = _uniform(generator, 0.09, 0.14) * size
+    segments = _SEGMENTS[digit]
     x, y = segments[..., 0], segments[..., 1]
-    x = x + slant * (0.5 - y)                     # lean right for positive slant
+    x = x + slant * (0.5 - y)                        # lean right for positive slant
     x, y = 0.5 + (x - 0.5) * scale, 0.5 + (y - 0.5) * scale
-    points = np.stack([x, y], axis=-1) * (size - 1)
-    start, end = points[:, 0], points[:, 1]        # (N, 2)
-    grid = np.stack(np.meshgrid(np.arange(size), np.arange(size), indexing="xy"), axis=-1).reshape(-1, 1, 2)
+    points = torch.stack([x, y], dim=-1) * (size - 1)
+    start, end = points[:, 0], points[:, 1]          # (N, 2)
+    coords = torch.arange(size, dtype=torch.float32)
+    grid = torch.stack(torch.meshgrid(coords, coords, indexing="xy"), dim=-1).reshape(-1, 1, 2)   # (P, 1, 2): x, y
     direction = end - start
-    length2 = np.maximum((direction ** 2).sum(-1), 1e-12)
-    t = np.clip(((grid - start) * direction).sum(-1) / length2, 0.0, 1.0)     # (P, N)
+    length2 = (direction ** 2).sum(-1).clamp_min(1e-12)
+    t = (((grid - start) * direction).sum(-1) / length2).clamp(0.0, 1.0)                           # (P, N)
     nearest = start + t[..., None] * direction
-    distance = np.sqrt(((grid - nearest) ** 2).sum(-1)).min(axis=1)            # (P,)
-    intensity = np.clip(pen / 2 + 0.5 - distance, 0.0, 1.0)
-    return intensity.reshape(size, size).astype(np.float32)
+    distance = ((grid - nearest) ** 2).sum(-1).sqrt().min(dim=1).values                           # (P,)
+    intensity = (pen / 2 + 0.5 - distance).clamp(0.0, 1.0)
+    return intensity.reshape(size, size)

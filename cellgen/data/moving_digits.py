@@ -12,13 +12,14 @@ for its data. Train and test use separate random streams.
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from cellgen.data.glyphs import render_digit
+from cellgen.data.seeding import seeded_generator
 
 SPLITS = {"train": 0, "test": 1}
 
@@ -55,34 +56,37 @@ class MovingDigits(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if index < 0 or (self.sequences is not None and index >= self.sequences):
             raise IndexError(index)
-        return torch.from_numpy(self.generate(index))
+        return self.generate(index)
 
-    def generate(self, index: int) -> np.ndarray:
-        rng = np.random.default_rng([self.seed, SPLITS[self.split], index])
+    def generate(self, index: int) -> torch.Tensor:
+        generator = seeded_generator("moving-digits", self.seed, self.split, index)
+        uniform = lambda low, high: low + (high - low) * float(torch.rand((), generator=generator,  # noqa: E731
+                                                                           dtype=torch.float64))
         size, glyph = self.frame_size, self.glyph_size
-        video = np.zeros((self.frames, 1, size, size), dtype=np.float32)
+        video = torch.zeros((self.frames, 1, size, size), dtype=torch.float32)
         limit = size - glyph
         scale = size / 64
         for _ in range(self.digits):
-            image = render_digit(int(rng.integers(10)), glyph, rng)
-            angle = rng.uniform(0, 2 * np.pi)
-            speed = rng.uniform(2.0, 4.0) * scale
-            velocity = np.array([np.cos(angle), np.sin(angle)]) * speed
-            position = rng.uniform(0, limit, size=2)
+            image = render_digit(int(torch.randint(10, (), generator=generator)), glyph, generator)
+            angle = uniform(0, 2 * math.pi)
+            speed = uniform(2.0, 4.0) * scale
+            velocity = [math.cos(angle) * speed, math.sin(angle) * speed]
+            position = [uniform(0, limit), uniform(0, limit)]
             for t in range(self.frames):
                 x, y = (int(round(v)) for v in position)
                 target = video[t, 0, y:y + glyph, x:x + glyph]
-                np.maximum(target, image, out=target)
-                position, velocity = _bounce(position + velocity, velocity, limit)
+                torch.maximum(target, image, out=target)
+                position, velocity = _bounce([p + v for p, v in zip(position, velocity)], velocity, limit)
         return video
 
 
-def _bounce(position: np.ndarray, velocity: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
+def _bounce(position: list[float], velocity: list[float], limit: float) -> tuple[list[float], list[float]]:
     """Reflect a position that left [0, limit] back inside, and flip that velocity component."""
-    position, velocity = position.copy(), velocity.copy()
+    position, velocity = list(position), list(velocity)
     for axis in range(2):
         if position[axis] < 0:
             position[axis], velocity[axis] = -position[axis], -velocity[axis]
         elif position[axis] > limit:
             position[axis], velocity[axis] = 2 * limit - position[axis], -velocity[axis]
-    return np.clip(position, 0, limit), velocity
+        position[axis] = min(max(position[axis], 0.0), float(limit))
+    return position, velocity

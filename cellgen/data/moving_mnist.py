@@ -5,12 +5,13 @@ stored time-major: shape (20, 10000, 64, 64). It is conventionally a test set; a
 has only this file can train on its first sequences and test on the last `test_sequences`
 (1,000 by default), which is what `--data moving-mnist:PATH` does. The file is memory-mapped,
 so opening it costs nothing and each sequence is read when asked for.
+
+Reading `.npy` needs NumPy, which cellgen does not otherwise require; it is imported here only.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -19,8 +20,17 @@ from cellgen.errors import CellgenError
 LAYOUT = "(frames, sequences, height, width), e.g. (20, 10000, 64, 64) uint8, as mnist_test_seq.npy"
 
 
-def open_moving_mnist(path: Path) -> np.ndarray:
-    """The file's array, memory-mapped and checked; a clear error for anything else."""
+def _numpy():
+    try:
+        import numpy
+    except ImportError:
+        raise CellgenError("reading a Moving MNIST .npy file needs NumPy", hint="pip install numpy") from None
+    return numpy
+
+
+def open_moving_mnist(path: Path):
+    """The file's array (a NumPy memmap), checked; a clear error for anything else."""
+    np = _numpy()
     path = Path(path)
     if not path.is_file():
         raise CellgenError(f"no such Moving MNIST file: {path}",
@@ -57,7 +67,7 @@ class MovingMNIST(Dataset):
             raise ValueError(f"split must be 'train' or 'test', not {split!r}")
         self.frames = frames
         self.frame_size = tuple(self.array.shape[2:])
-        self.scale = 1 / 255 if self.array.dtype == np.uint8 else 1.0
+        self.scale = 1 / 255 if self.array.dtype == _numpy().uint8 else 1.0
 
     unbounded = False
 
@@ -67,5 +77,6 @@ class MovingMNIST(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         if not 0 <= index < len(self):
             raise IndexError(index)
+        np = _numpy()
         video = np.asarray(self.array[: self.frames, self.start + index], dtype=np.float32) * self.scale
         return torch.from_numpy(np.ascontiguousarray(video[:, None]))

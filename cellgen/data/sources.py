@@ -72,7 +72,8 @@ class Splits:
 def open_splits(config: DataConfig) -> Splits:
     """The train and test datasets a config names (errors for missing or malformed files)."""
     if config.context < 1 or config.future < 1:
-        raise CellgenError(f"need at least one observed and one predicted frame, not {config.context} → {config.future}")
+        raise CellgenError(f"need at least one observed and one predicted frame, "
+                           f"not {config.context} → {config.future}")
     if config.name == "moving-digits":
         from cellgen.data.moving_digits import MovingDigits
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Hashable, Optional
 
-from cellgen.errors import ChannelMismatchError, Note, Span
+from cellgen.errors import ChannelMismatchError, Note, ShapeError, Span
 
 
 @dataclass
@@ -38,11 +38,14 @@ class ChannelSolver:
             var = self._parent[var]
         return var
 
-    def known(self, var: Hashable, value: int, span: Optional[Span], why: str) -> None:
+    def known(self, var: Hashable, value: int, span: Optional[Span], why: str,
+              sides: Optional[tuple[str, str]] = None) -> None:
+        """`var` has `value` channels; `sides` names, for a conflict, what already had a width and
+        what says `value`."""
         root = self._root(var)
         origin = _Origin(value, span, why)
         if root in self._known:
-            self._check(self._known[root], origin, span, why)
+            self._check(self._known[root], origin, span, why, sides)
         else:
             self._known[root] = origin
 
@@ -79,6 +82,31 @@ class ChannelSolver:
         self._propagate()
         while self._equal_split_parts():
             self._propagate()
+        self._check_splits()
+
+    def _check_splits(self) -> None:
+        """After solving: a split of known width whose other parts cannot be given a width."""
+        for result, parts, span, why in self._splits:
+            values = [self.value(p) for p in parts]
+            total = self.value(result)
+            if total is None or None not in values:
+                continue
+            unknown = values.count(None)
+            rest = total - sum(v for v in values if v is not None)
+            origin = self._known[self._root(result)]
+            related = [Note(f"{total} channels: {origin.why}", origin.span)]
+            if rest <= 0:
+                raise ChannelMismatchError(f"{why} must have {total} channels, but its known parts already have "
+                                           f"{total - rest}, which leaves none for the other {unknown}", span,
+                                           related=related)
+            if unknown == len(parts):
+                raise ShapeError(f"nothing says how wide the parts of {why} are", span, related=related,
+                                 hint="use one of them where its width is known (with a state, an input or a "
+                                      "weight); the others are then as wide as it")
+            if rest % unknown:
+                raise ShapeError(f"{why} leaves {rest} channels for {unknown} parts of equal width, which does not "
+                                 "divide", span, related=related,
+                                 hint="make the parts' widths known where they are used")
 
     def _equal_split_parts(self) -> bool:
         for result, parts, span, why in self._splits:
@@ -111,6 +139,19 @@ class ChannelSolver:
                 if None not in values:
                     if total is None:
                         progress = True
+                    elif total != sum(values):
+                        origin = self._known[self._root(result)]
+                        parts_notes = []
+                        for part, value in zip(parts, values):
+                            part_origin = self._known[self._root(part)]
+                            note = Note(f"{value} channels: {part_origin.why}", part_origin.span)
+                            if part_origin.span is not None and part_origin.span != span and \
+                                    all(n.message != note.message for n in parts_notes):
+                                parts_notes.append(note)
+                        raise ChannelMismatchError(
+                            f"channel mismatch: {why} has {' + '.join(map(str, values))} = {sum(values)} channels, "
+                            f"but must have {total}", span,
+                            related=[Note(f"{total} channels: {origin.why}", origin.span), *parts_notes])
                     self.known(result, sum(values), span, f"{why} has {' + '.join(map(str, values))} channels")
                 elif total is not None and values.count(None) == 1:
                     missing = parts[values.index(None)]

@@ -5,13 +5,14 @@ its one definition. A state `c` is read as `c` (the value at t-1) and written as
 """
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Mapping, Optional
 
 import networkx as nx
 
-from cellgen.errors import (ArityError, CellgenError, CellgenWarning, CyclicDefinitionError, Note,
-                            RedefinitionError, ShapeError, Span, StateNotUpdatedError, TypeMismatchError,
+from cellgen.errors import (ArityError, CellgenError, CellgenWarning, ChannelMismatchError, CyclicDefinitionError,
+                            Note, RedefinitionError, ShapeError, Span, StateNotUpdatedError, TypeMismatchError,
                             UnknownFunctionError, UnknownSymbolError, did_you_mean, span_text)
 from cellgen.ir.channels import ChannelSolver
 from cellgen.ir.graph import CellGraph, StateInfo, WeightInfo, creation_order
@@ -53,6 +54,7 @@ class _Lowering:
         self.weight_decl_used: set[int] = set()
         self.claimed_level: dict[str, int] = {}
         self.history_nodes: dict[tuple[str, Optional[int]], str] = {}
+        self.expr_spans: dict[str, Span] = {}  # a node an equation names → where its expression is written
 
     def run(self) -> CellGraph:
         self._declare()
@@ -64,7 +66,7 @@ class _Lowering:
                 self._lower_equation(key)
         self._bind_results()
         self._infer_channels()
-        check_layout(self.graph)
+        check_layout(self.graph, self.expr_spans)
         self._warn_unused()
         return self.graph
 
@@ -91,9 +93,17 @@ class _Lowering:
                 self.graph.input_windows[tensor.name] = evaluate(tensor.window, params,
                                                                  f"the window of input `{tensor.name}`")
             self.channels.known(node, channels, tensor.span, f"input `{tensor.name}` is declared with {channels}")
+        if not self.spec.inputs:
+            raise CellgenError(f"cell {self.spec.name} has no input", self.spec.span,
+                               hint="declare what each step reads: `input x[C]`")
         zigzag = set(self.spec.zigzag_states)
         for tensor in self.spec.states:
             self._claim(tensor.name, tensor, "state")
+            if tensor.window is not None:
+                raise TypeMismatchError(f"state `{tensor.name}` has a window, but only an input has one",
+                                        tensor.window.span or tensor.span,
+                                        hint="`window T` says how many frames of an input a step reads; a 3D "
+                                             "cell's states are NCTHW maps without one: drop it")
             channels = evaluate(tensor.channels, params, f"the channels of state `{tensor.name}`")
             node = self.graph.add("state", name=tensor.name, span=tensor.span)
             self.graph.states[tensor.name] = StateInfo(tensor.name, channels, tensor.name in zigzag)
@@ -158,6 +168,7 @@ class _Lowering:
         self.in_progress.pop()
         if self.graph[node]["name"] is None and self.graph[node]["kind"] == "op":
             self.graph[node]["name"] = key
+            self.expr_spans[node] = self.graph[node]["span"]
             self.graph[node]["span"] = equation.span
         self.lowered[key] = node
         return node
@@ -239,8 +250,9 @@ class _Lowering:
         low, high = spec.arity
         if not low <= len(call.args) <= high:
             wanted = f"{low}" if low == high else (f"at least {low}" if high > 99 else f"{low} to {high}")
+            were = "was" if len(call.args) == 1 else "were"
             raise ArityError(f"`{call.func}` takes {wanted} argument{'s' * (wanted != '1')}, "
-                             f"but {len(call.args)} were given", call.span)
+                             f"but {len(call.args)} {were} given", call.span, hint=_USAGE.get(call.func))
         operands = [self._expr(arg) for arg in call.args]
         graph, where = self.graph, f"`{span_text(call.span)}`"
         if call.func in ("softmax", "sum"):
@@ -284,7 +296,7 @@ class _Lowering:
             if kind == "axis":
                 if not (isinstance(value, ast.Ref) and not value.prime and value.name in AXES):
                     raise TypeMismatchError(f"`{keyword.name}=` takes an axis: {', '.join(AXES)}", value.span,
-                                            hint=did_you_mean(span_text(value.span), AXES) if value.span else None)
+                                            hint=_axis_hint(span_text(value.span)) if value.span else None)
                 values[keyword.name] = value.name
             else:
                 values[keyword.name] = self._whole_number(value, f"`{keyword.name}=`")
@@ -295,26 +307,48 @@ class _Lowering:
         return values
 
     def _whole_number(self, expr: ast.Expr, what: str) -> int:
-        if isinstance(expr, ast.Number) and float(expr.value).is_integer() and expr.value > 0:
-            return int(expr.value)
+        if isinstance(expr, ast.Number):
+            if float(expr.value).is_integer() and expr.value > 0:
+                return int(expr.value)
+            raise TypeMismatchError(f"{what} takes a positive whole number, not `{expr.text}`", expr.span,
+                                    hint="`patches=1` (the default) attends over the whole map"
+                                    if what == "`patches=`" else None)
         if isinstance(expr, ast.Ref) and not expr.prime and expr.name in self.graph.params:
             return evaluate(ast.DimName(name=expr.name, span=expr.span), self.graph.params, what)
+        if isinstance(expr, ast.Ref):
+            if not expr.prime and _key(expr) not in self.equations and expr.name not in self.kinds \
+                    and self._weight_decl(expr) is None:
+                raise UnknownSymbolError(f"unknown symbol `{expr.name}` in {what}", expr.span,
+                                         hint=did_you_mean(expr.name, self.graph.params) or
+                                         "a number or a param; a loop's variable is known only inside its loop")
+            what_it_is, where = self._describe(expr)
+            raise TypeMismatchError(f"{what} takes a whole number fixed at compile time (a number or a param), "
+                                    f"but `{expr.text}` is {what_it_is}", expr.span, related=where,
+                                    hint="a tensor's values are known only when the cell runs")
         raise TypeMismatchError(f"{what} takes a positive whole number or a param", expr.span)
 
     def _norm(self, call: ast.Call, decl: ast.WeightDecl) -> str:
         symbol, kind = call.func, decl.type
-        if len(call.args) != 1 or call.kwargs:
-            raise ArityError(f"LayerNorm `{symbol}` takes one argument", call.span)
+        if call.kwargs:
+            raise ArityError(f"LayerNorm `{symbol}` takes no named arguments", call.kwargs[0].span,
+                             hint="its shape, axes and eps are declared: `layernorm [C, H, W]`, `layernorm over C`")
+        if len(call.args) != 1:
+            were = "was" if len(call.args) == 1 else "were"
+            raise ArityError(f"LayerNorm `{symbol}` takes one argument, but {len(call.args)} {were} given", call.span,
+                             related=[Note(f"`{symbol}` is declared here", decl.span)])
         operand = self._expr(call.args[0])
         gain = self._weight(ast.Ref(name=f"{symbol}.weight", span=call.span), decl, part="norm_gain")
         bias = self._weight(ast.Ref(name=f"{symbol}.bias", span=call.span), decl, part="norm_bias")
         params = self.graph.params
         shape = tuple(evaluate(d, params, f"the shape of `{symbol}`") for d in kind.shape)
-        for axis in kind.over:
+        for index, axis in enumerate(kind.over):
             if axis not in AXES or axis == "stack":
                 raise TypeMismatchError(f"`{symbol}` normalises over `{axis}`, which is not an axis of a map",
-                                        decl.type.span, hint=did_you_mean(axis, ("C", "T", "H", "W")) or
-                                        "the axes are C, T, H and W")
+                                        _word_span(decl.type.span, axis, after="over") or decl.type.span,
+                                        hint=_axis_hint(axis, _MAP_AXES) or "the axes are C, T, H and W")
+            if axis in kind.over[:index]:
+                raise TypeMismatchError(f"`{symbol}` lists the axis `{axis}` twice", decl.type.span,
+                                        hint="name each axis once: `layernorm over (C, H, W)`")
         if shape and kind.over:
             raise TypeMismatchError(f"`{symbol}`: give a shape or `over`, not both", decl.type.span,
                                     hint="a shape normalises over the trailing axes it covers")
@@ -331,8 +365,12 @@ class _Lowering:
         graph = self.graph
         if expr.state not in graph.states:
             what, where = self._describe(ast.Ref(name=expr.state, span=expr.span))
+            kind = self.kinds.get(expr.state)
+            hint = ("to read several frames of an input at each step, give it a window: `input x[C] window T`"
+                    if kind == "input" else f"declare `{expr.state}` a state to keep its past values"
+                    if kind is None else None)
             raise TypeMismatchError(f"only a state has past values, and `{expr.state}` is {what}", expr.span,
-                                    related=where)
+                                    related=where, hint=hint)
         bound = expr.bound
         if isinstance(bound, ast.DimName) and graph.params.get(bound.name, 0) is None:
             size = None
@@ -409,7 +447,7 @@ class _Lowering:
         node = self.graph.add_op("conv", [operand, weight], span=expr.span, kernel=info["kernel"])
         self.channels.same(node, (symbol, "out"), expr.span, f"`{symbol}` is used in convs of different widths")
         self.channels.same(operand, (symbol, "in"), expr.span, f"`{symbol}` is applied to inputs of different widths")
-        if decl.type.out is not None:
+        if decl.type.out is not None and not decl.type.shares:  # a multi-kernel conv's: see _multi_kernel_conv
             out = evaluate(decl.type.out, self.graph.params, f"the output channels of `{symbol}`")
             self.channels.known((symbol, "out"), out, decl.type.span, f"`{symbol}` is declared with {out} outputs")
         return node
@@ -432,10 +470,20 @@ class _Lowering:
         self.weight_decl_used.add(id(decl))
         kernels = [tuple(evaluate(d, params, f"a kernel size of `{symbol}`") for d in share.kernel)
                    for share in decl.type.shares]
+        for index, kernel in enumerate(kernels):
+            if kernel in kernels[:index]:
+                raise RedefinitionError(f"`{symbol}` lists its {'×'.join(map(str, kernel))} kernel twice",
+                                        decl.type.shares[index].span,
+                                        hint="give each kernel size one share of the output channels: "
+                                             "`conv {3×3: C/2, 5×5: C/2}`")
         reads: dict[tuple[int, ...], ast.Expr] = {}
         if routing is not None:
             for entry in routing.entries:
                 kernel = tuple(evaluate(d, params, "a kernel size") for d in entry.kernel)
+                if kernel in reads:
+                    raise RedefinitionError(f"this says twice what the {'×'.join(map(str, kernel))} kernel of "
+                                            f"`{symbol}` reads", entry.span,
+                                            hint="one entry per kernel: `{3×3: a, 5×5: b}`")
                 if kernel not in kernels:
                     listed = ", ".join("×".join(map(str, k)) for k in kernels)
                     raise TypeMismatchError(f"`{symbol}` has no {'×'.join(map(str, kernel))} kernel", entry.span,
@@ -446,7 +494,9 @@ class _Lowering:
             if missing:
                 raise TypeMismatchError(f"nothing says what the {'×'.join(map(str, missing[0]))} kernel of "
                                         f"`{symbol}` reads", routing.span,
-                                        related=[Note(f"`{symbol}` is declared here", decl.span)])
+                                        related=[Note(f"`{symbol}` is declared here", decl.span)],
+                                        hint=f"add `{'×'.join(map(str, missing[0]))}: …` to the `{{…}}`: one "
+                                             "entry per kernel")
         parts = []
         for share, kernel in zip(decl.type.shares, kernels):
             part_symbol = f"{symbol}.{'x'.join(map(str, kernel))}"
@@ -458,6 +508,14 @@ class _Lowering:
                                                             f"kernel {channels} channels")
             parts.append(node)
         node = self.graph.add_op("concat", parts, span=expr.span)
+        if decl.type.out is not None:  # `conv {3×3: 4, 5×5: 4} -> 8`: the shares' total, said again
+            out = evaluate(decl.type.out, params, f"the output channels of `{symbol}`")
+            total = sum(evaluate(share.channels, params, "a share") for share in decl.type.shares)
+            if out != total:
+                raise ChannelMismatchError(f"`{symbol}` is declared with {out} outputs, but its kernels' shares add "
+                                           f"up to {total}", decl.type.out.span or decl.type.span,
+                                           hint="the shares fix a multi-kernel conv's outputs: drop `-> …`, or "
+                                                "make them add up")
         self.channels.total(node, parts, expr.span, f"`{span_text(expr.span)}`")
         return node
 
@@ -475,7 +533,9 @@ class _Lowering:
         if key in self.equations:
             if self._routing(ref) is not None:
                 raise TypeMismatchError(f"`{key}` says what each kernel of a multi-kernel conv reads, so it can only "
-                                        "stand on the right of `⋆`", ref.span)
+                                        "stand on the right of `⋆`", ref.span,
+                                        related=[Note(f"`{key}` is defined here", self.equations[key].span)],
+                                        hint=f"convolve it with a multi-kernel weight: `W ⋆ {key}`")
             return self._lower_equation(key)
         if ref.name in self.graph.inputs:
             return self.graph.inputs[ref.name]
@@ -486,7 +546,8 @@ class _Lowering:
                                     ref.span)
         decl = self._weight_decl(ref)
         if decl is None:
-            raise UnknownSymbolError(f"unknown symbol `{ref.name}`", ref.span, hint=self._suggest(ref.name))
+            raise UnknownSymbolError(f"unknown symbol `{ref.name}`{_as_written(ref)}", ref.span,
+                                     hint=self._suggest(ref.name))
         if isinstance(decl.type, ast.ConvType):
             raise TypeMismatchError(f"`{ref.name}` is a conv weight, not a tensor: it can only be applied with `⋆`",
                                     ref.span, hint=f"convolve something with it: `{ref.name} ⋆ …` (ASCII `*`)",
@@ -586,6 +647,11 @@ class _Lowering:
             graph.next_state[name] = node
             self.channels.same(node, graph.state_nodes[name], self.equations[key].span,
                                f"`{key}` is the next value of state `{name}`", sides=(f"`{key}`", f"`{name}`"))
+        outputs = self.spec.of_type(ast.OutputDecl)
+        if len(outputs) > 1:
+            raise RedefinitionError(f"cell {self.spec.name} declares its output twice", outputs[1].span,
+                                    related=[Note("its first `output`", outputs[0].span)],
+                                    hint="a cell has one output; the others leave the step as states")
         declared = self.spec.output
         if declared is not None:
             graph.output = self._tensor_ref(declared.ref)
@@ -600,14 +666,27 @@ class _Lowering:
         convs = graph.ops("conv")
         dims = {len(graph[n]["kernel"]) for n in convs}
         if len(dims) > 1:
-            raise ShapeError("the cell mixes 2D and 3D convs", graph[convs[0]]["span"])
+            first = convs[0]
+            other = next(n for n in convs if len(graph[n]["kernel"]) != len(graph[first]["kernel"]))
+            raise ShapeError("the cell mixes 2D and 3D convs", self._conv_span(other),
+                             related=[Note(f"{_conv_words(graph, first)}", self._conv_span(first)),
+                                      Note(f"and {_conv_words(graph, other)}", self._conv_span(other))],
+                             hint="a cell's maps are all NCHW (2D kernels, `3×3`) or all NCTHW (3D kernels, "
+                                  "`2×5×5`)")
         graph.spatial_dims = dims.pop() if dims else (3 if graph.input_windows else 2)
+        if graph.spatial_dims == 2 and graph.input_windows:
+            name = next(iter(graph.input_windows))
+            raise ShapeError(f"input `{name}` reads a window of {graph.input_windows[name]} frames (NCTHW), but "
+                             "this cell's convs are 2D", self.declared[name].span,
+                             related=[Note(f"{_conv_words(graph, convs[0])}", self._conv_span(convs[0]))],
+                             hint="drop the `window`, or give the convs 3D kernels (`conv 2×5×5`)")
         for node, kind in self.norms:
             # `layernorm [C, H, W]` covers the channels when it spans every axis of a map
             data = graph[node]
             if data["mode"] == "shape" and len(data["shape"]) == 1 + graph.spatial_dims:
                 solver.known(node, data["shape"][0], kind.span,
-                             f"`{data['symbol']}` is declared with shape {list(data['shape'])}")
+                             f"`{data['symbol']}` is declared with shape {list(data['shape'])}",
+                             sides=("the value it normalises", "its shape"))
         solver.solve()
         for node, data in graph.nx.nodes(data=True):
             if data["kind"] == "const" or data.get("broadcast"):
@@ -621,6 +700,7 @@ class _Lowering:
                                  hint="a conv's output channels come from where its result goes; make it meet "
                                       "a state, an input or a declared weight, or declare them: `conv 1×1 -> C`")
             data["channels"] = channels
+        self._check_shared_norms()
         for value, parts in self.channel_splits:
             start = 0
             for part in parts:
@@ -647,6 +727,31 @@ class _Lowering:
             graph.weights[symbol] = info
         graph.weights = dict(sorted(graph.weights.items(), key=lambda item: creation_order(self.weight_nodes[item[0]])))
 
+    def _check_shared_norms(self) -> None:
+        """A LayerNorm symbol applied twice is one gain and bias: both values need its width."""
+        first: dict[str, str] = {}
+        for node, kind in self.norms:
+            data = self.graph[node]
+            if data["mode"] == "shape":  # its gain and bias have the declared shape
+                continue
+            symbol = data["symbol"]
+            if symbol not in first:
+                first[symbol] = node
+                continue
+            earlier = self.graph[first[symbol]]
+            if earlier["channels"] != data["channels"]:
+                raise ChannelMismatchError(
+                    f"`{symbol}` normalises values of {earlier['channels']} and {data['channels']} channels, but it "
+                    "has one gain and one bias", self.expr_spans.get(node) or data["span"],
+                    related=[Note(f"{earlier['channels']} channels here", self.expr_spans.get(first[symbol]) or
+                                  earlier["span"])],
+                    hint=f"give each its own LayerNorm: `{symbol}_a, {symbol}_b : layernorm`")
+
+    def _conv_span(self, node: str) -> Optional[Span]:
+        """Where a conv's kernel size is said: its weight's declaration."""
+        weight = self.graph.operands(node)[1]
+        return self.graph[weight].get("decl_span") or self.graph[node].get("span")
+
     def _warn_unused(self) -> None:
         graph = self.graph
         live = set(graph.results())
@@ -668,6 +773,24 @@ class _Lowering:
                                              decl.span, hint="delete it, or check the names in the equations"),
                               stacklevel=4)
         graph.remove_dead()
+
+
+# How each structural function is called, for a call with the wrong number of arguments.
+_USAGE = {"softmax": "e.g. `softmax(e, over=stack)`", "sum": "e.g. `sum(e, over=stack)`",
+          "stack": "e.g. `stack(h, c)`", "cat": "e.g. `cat(a, b, along=W)`",
+          "attention": "attention(queries, keys, values), e.g. `attention(r, C, C)` or "
+                       "`attention(q, k, v, patches=s)`"}
+
+
+_MAP_AXES = ("C", "T", "H", "W")  # what a LayerNorm may normalise over
+
+
+def _axis_hint(written: str, axes=AXES) -> Optional[str]:
+    """`did you mean `W`?` for `w`, and `did you mean `stack`?` for `stak`."""
+    by_lower = {axis.lower(): axis for axis in axes}
+    if written.lower() in by_lower:
+        return f"did you mean `{by_lower[written.lower()]}`?"
+    return did_you_mean(written, axes)
 
 
 def _a(word: str) -> str:
@@ -708,6 +831,39 @@ def _name_span(call: ast.Call) -> Optional[Span]:
     if span is None:
         return None
     return Span(span.source, span.line, span.column, span.line, span.column + len(_written_function(call)))
+
+
+def _as_written(ref: ast.Ref) -> str:
+    """` (`Y_s` with s = 4)` for `Y_4`, a loop's name as the user wrote it; else nothing."""
+    written = span_text(ref.span) if ref.span else ref.text
+    found = re.fullmatch(r"(.*)_([^\W\d]\w*)", written)
+    if written == ref.text or not found or not ref.name.startswith(found.group(1) + "_"):
+        return ""
+    return f" (`{written}` with {found.group(2)} = {ref.name[len(found.group(1)) + 1:]})"
+
+
+def _word_span(span: Optional[Span], word: str, after: str = "") -> Optional[Span]:
+    """The span of `word` (a whole word) in the first line of `span`, after the word `after`:
+    the `Q` of `layernorm over (C, Q)`, whose declaration keeps only the text."""
+    if span is None:
+        return None
+    line = span.source.line(span.line)
+    start = span.column - 1
+    if after:
+        found = re.compile(rf"\b{re.escape(after)}\b").search(line, start)
+        if not found:
+            return None
+        start = found.end()
+    found = re.compile(rf"(?<!\w){re.escape(word)}(?!\w)").search(line, start)
+    if not found:
+        return None
+    return Span(span.source, span.line, found.start() + 1, span.line, found.end() + 1)
+
+
+def _conv_words(graph: CellGraph, node: str) -> str:
+    weight = graph[graph.operands(node)[1]]
+    kernel = graph[node]["kernel"]
+    return f"`{weight['name']}` has a {len(kernel)}D kernel, {'×'.join(map(str, kernel))}"
 
 
 def _type_word(kind: ast.WeightType) -> str:

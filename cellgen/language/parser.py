@@ -94,15 +94,18 @@ class _ToAst(Transformer):
     def start(self, meta, children):
         header, *statements = children
         statements = [s for s in statements if s is not None]
-        name, citation, extends = header
+        name, citation, extends, span = header
+        # The spec's span is its header line (`cell NAME … extends P`): what a message about the
+        # spec as a whole (its parent, its output) should point at, not a comment above it.
         return ast.CellSpec(name=name, citation=citation, extends=extends, statements=statements,
-                            span=self._at(meta))
+                            span=span or self._at(meta))
 
-    def header(self, children):
+    @v_args(meta=True)
+    def header(self, meta, children):
         name, rest = str(children[0]), children[1:]
         citation = next((str(c)[1:-1] for c in rest if isinstance(c, Token) and c.type == "STRING"), None)
         extends = next((c for c in rest if isinstance(c, tuple) and c[0] == "extends"), (None, None))[1]
-        return name, citation, extends
+        return name, citation, extends, self._at(meta)
 
     def extends(self, children):
         return ("extends", str(children[0]))
@@ -153,7 +156,10 @@ class _ToAst(Transformer):
             if isinstance(target, ast.Ref):
                 if target.prime:
                     raise CellgenSyntaxError(f"`{target.text}` is a state's next value, not a weight symbol",
-                                             target.span)
+                                             target.span,
+                                             hint=f"drop the `'`; a prime marks a state's next value, so a paper's "
+                                                  f"primed weight (`{target.text}`) needs another name, such as "
+                                                  f"`{target.name}_2`")
                 target = ast.WeightPattern(text=target.name, span=target.span)
             patterns.append(target)
         return ast.WeightDecl(patterns=patterns, type=kind, span=self._at(meta))
@@ -302,7 +308,9 @@ class _ToAst(Transformer):
         for token in (t_start, t_end):
             if str(token) != "t":
                 raise CellgenSyntaxError(f"a history is written `{state}[t-τ:t-1]`, with `t`, not `{token}`",
-                                         _span(self.source, token))
+                                         _span(self.source, token),
+                                         hint=f"`t` is the current step: `{state}[t-τ:t-1]` holds the values of "
+                                              f"`{state}` at the τ steps before it")
         if str(one) != "1":
             raise CellgenSyntaxError(f"a history ends at the previous step: `{state}[t-τ:t-1]`, not `t-{one}`",
                                      _span(self.source, one),
@@ -435,21 +443,51 @@ def _syntax_error(error: UnexpectedInput, source: Source) -> CellgenSyntaxError:
         message, hint, at_end = "unexpected end of file", None, True
     else:
         assert isinstance(error, UnexpectedToken)
-        token = error.token
+        token, glued = error.token, None
         if token.type == "_NL":
             span = Span(source, line, column, line, column + 1)
             message = "unexpected end of line"
         else:
             span = _span(source, token)
             message = f"unexpected {_token_text(token)}"
+            glued = _glued_word(source, token)
+            if glued:  # `nonee`: the lexer read the keyword `none`, then stumbled over `e`
+                span, message = glued, f"unexpected `{span_text(glued)}`"
         hint = _hint_for_token(token, expected, source.line(line))
+        if glued:
+            hint = did_you_mean(span_text(glued), _keywords()) or hint
         decimal = _decimal_for_whole(source, token)
         if decimal:
+            expected = {"INT"}  # what stood there: a whole number, not what may follow its digits
             span, message, hint = decimal, f"`{span_text(decimal)}` is not a whole number", \
+                _LOOP_VALUES if _LOOP_VALUES_AT.search(source.line(line)[: decimal.column - 1]) else \
                 "channel counts, kernel sizes and shapes are whole numbers (or params)"
     related, bracket_hint = _bracket_notes(source, line, column, span, at_end)
+    if at_end and not related:
+        related, bracket_hint = _unclosed_block_notes(source)
     return CellgenSyntaxError(message, span, expected=_expected_text(expected), hint=hint or bracket_hint,
                               related=related)
+
+
+_OPENS_BODY = re.compile(r"\s*(for|block)\b")
+_ENDS_BODY = re.compile(r"\s*end\s*(#.*)?$")
+
+
+def _unclosed_block_notes(source: Source) -> tuple[list[Note], str | None]:
+    """At the end of the file, the `for` or `block` whose body no `end` closes."""
+    opened: list[tuple[str, int, int]] = []
+    for lineno, content in enumerate(source.text.splitlines(), start=1):
+        start = _OPENS_BODY.match(content)
+        if start:
+            opened.append((start.group(1), lineno, start.start(1) + 1))
+        elif _ENDS_BODY.match(content) and opened:
+            opened.pop()
+    if not opened:
+        return [], None
+    word, open_line, open_column = opened[-1]
+    note = Note(f"this `{word}` is never closed", Span(source, open_line, open_column, open_line,
+                                                         open_column + len(word)))
+    return [note], "close its body with `end` on a line of its own"
 
 
 def _decimal_for_whole(source: Source, token: Token) -> Span | None:
@@ -472,16 +510,16 @@ def _bracket_notes(source: Source, line: int, column: int, span: Span,
     if still_open and (at_end or still_open[-1][1] < span.line):
         char, open_line, open_column = still_open[-1]
         note = Note(f"this `{char}` is never closed", Span(source, open_line, open_column, open_line, open_column + 1))
-        return [note], (f"close it with `{_PAIRS[char]}`; inside (…) and […] a line break does not end "
-                        "the equation")
+        return [note], (f"close it with `{_PAIRS[char]}`; inside (…), […] and {{…}} a line break does not "
+                        "end the equation")
     found = span_text(span)
-    if found in (")", "]") and not still_open:
+    if found in _OPENER_OF and not still_open:
         return [], f"this `{found}` closes no `{_OPENER_OF[found]}`"
     return [], None
 
 
-_PAIRS = {"(": ")", "[": "]"}
-_OPENER_OF = {")": "(", "]": "["}
+_PAIRS = {"(": ")", "[": "]", "{": "}"}
+_OPENER_OF = {")": "(", "]": "[", "}": "{"}
 
 
 def _open_brackets(text: str, line: int, column: int) -> list[tuple[str, int, int]]:
@@ -530,7 +568,7 @@ def _hint_for_character(char: str, line: str, column: int):
     return None
 
 
-_STATEMENT_KEYWORDS = ("param", "input", "state", "output", "weights")
+_STATEMENT_KEYWORDS = ("param", "input", "state", "output", "weights", "block", "use")
 
 
 def _misspelt_keyword(token: Token, expected, line: str) -> str | None:
@@ -547,7 +585,50 @@ def _misspelt_keyword(token: Token, expected, line: str) -> str | None:
     return None
 
 
+# The text before a token, when the token stands among a loop's values or inside a history.
+_LOOP_VALUES_AT = re.compile(r"\bfor\s+[^\W\d]\w*\s+in\s*(\([^)]*)?$")
+_LOOP_VALUES = "a loop runs over one or more whole numbers: `for s in (1, 2, 4)`"
+_HISTORY_AT = re.compile(r"[^\W\d]\w*\[\s*t\s*[-−][^\]\[]*$")
+_BODY_KEYWORDS = {"PARAM", "INPUT", "STATE", "OUTPUT", "WEIGHTS", "USE", "RETURN", "BLOCK"}
+
+
+@lru_cache(maxsize=1)
+def _keywords() -> tuple[str, ...]:
+    return tuple(t.pattern.value for t in _lark().terminals
+                 if isinstance(t.pattern, PatternStr) and t.pattern.value.isalpha())
+
+
+def _glued_word(source: Source, token: Token) -> Span | None:
+    """The whole word when the lexer split one (`nonee` → `none`, `e`), else None."""
+    line = source.line(token.line)
+    start, end = token.column - 1, token.column - 1 + len(str(token))
+    if start == 0 or not (line[start - 1].isalnum() or line[start - 1] == "_") or not str(token)[:1].isalnum():
+        return None
+    while start > 0 and (line[start - 1].isalnum() or line[start - 1] == "_"):
+        start -= 1
+    while end < len(line) and (line[end].isalnum() or line[end] == "_"):
+        end += 1
+    if not re.fullmatch(r"[^\W\d]\w*", line[start:end]):
+        return None
+    return Span(source, token.line, start + 1, token.line, end + 1)
+
+
 def _hint_for_token(token: Token, expected, line: str) -> str | None:
+    before = line[: token.column - 1]
+    if token.type in _BODY_KEYWORDS and "END" in expected and token.type not in expected:
+        if token.type == "BLOCK":
+            return "blocks are defined at the top level of a spec, not inside a `block` or a `for`"
+        return ("a `for` body holds equations and loops; a `block` body also its `param`s, `weights` and one "
+                "`return`")
+    if token.type == "RETURN":
+        return "`return` ends a block (`block G(a, b) … return x, y … end`); a cell says what it outputs " \
+               "with `output h`"
+    if token.type == "END":
+        return "this `end` closes no `for` or `block`"
+    if ("INT" in expected or "LPAR" in expected) and _LOOP_VALUES_AT.search(before):
+        return _LOOP_VALUES
+    if _HISTORY_AT.search(before):
+        return "a history is written `c[t-τ:t-1]`: the last τ values of state `c`, up to the previous step"
     if "_TIMES" in expected and re.search(r"\bconv\s+[^\W\d]\w*x\w*\s*$", line.split("#")[0]):
         return "write kernel sizes with `×` or a spaced `x`: `k×k` or `k x k`"
     misspelt = _misspelt_keyword(token, expected, line)

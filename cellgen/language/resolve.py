@@ -28,7 +28,7 @@ import itertools
 from typing import Callable, Optional, Union
 
 from cellgen.errors import (ArityError, CellgenError, CyclicDefinitionError, Note, RedefinitionError,
-                            TypeMismatchError, UnknownSymbolError, did_you_mean)
+                            SpecNotFoundError, TypeMismatchError, UnknownSymbolError, did_you_mean)
 from cellgen.language import syntax as ast
 
 # name of a spec, the spec that names it → that spec, parsed (not yet resolved)
@@ -40,11 +40,13 @@ _Definition = Union[ast.Equation, ast.Unpack]
 def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
     """The flat spec of `spec`; `load` finds the specs it extends or borrows from."""
     merged = _inherit(spec, load, chain=[])
-    blocks = _blocks(merged, load)
+    blocks = _blocks(merged, load, seen=[_identity(spec)])
     flat: list = []
     weight_decls: list[ast.WeightDecl] = []
     calls = itertools.count(1)
-    inliner = _Inliner(blocks, weight_decls, calls)
+    tensors = {t.name for t in merged.inputs + merged.states} | {
+        t.name for d in merged.definitions for t in ([d.target] if isinstance(d, ast.Equation) else d.targets)}
+    inliner = _Inliner(blocks, weight_decls, calls, tensors)
     for statement in merged.statements:
         if isinstance(statement, (ast.BlockDef, ast.UseDecl)):
             continue
@@ -59,16 +61,54 @@ def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
 
 # --- variants -------------------------------------------------------------------------------
 
-def _inherit(spec: ast.CellSpec, load: Loader, chain: list[str]) -> ast.CellSpec:
+def _identity(spec: ast.CellSpec) -> tuple[Optional[str], str]:
+    """What tells two loaded specs apart: the file each came from (a cell's name need not be
+    its file's: `cell E3DLSTM` is specs/e3d_lstm.cell), and its name."""
+    return (spec.span.source.name if spec.span else None, spec.name)
+
+
+def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec]) -> ast.CellSpec:
     """`spec` with its parent's statements merged in (recursively), and its loops unrolled."""
+    _check_blocks(spec.statements)
     own = _unroll_all(spec.statements)
     if spec.extends is None:
         return spec.model_copy(update={"statements": own})
-    if spec.extends in chain + [spec.name]:
-        cycle = " → ".join(chain + [spec.name, spec.extends])
-        raise CyclicDefinitionError(f"spec {spec.name} extends itself: {cycle}", spec.span)
-    parent = _inherit(load(spec.extends, spec), load, chain + [spec.name])
+    parent_spec = load(spec.extends, spec)
+    chain = [*chain, spec]
+    seen = [_identity(s) for s in chain]
+    if _identity(parent_spec) in seen:
+        cycle = chain[seen.index(_identity(parent_spec)):]
+        names = " → ".join([s.name for s in cycle] + [cycle[0].name])
+        raise CyclicDefinitionError(f"spec {cycle[0].name} extends itself: {names}", cycle[0].span,
+                                    related=[Note(f"{s.name} extends `{s.extends}` here", s.span) for s in cycle[1:]],
+                                    hint="a variant's parent must not extend the variant, directly or through "
+                                         "another spec")
+    parent = _inherit(parent_spec, load, chain)
     return spec.model_copy(update={"statements": _merge(_borrowed(parent.statements), own)})
+
+
+def _check_blocks(statements: list) -> None:
+    """One spec's own blocks: each name defined (or borrowed with `use`) once, each input named once."""
+    where: dict[str, ast.Node] = {}
+    for statement in statements:
+        if isinstance(statement, ast.UseDecl):
+            names = [(name, statement) for name in statement.blocks]
+        elif isinstance(statement, ast.BlockDef):
+            names = [(statement.name, statement)]
+            repeated = [n for i, n in enumerate(statement.inputs) if n in statement.inputs[:i]]
+            if repeated:
+                raise RedefinitionError(f"block `{statement.name}` names its input `{repeated[0]}` twice",
+                                        statement.span, hint="give each input its own name")
+        else:
+            continue
+        for name, node in names:
+            if name in where:
+                first = where[name]
+                how = "borrowed" if isinstance(first, ast.UseDecl) else "defined"
+                raise RedefinitionError(f"block `{name}` is defined twice", node.span,
+                                        related=[Note(f"`{name}` is first {how} here", first.span)],
+                                        hint="rename one of them")
+            where[name] = node
 
 
 def _borrowed(statements: list) -> list:
@@ -140,11 +180,19 @@ def _keys(statement) -> list[tuple[str, str]]:
 
 # --- blocks ---------------------------------------------------------------------------------
 
-def _blocks(spec: ast.CellSpec, load: Loader) -> dict[str, ast.BlockDef]:
+def _blocks(spec: ast.CellSpec, load: Loader, seen: list) -> dict[str, ast.BlockDef]:
     blocks: dict[str, ast.BlockDef] = {}
     for use in spec.of_type(ast.UseDecl):
-        source = load(use.source, spec)
-        available = _blocks(_inherit(source, load, chain=[]), load)
+        try:
+            source = load(use.source, spec)
+        except SpecNotFoundError as error:  # point at the `use` line, not at the spec's header
+            raise SpecNotFoundError(f"`use … from {use.source}`: there is no spec `{use.source}`", use.span,
+                                    hint=error.hint) from None
+        if _identity(source) in seen:
+            raise CyclicDefinitionError(f"spec {source.name} borrows blocks from itself", use.span,
+                                        hint="a spec's own blocks need no `use`" if len(seen) == 1 else
+                                        "specs that borrow blocks from each other go round in a circle")
+        available = _blocks(_inherit(source, load, chain=[]), load, seen + [_identity(source)])
         for name in use.blocks:
             if name not in available:
                 hint = did_you_mean(name, available) or (
@@ -159,10 +207,11 @@ def _blocks(spec: ast.CellSpec, load: Loader) -> dict[str, ast.BlockDef]:
 class _Inliner:
     """Replaces each `targets = BLOCK(args)` with the block's equations."""
 
-    def __init__(self, blocks: dict[str, ast.BlockDef], weight_decls: list, calls):
+    def __init__(self, blocks: dict[str, ast.BlockDef], weight_decls: list, calls, tensors: set[str]):
         self.blocks = blocks
         self.weight_decls = weight_decls
         self.instances: dict[str, int] = {}
+        self.tensors = tensors  # the spec's inputs, states and values: never a block's param
 
     def inline(self, statement: _Definition, depth: int = 0) -> list:
         expr = statement.expr
@@ -170,7 +219,10 @@ class _Inliner:
             self._no_nested_calls(expr)
             return [statement]
         if depth > 20:
-            raise CyclicDefinitionError(f"block `{expr.func}` calls itself", expr.span)
+            raise CyclicDefinitionError(f"block `{expr.func}` calls itself", expr.span,
+                                        related=[Note(f"`{expr.func}` is defined here", self.blocks[expr.func].span)],
+                                        hint="a block may call other blocks, but never itself, directly or "
+                                             "through another block")
         block = self.blocks[expr.func]
         targets = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
         return self._expand(block, expr, targets, statement.span, depth)
@@ -188,21 +240,29 @@ class _Inliner:
 
     def _expand(self, block: ast.BlockDef, call: ast.Call, targets: list[ast.Ref], span, depth: int) -> list:
         if len(call.args) != len(block.inputs):
-            raise ArityError(f"block `{block.name}` takes {len(block.inputs)} inputs "
-                             f"({', '.join(block.inputs)}), but {len(call.args)} were given", call.span,
+            were = "was" if len(call.args) == 1 else "were"
+            raise ArityError(f"block `{block.name}` takes {len(block.inputs)} input{'s' * (len(block.inputs) != 1)} "
+                             f"({', '.join(block.inputs)}), but {len(call.args)} {were} given", call.span,
                              related=[Note(f"`{block.name}` is defined here", block.span)])
         count = self.instances[block.name] = self.instances.get(block.name, 0) + 1
         instance = block.name if count == 1 else f"{block.name}_{count}"
         dims = self._block_params(block, call)
         body = _unroll_all(block.body, {name: dim for name, dim in dims.items()})
         returns = [s for s in body if isinstance(s, ast.Return)]
-        if len(returns) != 1:
-            raise CellgenError(f"block `{block.name}` must end with one `return`", block.span)
+        if not returns:
+            raise CellgenError(f"block `{block.name}` returns nothing", block.span,
+                               hint="end its body with `return a, b`: the values a call receives")
+        if len(returns) > 1:
+            raise CellgenError(f"block `{block.name}` has {len(returns)} `return`s", returns[1].span,
+                               related=[Note("the first `return`", returns[0].span)],
+                               hint="a block has one `return`, its last line: `return a, b`")
         outputs = returns[0].refs
         if len(outputs) != len(targets):
-            raise ArityError(f"block `{block.name}` returns {len(outputs)} values, but "
+            names = ", ".join(r.text for r in outputs)
+            raise ArityError(f"block `{block.name}` returns {len(outputs)} value{'s' * (len(outputs) != 1)}, but "
                              f"{len(targets)} name{'s' * (len(targets) != 1)} receive them", span,
-                             related=[Note("its `return`", returns[0].span)])
+                             related=[Note("its `return`", returns[0].span)],
+                             hint=f"name each value it returns: `{names} = {block.name}(…)`")
         decls = [s for s in body if isinstance(s, ast.WeightDecl)]
         local = set(block.inputs) | {t.name for s in body if isinstance(s, _Definition.__args__)
                                      for t in ([s.target] if isinstance(s, ast.Equation) else s.targets)}
@@ -230,7 +290,12 @@ class _Inliner:
                     f"its params: {', '.join(declared)}" if declared else f"`{block.name}` has no params")
                 raise UnknownSymbolError(f"block `{block.name}` has no param `{keyword.name}`", keyword.span,
                                          hint=hint)
-            dims[keyword.name] = _as_dim(keyword.value)
+            value = keyword.value
+            if isinstance(value, ast.Ref) and value.name in self.tensors:
+                raise TypeMismatchError(f"`{keyword.name}=` sets a param of block `{block.name}`, a whole number "
+                                        f"fixed at compile time, but `{value.text}` is a tensor", value.span,
+                                        hint=f"pass a number or a param: `{keyword.name}=3`")
+            dims[keyword.name] = _as_dim(value)
         for name, decl in declared.items():
             if name not in dims:
                 if decl.default is None:
@@ -315,6 +380,7 @@ def _unroll_all(statements: list, dims: Optional[dict[str, ast.Dim]] = None) -> 
     out = []
     for statement in statements:
         if isinstance(statement, ast.Loop):
+            _check_loop(statement)
             for value in statement.values:
                 bound = {**dims, statement.var: ast.DimInt(value=value, span=statement.span)}
                 body = [_substitute(s, statement.var, value) for s in statement.body]
@@ -324,6 +390,30 @@ def _unroll_all(statements: list, dims: Optional[dict[str, ast.Dim]] = None) -> 
         else:
             out.append(_bind_dims(_expand_comprehensions(statement), dims))
     return out
+
+
+def _check_loop(loop: ast.Loop) -> None:
+    """Every pass of a loop defines its own values: `Y_s` is `Y_1`, `Y_2`, …; a plain `Y` (or a
+    value listed twice) would be defined more than once."""
+    values = loop.values
+    repeated = [v for i, v in enumerate(values) if v in values[:i]]
+    if repeated:
+        listed = ", ".join(map(str, values))
+        raise RedefinitionError(f"`for {loop.var} in ({listed})` runs over {repeated[0]} twice", loop.span,
+                                hint=f"list each value once: each pass defines its own `…_{loop.var}`")
+    if len(values) < 2:
+        return
+    for statement in loop.body:
+        if not isinstance(statement, _Definition.__args__):
+            continue
+        for target in [statement.target] if isinstance(statement, ast.Equation) else statement.targets:
+            if target.prime or not target.name.endswith(f"_{loop.var}"):
+                raise RedefinitionError(
+                    f"`{target.text}` would be defined {len(values)} times, once on every pass of "
+                    f"`for {loop.var} …`", target.span,
+                    hint=(f"name one value per pass: `{target.name}_{loop.var}` (`{target.name}_{values[0]}`, "
+                          f"`{target.name}_{values[1]}`, …), or move it out of the loop") if not target.prime else
+                    "set a state's next value once, outside the loop")
 
 
 def _substitute(node, var: str, value: int):

@@ -11,7 +11,7 @@ maps they run on. This module turns those into the spec's params and compiles th
   now rather than a broadcasting failure on the first step;
 - a cell with more inputs than x (the flow features of multi-kernel ConvLSTM) is wrapped so
   that `CellStack` can run it: its extra inputs are bound before each step. The zigzag logic
-  stays in `CellStack`, in one place.
+  stays in `CellStack`, in one place; the windows of 3D cells are the sequence model's.
 """
 from __future__ import annotations
 
@@ -144,7 +144,12 @@ def build_stack(source: str, layers: int, params: Mapping[str, int], in_channels
     extra = [(name, first.cell_graph[first.cell_graph.inputs[name]]["channels"]) for name in names[1:]]
     if extra:
         cells = [BoundInputs(cell) for cell in cells]
-    return BuiltStack(CellStack(cells), extra, int(getattr(first, "input_window", 1) or 1),
+    stack = CellStack(cells)
+    # CellStack cuts windows out of a whole sequence given in one call. A sequence model feeds
+    # one step at a time (its own predictions after the context), so it forms each step's
+    # window itself (SequenceModel._windowed) and the stack must pass it through unchanged.
+    stack.window = 1
+    return BuiltStack(stack, extra, int(getattr(first, "input_window", 1) or 1),
                       int(first.cell_graph.spatial_dims), int(cells[-1].out_channels))
 
 

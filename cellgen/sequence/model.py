@@ -1,6 +1,6 @@
 """A video predictor around any compiled cell: frames in, future frames out.
 
-    frames ──reshape_patch──▶ [input projection] ──▶ [T-frame window] ──▶ L stacked cells ──▶ head ──▶ back to frames
+    frame ─reshape_patch─▶ [input projection] ─▶ [T-frame window] ─▶ L stacked cells ─▶ head ─▶ next frame
 
 This is the model of the papers' code (predrnn-pytorch, google/e3d_lstm): at every step the
 bottom layer reads one (patched) frame, the top layer's output goes through a head that

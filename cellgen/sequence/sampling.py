@@ -16,11 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-
-def step_generator(seed: int, step: int, stream: int = 0) -> torch.Generator:
-    """A CPU generator that depends on (seed, step, stream) only."""
-    mixed = (seed * 0x9E3779B97F4A7C15 + step * 0xBF58476D1CE4E5B9 + stream * 0x94D049BB133111EB) % (2 ** 63)
-    return torch.Generator().manual_seed(mixed)
+from cellgen.data.seeding import seeded_generator
 
 
 @dataclass(frozen=True)
@@ -39,5 +35,5 @@ class ScheduledSampling:
         eta = self.probability(step)
         if eta <= 0.0:
             return None
-        coins = torch.rand(batch, length, generator=step_generator(seed, step, stream=1))
+        coins = torch.rand(batch, length, generator=seeded_generator("scheduled-sampling", seed, step))
         return (coins < eta).float()

@@ -29,8 +29,10 @@ NAMED = ("input", "state", "weight", "gate")  # categories whose nodes carry a s
 
 # Node attributes that are not part of what an operation computes: where it came from, and
 # sizes that the declarations (and channel inference) fix and the diff reports on their own.
+# A LayerNorm's settings (mode, axes, eps) are of that kind too: the diff reports them as
+# attributes of the norm, and its gain and bias weights say which norm it is.
 _NOT_SEMANTIC = frozenset({"kind", "name", "op", "span", "decl_span", "channels", "in_channels", "kernel", "shape",
-                           "broadcast", "weight_kind"})
+                           "broadcast", "weight_kind", "mode", "axes", "eps", "symbol"})
 
 
 def category(graph: CellGraph, node: str) -> tuple:
@@ -132,7 +134,8 @@ def _by_name(al: Alignment) -> None:
 
 
 def _next_states(al: Alignment) -> None:
-    """The next values of matched states are each other's, whatever they are called."""
+    """The next values of matched states are each other's, whatever they are called; so are
+    their histories (`c[t-5:t-1]` and `c[t-∞:t-1]`: the state's history, a different length)."""
     for state, node_a in al.a.state_nodes.items():
         node_b = al.pairs.get(node_a)
         if node_b is None:
@@ -142,6 +145,15 @@ def _next_states(al: Alignment) -> None:
         if next_a and next_b and next_a not in al.pairs and next_b not in al._reverse \
                 and category(al.a, next_a) == category(al.b, next_b):
             al.pair(next_a, next_b, "name")
+        histories_a, histories_b = _histories(al.a, state, al.pairs), _histories(al.b, state_b, al._reverse)
+        if len(histories_a) == 1 and len(histories_b) == 1:
+            al.pair(histories_a[0], histories_b[0], "name")
+
+
+def _histories(graph: CellGraph, state: str, matched: dict) -> list[str]:
+    """The unmatched history nodes of one state."""
+    return [n for n in graph.order() if graph[n]["kind"] == "history" and graph[n].get("state") == state
+            and n not in matched]
 
 
 # --- stage 2: Weisfeiler-Lehman colours --------------------------------------------------------

@@ -1,10 +1,12 @@
 """`cellgen diff A B`: what differs between two cells, as a reader of their papers would say it.
 
-The two cells are lowered to graphs and aligned (cellgen/tools/align.py): by names first, then
-by structure, so a gate renamed in a copy is still the same gate. `diff_cells` turns the
-alignment into a `CellDiff`: states, inputs, gates, weights and attributes added, removed or
-changed; the equations as a unified diff of their canonical text; and the totals (parameters,
-MACs and convs per step) of both cells. Text, JSON and pictures (render.py) are views of a
+The two cells are resolved (a variant's parent merged in, blocks inlined, loops unrolled), so a
+variant is compared with its parent by what it computes, then lowered to graphs and aligned
+(cellgen/tools/align.py): by names first, then by structure, so a gate renamed in a copy is
+still the same gate. `diff_cells` turns the alignment into a `CellDiff`: states (zigzag,
+history), inputs (window), gates, weights and attributes (kernels, fused convs, LayerNorms,
+functions, constants, …) added, removed or changed; the resolved definitions as a unified diff
+of their canonical text; and the totals (parameters, MACs and convs per step) of both cells. Text, JSON and pictures (render.py) are views of a
 `CellDiff`; the JSON schema is documented in docs/diff.md.
 
 Two cells are *equivalent* when they compute the same values from the same weights, inputs and
@@ -34,8 +36,10 @@ VERSION = 1
 
 # Ops that are the arithmetic of an equation; everything else (σ, tanh, a norm, a softmax…)
 # is a "function" whose appearance or disappearance is reported as an attribute change.
-_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "conv", "concat", "channel_view"})
-_SPELLING = {"sigmoid": "σ"}
+# Ops that only move values (a channel chunk, a stack's entry) are not functions either.
+_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "conv", "concat", "channel_view", "slice", "unstack",
+                         "split_along"})
+_SPELLING = {"sigmoid": "σ", "layernorm": "LayerNorm"}
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -211,14 +215,15 @@ def load_cells(specs: Sequence, params: Optional[dict] = None) -> list[LoadedCel
 
 def spatial_size(graph: CellGraph, size: Optional[Sequence[int]]) -> tuple[int, ...]:
     """The input size to count MACs at: the last `spatial_dims` numbers of `size` (so that
-    `--size 2 64 64` serves a 2D cell and a 3D one), or 64 per dim."""
+    `--size 2 64 64` serves a 2D cell and a 3D one; a 3D cell given H W takes T from its input
+    window), or 64×64 (and the window's T) by default; see stats.input_size."""
     if not size:
-        return (64,) * graph.spatial_dims
-    if len(size) < graph.spatial_dims:
+        return stats.input_size(graph)
+    if len(size) < graph.spatial_dims and not (graph.spatial_dims == 3 and len(size) == 2):
         want = "H W" if graph.spatial_dims == 2 else "T H W"
         raise CellgenError(f"{graph.name} is a {graph.spatial_dims}D cell: --size needs {want}, "
                            f"not {' '.join(map(str, size))}")
-    return tuple(size[-graph.spatial_dims:])
+    return stats.input_size(graph, tuple(size[-graph.spatial_dims:]))
 
 
 def _side(cell: LoadedCell, size: Optional[Sequence[int]]) -> CellSide:
@@ -238,8 +243,10 @@ def diff_cells(a, b, params: Optional[dict] = None, *, size: Optional[Sequence[i
                context: int = 3) -> CellDiff:
     """Compare two specs (paths, shipped names or text) with the same `params`.
 
-    `size` is the input size for MACs (see `spatial_size`); `context` the number of unchanged
-    equations around each change in the unified diff.
+    Both are resolved first (a variant's parent merged in, blocks inlined, loops unrolled), so
+    a variant is compared with its parent by what it computes. `size` is the input size for
+    MACs (see `spatial_size`); `context` the number of unchanged equations around each change
+    in the unified diff.
     """
     cell_a, cell_b = load_cells([a, b], params)
     return diff_loaded(cell_a, cell_b, size=size, context=context)
@@ -253,11 +260,10 @@ def diff_loaded(cell_a: LoadedCell, cell_b: LoadedCell, *, size: Optional[Sequen
     result = CellDiff(
         a=_side(cell_a, size), b=_side(cell_b, size),
         renames=_renames(al),
-        inputs=_tensors(al, ga.inputs, gb.inputs, lambda g, name: {"channels": g[g.inputs[name]]["channels"]}),
-        states=_tensors(al, ga.state_nodes, gb.state_nodes,
-                        lambda g, name: {k: v for k, v in vars(g.states[name]).items() if k != "name"}),
-        gates_added=[name for name in eq.only("b") if not _is_state_update(gb, name)],
-        gates_removed=[name for name in eq.only("a") if not _is_state_update(ga, name)],
+        inputs=_tensors(al, ga.inputs, gb.inputs, _describe_input),
+        states=_tensors(al, ga.state_nodes, gb.state_nodes, _describe_state),
+        gates_added=eq.gates("b"),
+        gates_removed=eq.gates("a"),
         weights=_weights(al),
         attributes=_attributes(al, eq),
         equations=EquationDiff(eq.changed(), eq.only("b"), eq.only("a"), eq.unified(context)),
@@ -272,14 +278,24 @@ def _is_state_update(graph: CellGraph, key: str) -> bool:
 
 
 def _renames(al: Alignment) -> list[Rename]:
+    """Named values matched under another name. Next values (`c'` of a renamed `c`) are
+    reported as their state's rename, and a history (`c[t-5:t-1]`) as a change of its state."""
     result = []
-    next_values = set(al.a.next_state.values())
+    next_a, next_b = set(al.a.next_state.values()), set(al.b.next_state.values())
     for node_a, node_b in al.renamed():
-        if node_a in next_values:  # `c'` renamed because `c` was: reported as the state's rename
-            continue
         kind = category(al.a, node_a)[0]
+        if node_a in next_a or node_b in next_b or kind not in ("gate", "weight", "state", "input"):
+            continue
         result.append(Rename(kind, al.a[node_a]["name"], al.b[node_b]["name"], al.how[node_a]))
     return result
+
+
+def _describe_input(graph: CellGraph, name: str) -> dict:
+    return {"channels": graph[graph.inputs[name]]["channels"], "window": graph.input_windows.get(name)}
+
+
+def _describe_state(graph: CellGraph, name: str) -> dict:
+    return {k: v for k, v in vars(graph.states[name]).items() if k != "name"}
 
 
 def _tensors(al: Alignment, nodes_a: dict, nodes_b: dict, describe) -> list[TensorChange]:
@@ -326,6 +342,8 @@ def _weights(al: Alignment) -> list[WeightChange]:
     return changed + removed + added
 
 
+# --- attributes --------------------------------------------------------------------------------------
+
 def _attributes(al: Alignment, eq: "_Equations") -> list[AttributeChange]:
     ga, gb = al.a, al.b
     changes = []
@@ -340,18 +358,141 @@ def _attributes(al: Alignment, eq: "_Equations") -> list[AttributeChange]:
             changes.append(AttributeChange("weight_kind", symbol, info.kind, other.kind))
         elif info.kernel != other.kernel:
             changes.append(AttributeChange("kernel", symbol, list(info.kernel), list(other.kernel)))
+    changes += _fused_convs(al)
+    changes += _layer_norms(al)
     # A value only one cell names (PredRNN's `g = tanh(…)`) is looked into, so that a tanh that
     # moved into a new gate is not reported as gone from the equation that uses the gate.
     new_a, new_b = _inlinable(ga, al.unmatched("a")), _inlinable(gb, al.unmatched("b"))
-    for key_a, key_b in eq.matched():
-        node_a, node_b = eq.node_a[key_a], eq.node_b[key_b]
+    for row_a, row_b in eq.matched():
+        if not (row_a.computes and row_b.computes):
+            continue
         for what, collect in (("functions", _functions), ("constants", _constants)):
-            before, after = collect(ga, node_a, new_a), collect(gb, node_b, new_b)
+            before, after = collect(ga, row_a.node, new_a), collect(gb, row_b.node, new_b)
             if before != after:
-                changes.append(AttributeChange(what, key_a, before, after))
+                changes.append(AttributeChange(what, row_a.key, before, after))
+    changes += _replacements(al, eq)
+    changes += _frozen_states(al)
     output_b = al.pairs.get(ga.output)
     if output_b != gb.output:
         changes.append(AttributeChange("output", None, _value_name(ga, ga.output), _value_name(gb, gb.output)))
+    return changes
+
+
+def _fused_convs(al: Alignment) -> list[AttributeChange]:
+    """Convs of one operand merged into one conv that an unpack cuts into gate chunks (E3D's
+    official code: `i_x, g_x, … = LN_x(W_x ⋆ x + b_x)` for the paper's W_xi ⋆ x, W_xg ⋆ x, …),
+    or such a conv split into one conv per gate. `where` is the operand (A's name); `before`
+    and `after` the conv weights on each side."""
+    changes = []
+    for side, other in (("b", "a"), ("a", "b")):
+        graph, other_graph = (al.b, al.a) if side == "b" else (al.a, al.b)
+        for symbol, info in graph.weights.items():
+            node = graph.weight_node(symbol)
+            convs = [u for u in graph.users(node) if graph[u].get("op") == "conv"]
+            if info.kind != "conv" or al.partner(node, side) or len(convs) != 1:
+                continue
+            chunks = stats.first_named(graph, convs[0])
+            if len(chunks) < 2 or not stats.chunks_of_one_value(graph, chunks):
+                continue
+            operand = al.partner(graph.operands(convs[0])[0], side)
+            if operand is None:
+                continue
+            separate = [s for s, w in other_graph.weights.items() if w.kind == "conv"
+                        and al.partner(other_graph.weight_node(s), other) is None
+                        and any(other_graph[u].get("op") == "conv" and other_graph.operands(u)[0] == operand
+                                for u in other_graph.users(other_graph.weight_node(s)))]
+            if not separate:
+                continue
+            where = (al.a if other == "a" else al.b)[operand].get("name") or "an unnamed value"
+            before, after = (separate, [symbol]) if side == "b" else ([symbol], separate)
+            changes.append(AttributeChange("fused_conv", where, before, after))
+    return changes
+
+
+def _norm_settings(graph: CellGraph) -> dict[str, dict]:
+    """LayerNorm symbol → how it normalises: `mode` (all: every axis but the batch, jointly;
+    over: the `axes` named; shape: the trailing axes of `shape`) and `eps`."""
+    settings = {}
+    for node in graph.ops("layernorm"):
+        data = graph[node]
+        settings.setdefault(data["symbol"], {"mode": data["mode"], "axes": list(data.get("axes") or ()),
+                                             "shape": list(data.get("shape") or ()), "eps": data["eps"]})
+    return settings
+
+
+def _layer_norms(al: Alignment) -> list[AttributeChange]:
+    """LayerNorms added, removed, or normalising otherwise (axes, shape, eps); a LayerNorm is
+    followed through its gain weight `SYMBOL.weight`, so a renamed one is still the same."""
+    norms_a, norms_b = _norm_settings(al.a), _norm_settings(al.b)
+    changes, seen_b = [], set()
+    for symbol, before in norms_a.items():
+        partner = al.pairs.get(_gain_node(al.a, symbol))
+        symbol_b = al.b[partner]["name"].rsplit(".", 1)[0] if partner else None
+        if symbol_b not in norms_b:
+            changes.append(AttributeChange("layernorm", symbol, before, None))
+            continue
+        seen_b.add(symbol_b)
+        after = norms_b[symbol_b]
+        fields = [key for key in before if before[key] != after[key]]
+        if fields:
+            changes.append(AttributeChange("layernorm", symbol, {k: before[k] for k in fields},
+                                           {k: after[k] for k in fields}))
+    changes += [AttributeChange("layernorm", symbol, None, after) for symbol, after in norms_b.items()
+                if symbol not in seen_b]
+    return changes
+
+
+def _gain_node(graph: CellGraph, symbol: str) -> Optional[str]:
+    return graph.weight_node(f"{symbol}.weight") if f"{symbol}.weight" in graph.weights else None
+
+
+def _replacements(al: Alignment, eq: "_Equations") -> list[AttributeChange]:
+    """For an equation that computes something else: the values of A only that it read, and
+    the values of B only that it reads now (PredRNN's c' read the forget gate f; E3D's reads
+    the recall R, which reads r and the history C). Reported only when both are there."""
+    changes = []
+    names_a, names_b = eq.display_names("a"), eq.display_names("b")
+    for row_a, row_b in eq.matched():
+        if not (row_a.computes and row_b.computes) or eq.same(row_a, row_b):
+            continue
+        before = _new_values(al, al.a, "a", row_a.node, names_a)
+        after = _new_values(al, al.b, "b", row_b.node, names_b)
+        if before and after:
+            changes.append(AttributeChange("replaced", row_a.key, before, after))
+    return changes
+
+
+def _new_values(al: Alignment, graph: CellGraph, side: str, root: str, names: dict[str, str]) -> list[str]:
+    """Unmatched gates and histories `root` reads, and those they read in turn, in spec order."""
+    found, stack, seen = set(), list(graph.operands(root)), {root}
+    while stack:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        data = graph[node]
+        named = data["kind"] == "history" or (data["kind"] == "op" and data.get("name"))
+        if named and al.partner(node, side):
+            continue
+        if named:
+            found.add(node)
+        stack.extend(graph.operands(node))
+    return [names.get(n, graph[n]["name"]) for n in graph.order() if n in found]
+
+
+def _frozen_states(al: Alignment) -> list[AttributeChange]:
+    """States whose next value is the state itself (`m' = m`: never updated, as E3D's official
+    code does with its global memory) on one side only."""
+    changes = []
+    for state, node_a in al.a.state_nodes.items():
+        node_b = al.pairs.get(node_a)
+        if node_b is None:
+            continue
+        state_b = al.b[node_b]["name"]
+        before = al.a.next_state.get(state) == node_a
+        after = al.b.next_state.get(state_b) == node_b
+        if before != after:
+            changes.append(AttributeChange("frozen", state, before, after))
     return changes
 
 
@@ -387,8 +528,9 @@ def _own_nodes(graph: CellGraph, root: str, enter: set = frozenset()) -> list[st
 
 
 def _functions(graph: CellGraph, root: str, enter: set = frozenset()) -> list[str]:
-    return [graph[n]["op"] for n in _own_nodes(graph, root, enter)
-            if graph[n]["kind"] == "op" and graph[n]["op"] not in _ARITHMETIC]
+    """The functions an equation applies, outermost first, each once (`σ(LN(a) + LN(b))`: σ, LN)."""
+    return list(dict.fromkeys(graph[n]["op"] for n in _own_nodes(graph, root, enter)
+                              if graph[n]["kind"] == "op" and graph[n]["op"] not in _ARITHMETIC))
 
 
 def _constants(graph: CellGraph, root: str, enter: set = frozenset()) -> list[float]:
@@ -397,70 +539,287 @@ def _constants(graph: CellGraph, root: str, enter: set = frozenset()) -> list[fl
 
 # --- equations ---------------------------------------------------------------------------------------
 
+@dataclass
+class _Row:
+    """One definition of the resolved spec, as the diff compares and prints it."""
+
+    key: str  # its target (`i`, `c'`), or an unpack's targets joined (`i_x, g_x, o_x`)
+    targets: list[str]
+    statement: Any  # ast.Equation | ast.Unpack
+    node: Optional[str]  # the node of its value (an unpack's: the value it cuts); None for `{3×3: …}`
+    parts: dict[str, str] = field(default_factory=dict)  # an unpack's target → the node of that piece
+    own: bool = False  # the node was made for this definition (False: it only names another value)
+
+    @property
+    def unpack(self) -> bool:
+        return isinstance(self.statement, ast.Unpack)
+
+    @property
+    def computes(self) -> bool:
+        """Whether the row has an expression of its own to look into (not an alias, not a
+        per-kernel routing, not an unpack of a named value)."""
+        return self.own and self.node is not None
+
+    def own_nodes(self) -> list[str]:
+        """The nodes the alignment may match this row by."""
+        if self.unpack:
+            return list(self.parts.values())
+        return [self.node] if self.own and self.node is not None else []
+
+
+def _rows(graph: CellGraph, spec: ast.CellSpec) -> list[_Row]:
+    """The definitions of `spec` that are part of the lowered cell, in spec order.
+
+    A variant's inherited definitions (`borrowed`) count only where something uses them, as
+    the lowering drops them otherwise; a definition the lowering dropped as dead is not there.
+    """
+    named = {data["name"]: node for node, data in graph.nx.nodes(data=True)
+             if data.get("name") and data["kind"] == "op"}
+    definitions = {}
+    for statement in spec.definitions:
+        refs = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
+        targets = [ref.text for ref in refs]
+        definitions[", ".join(targets)] = (statement, targets)
+    rows = {}
+    for key, (statement, targets) in definitions.items():
+        row = _row(graph, statement, key, targets, named, definitions)
+        if row is not None:
+            rows[key] = row
+    return [rows[key] for key in _included(rows, spec, graph)]
+
+
+def _row(graph: CellGraph, statement, key: str, targets: list[str], named: dict, definitions: dict
+         ) -> Optional[_Row]:
+    """The row of one definition, or None if its value is not in the graph (dropped unused)."""
+    if isinstance(statement, ast.Unpack):
+        parts = {t: named[t] for t in targets if t in named}
+        if not parts:
+            return None
+        return _Row(key, targets, statement, graph.operands(next(iter(parts.values())))[0], parts, own=True)
+    if isinstance(statement.expr, ast.PerKernel):
+        return _Row(key, targets, statement, None)
+    node = _value_node(graph, key, statement.expr, named, definitions, depth=0)
+    if node is None or node not in graph.nx:
+        return None
+    return _Row(key, targets, statement, node, own=graph[node].get("name") == key and graph[node]["kind"] == "op")
+
+
+def _value_node(graph: CellGraph, key: str, expr, named: dict, definitions: dict, depth: int) -> Optional[str]:
+    """The node of a definition's value: its own op, or (for `h' = SE.h_hat`, `C = c[t-τ:t-1]`,
+    `CE.x = x`) the node of the value it names."""
+    if key.endswith("'") and key[:-1] in graph.next_state:
+        return graph.next_state[key[:-1]]
+    if key in named:
+        return named[key]
+    if depth > len(definitions):
+        return None
+    if isinstance(expr, ast.History):
+        nodes = [n for n, d in graph.nx.nodes(data=True) if d["kind"] == "history" and d.get("state") == expr.state]
+        return nodes[0] if len(nodes) == 1 else None
+    if not isinstance(expr, ast.Ref):
+        return None
+    text = expr.text
+    if text in definitions and isinstance(definitions[text][0], ast.Equation):
+        return _value_node(graph, text, definitions[text][0].expr, named, definitions, depth + 1)
+    if text in named:
+        return named[text]
+    if expr.prime:
+        return graph.next_state.get(expr.name)
+    return graph.inputs.get(expr.name) or graph.state_nodes.get(expr.name)
+
+
+def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> list[str]:
+    """Keys of the rows that are part of the cell: the spec's own definitions, next values, the
+    output, and every inherited definition one of these reads (transitively)."""
+    target_row = {target: key for key, row in rows.items() for target in row.targets}
+    wanted = [key for key, row in rows.items() if not row.statement.borrowed
+              or any(_is_state_update(graph, t) for t in row.targets)]
+    if spec.output is not None and spec.output.ref.text in target_row:
+        wanted.append(target_row[spec.output.ref.text])
+    keep: set[str] = set()
+    while wanted:
+        key = wanted.pop()
+        if key in keep:
+            continue
+        keep.add(key)
+        wanted += [target_row[name] for name in _names_read(rows[key].statement.expr) if name in target_row]
+    return [key for key in rows if key in keep]
+
+
+def _names_read(expr) -> list[str]:
+    """Every name an expression refers to (`c'` as `c'`)."""
+    if isinstance(expr, ast.Ref):
+        return [expr.text]
+    if isinstance(expr, ast.Node):
+        return [name for key in type(expr).model_fields if key != "span"
+                for name in _names_read(getattr(expr, key))]
+    if isinstance(expr, list):
+        return [name for item in expr for name in _names_read(item)]
+    return []
+
+
 class _Equations:
-    """The equations of both cells keyed by target, matched through the alignment, compared by
-    what they compute, and printed canonically (B's with A's names for renamed values)."""
+    """The definitions of both cells, matched (same target; else through the alignment),
+    compared by what they compute, and printed canonically (B's with A's names for renamed
+    values)."""
 
     def __init__(self, al: Alignment, cell_a: LoadedCell, cell_b: LoadedCell):
         self.al = al
-        self.eqs_a = {e.target.text: e for e in cell_a.spec.equations}
-        self.eqs_b = {e.target.text: e for e in cell_b.spec.equations}
-        self.node_a = _equation_nodes(al.a, self.eqs_a)
-        self.node_b = _equation_nodes(al.b, self.eqs_b)
-        key_of_b = {node: key for key, node in self.node_b.items()}
+        self.rows_a = _rows(al.a, cell_a.spec)
+        self.rows_b = _rows(al.b, cell_b.spec)
         self.partner: dict[str, str] = {}  # key in A → key in B
-        for key, node in self.node_a.items():
-            other = al.pairs.get(node)
-            if other in key_of_b:
-                self.partner[key] = key_of_b[other]
-        # B's names → A's names, for everything the alignment matched under another name
+        self._match()
+        self.by_key_a = {row.key: row for row in self.rows_a}
+        self.by_key_b = {row.key: row for row in self.rows_b}
+        # B's names → A's names, for everything matched under another name
         self.to_a_names = {al.b[nb]["name"]: al.a[na]["name"] for na, nb in al.renamed()
-                           if not al.a[na]["name"].endswith("'")}
+                           if not al.a[na]["name"].endswith("'") and "[" not in al.a[na]["name"]
+                           and category(al.a, na)[0] in ("gate", "weight", "state", "input")}
+        for key_a, key_b in self.partner.items():
+            row_a, row_b = self.by_key_a[key_a], self.by_key_b[key_b]
+            if not row_a.unpack and not row_b.unpack and key_a != key_b and not key_a.endswith("'"):
+                self.to_a_names.setdefault(key_b, key_a)
 
-    def matched(self) -> list[tuple[str, str]]:
-        return list(self.partner.items())
+    # --- matching ---
+    def _match(self) -> None:
+        al, taken = self.al, set()
+
+        def pair(row_a: _Row, row_b: _Row) -> None:
+            self.partner[row_a.key] = row_b.key
+            taken.add(row_b.key)
+
+        keys_b = {row.key: row for row in self.rows_b}
+        for row in self.rows_a:  # 1. the same target(s)
+            if row.key in keys_b:
+                pair(row, keys_b[row.key])
+        for row in self.rows_a:  # 2. an unpack that keeps one of its targets' names
+            if row.key in self.partner or not row.unpack:
+                continue
+            found = [b for b in self.rows_b if b.unpack and b.key not in taken and set(b.targets) & set(row.targets)]
+            if len(found) == 1:
+                pair(row, found[0])
+        for own_only in (True, False):  # 3. values matched by the alignment: own values, then aliases
+            owners_b: dict[str, list[_Row]] = {}
+            for row in self.rows_b:
+                if row.key not in taken:
+                    for node in (row.own_nodes() if own_only else [row.node] if row.node and not row.own else []):
+                        owners_b.setdefault(node, []).append(row)
+            for row in self.rows_a:
+                if row.key in self.partner:
+                    continue
+                nodes = row.own_nodes() if own_only else [row.node] if row.node and not row.own else []
+                found = {id(b): b for n in nodes for b in owners_b.get(al.pairs.get(n), [])}
+                if len(found) == 1:
+                    candidate = next(iter(found.values()))
+                    if candidate.key not in taken:
+                        pair(row, candidate)
+
+    def matched(self) -> list[tuple[_Row, _Row]]:
+        return [(self.by_key_a[a], self.by_key_b[b]) for a, b in self.partner.items()]
 
     def only(self, side: str) -> list[str]:
         if side == "a":
-            return [key for key in self.eqs_a if key not in self.partner]
+            return [row.key for row in self.rows_a if row.key not in self.partner]
         taken = set(self.partner.values())
-        return [key for key in self.eqs_b if key not in taken]
+        return [row.key for row in self.rows_b if row.key not in taken]
 
-    def same(self, key_a: str) -> bool:
-        key_b = self.partner[key_a]
-        return (_signature(self.al, self.al.a, "a", self.node_a[key_a])
-                == _signature(self.al, self.al.b, "b", self.node_b[key_b]))
+    def gates(self, side: str) -> list[str]:
+        """Named values (not next values of states) that only this side defines: the targets
+        of unmatched definitions, and unpack targets without a counterpart."""
+        graph = self.al.a if side == "a" else self.al.b
+        only = set(self.only(side))
+        rows = self.rows_a if side == "a" else self.rows_b
+        names = []
+        for row in rows:
+            if row.key in only:
+                names += row.targets
+            elif row.unpack:
+                names += self._unpaired_targets(row, side)
+        return [name for name in names if not _is_state_update(graph, name)]
+
+    def _unpaired_targets(self, row: _Row, side: str) -> list[str]:
+        other_key = self.partner.get(row.key) if side == "a" else \
+            next(a for a, b in self.partner.items() if b == row.key)
+        other = (self.by_key_b if side == "a" else self.by_key_a)[other_key]
+        pieces = set(other.parts.values())
+        return [t for t in row.targets if t not in other.targets
+                and not (t in row.parts and self.al.partner(row.parts[t], side) in pieces)]
+
+    # --- comparing ---
+    def same(self, row_a: _Row, row_b: _Row) -> bool:
+        return self._signature(row_a, "a") == self._signature(row_b, "b")
+
+    def _signature(self, row: _Row, side: str):
+        al = self.al
+        graph = al.a if side == "a" else al.b
+        statement = row.statement
+        if isinstance(statement, ast.Equation) and isinstance(statement.expr, ast.PerKernel):
+            expr = _rename(statement.expr, self.to_a_names) if side == "b" else statement.expr
+            return ("per kernel", format_expr(expr))
+        if row.unpack:
+            data = graph[row.node]
+            value = (al.anchor(row.node, side) if data.get("name") or data["kind"] != "op"
+                     else _signature(al, graph, side, row.node))
+            return ("unpack", value, tuple(label(graph, row.parts[t]) if t in row.parts else None
+                                           for t in row.targets))
+        if row.own:
+            return _signature(al, graph, side, row.node)
+        if graph[row.node]["kind"] == "const":
+            return ("alias", label(graph, row.node))
+        return ("alias", al.anchor(row.node, side))
 
     def changed(self) -> list[str]:
-        return [key for key in self.partner if not self.same(key)]
+        return [row_a.key for row_a, row_b in self.matched() if not self.same(row_a, row_b)]
+
+    def changed_nodes(self) -> set[str]:
+        """A's nodes of the definitions that compute something else (for pictures)."""
+        return {node for row_a, row_b in self.matched() if not self.same(row_a, row_b) for node in row_a.own_nodes()}
+
+    def display_names(self, side: str) -> dict[str, str]:
+        """Node → the name a reader knows it by: the definition that names it (`C` for the
+        history `c[t-τ:t-1]`), its own name otherwise."""
+        names = {}
+        for row in (self.rows_a if side == "a" else self.rows_b):
+            if row.node is not None and not row.unpack:
+                names.setdefault(row.node, row.key)
+            for target, node in row.parts.items():
+                names[node] = target
+        return names
+
+    # --- printing ---
+    def _text(self, row: _Row, side: str) -> tuple[str, str]:
+        statement = _rename(row.statement, self.to_a_names) if side == "b" else row.statement
+        if isinstance(statement, ast.Unpack):
+            return ", ".join(t.text for t in statement.targets), format_expr(statement.expr)
+        return statement.target.text, format_expr(statement.expr)
 
     def rows(self) -> list[tuple[str, Optional[str], Optional[str]]]:
-        """(status, A's line, B's line) per equation, in A's order; an equation only in B comes
-        after the nearest equation before it in B that A has too. B's lines use A's names for
-        renamed values, and an unchanged equation shows A's text (whatever B's term order)."""
+        """(status, A's line, B's line) per definition, in A's order; a definition only in B
+        comes after the nearest definition before it in B that A has too. B's lines use A's
+        names for renamed values, and an unchanged definition shows A's text (whatever B's
+        order of terms)."""
         key_a_of = {kb: ka for ka, kb in self.partner.items()}
-        texts_a = {key: (key, format_expr(e.expr)) for key, e in self.eqs_a.items()}
-        texts_b = {}
-        for key, equation in self.eqs_b.items():
-            renamed = _rename(equation, self.to_a_names)
-            texts_b[key] = (renamed.target.text, format_expr(renamed.expr))
+        texts_a = {row.key: self._text(row, "a") for row in self.rows_a}
+        texts_b = {row.key: self._text(row, "b") for row in self.rows_b}
         after: dict[Optional[str], list[str]] = {}  # A's key (None: the start) → B-only keys after it
         anchor = None
-        for key in self.eqs_b:
-            if key in key_a_of:
-                anchor = key_a_of[key]
+        for row in self.rows_b:
+            if row.key in key_a_of:
+                anchor = key_a_of[row.key]
             else:
-                after.setdefault(anchor, []).append(key)
-        width = max((len(target) for target, _ in (*texts_a.values(), *texts_b.values())), default=0)
+                after.setdefault(anchor, []).append(row.key)
+        single = [t for t, _ in (*texts_a.values(), *texts_b.values()) if ", " not in t]
+        width = max((len(t) for t in single), default=0)
 
         def line(pair):
             return f"{pair[0].ljust(width)} = {pair[1]}"
 
         rows = [("added", None, line(texts_b[key])) for key in after.get(None, [])]
-        for key in self.eqs_a:
+        for row_a in self.rows_a:
+            key = row_a.key
             if key not in self.partner:
                 rows.append(("removed", line(texts_a[key]), None))
-            elif self.same(key):
+            elif self.same(row_a, self.by_key_b[self.partner[key]]):
                 rows.append(("same", line(texts_a[key]), line(texts_a[key])))
             else:
                 rows.append(("changed", line(texts_a[key]), line(texts_b[self.partner[key]])))
@@ -506,24 +865,12 @@ def _range(before: int, count: int) -> str:
     return f"{before + 1 if count else before},{count}"
 
 
-def _equation_nodes(graph: CellGraph, equations: dict[str, ast.Equation]) -> dict[str, str]:
-    """Equation target (`i`, `c'`) → the node of its value."""
-    named = {data["name"]: node for node, data in graph.nx.nodes(data=True) if data.get("name")}
-    nodes = {}
-    for key in equations:
-        if key.endswith("'") and key[:-1] in graph.next_state:
-            nodes[key] = graph.next_state[key[:-1]]
-        elif key in named:
-            nodes[key] = named[key]
-    return nodes
-
-
 def _signature(al: Alignment, graph: CellGraph, side: str, root: str):
     """What an equation computes, as a tree over matched names: equal on both sides iff the
     equations are the same up to names and the order of terms in `+` and `⊙` chains."""
     def walk(node: str, top: bool = False):
         data = graph[node]
-        if not top and (data.get("name") or data["kind"] in ("input", "state", "weight")):
+        if not top and (data.get("name") or data["kind"] in ("input", "state", "weight", "history")):
             return al.anchor(node, side)
         if data["kind"] != "op":
             return label(graph, node)
@@ -565,7 +912,7 @@ def _rename(node, names: dict[str, str]):
 def _statuses(al: Alignment, eq: _Equations) -> tuple[dict[str, str], dict[str, str]]:
     status_a = {node: "removed" for node in al.a.nx}
     status_b = {node: "added" for node in al.b.nx}
-    changed_eqs = {eq.node_a[key] for key in eq.changed()}
+    changed_eqs = eq.changed_nodes()
     for node_a, node_b in al.pairs.items():
         data_a, data_b = al.a[node_a], al.b[node_b]
         if data_a.get("name") and data_a["kind"] == "op":
@@ -579,9 +926,9 @@ def _statuses(al: Alignment, eq: _Equations) -> tuple[dict[str, str], dict[str, 
             info_a, info_b = al.a.weights[data_a["name"]], al.b.weights[data_b["name"]]
             different = different or (info_a.kind, info_a.shape) != (info_b.kind, info_b.shape)
         if data_a["kind"] == "state":
-            state_a, state_b = vars(al.a.states[data_a["name"]]), vars(al.b.states[data_b["name"]])
-            different = different or {k: v for k, v in state_a.items() if k != "name"} != \
-                {k: v for k, v in state_b.items() if k != "name"}
+            different = different or _describe_state(al.a, data_a["name"]) != _describe_state(al.b, data_b["name"])
+        if data_a["kind"] == "input":
+            different = different or _describe_input(al.a, data_a["name"]) != _describe_input(al.b, data_b["name"])
         status_a[node_a] = status_b[node_b] = "changed" if different else "same"
     return status_a, status_b
 
@@ -704,16 +1051,26 @@ def _params(params: dict) -> str:
 
 
 def _tensor_line(change: TensorChange) -> str:
-    def describe(name, info):
-        extras = [key if value is True else f"{key}={value}" for key, value in info.items()
-                  if key != "channels" and value not in (False, None, 0, ())]
-        return f"{name}[{info['channels']}]" + "".join(f" {e}" for e in extras)
-
     if change.status == "added":
-        return describe(change.b, change.after)
+        return _declaration(change.b, change.after)
     if change.status == "removed":
-        return describe(change.a, change.before)
-    return f"{describe(change.a, change.before)} → {describe(change.b, change.after)}"
+        return _declaration(change.a, change.before)
+    return f"{_declaration(change.a, change.before)} → {_declaration(change.b, change.after)}"
+
+
+def _declaration(name: str, info: dict) -> str:
+    """A state or input as a reader would declare it: `m[64] zigzag`, `x[1] window 2`,
+    `c[64] history of 5`, `c[64] history (every past value)`."""
+    extras = []
+    for key, value in info.items():
+        if key in ("channels", "history_size") or value in (False, None, 0, ()):
+            continue
+        if key == "history":
+            size = info.get("history_size")
+            extras.append(f"history of {size}" if size else "history (every past value)")
+        else:
+            extras.append(key if value is True else f"{key} {value}")
+    return f"{name}[{info['channels']}]" + "".join(f" {e}" for e in extras)
 
 
 def _weight_cells(change: WeightChange) -> list[str]:
@@ -755,23 +1112,58 @@ def _attribute_lines(changes: list[AttributeChange]) -> list[str]:
 
 
 def _attribute_line(change: AttributeChange) -> str:
-    if change.what == "conv_dims":
-        return f"convs: {change.before}D → {change.after}D"
-    if change.what == "kernel":
-        return f"{change.where}: kernel {'×'.join(map(str, change.before))} → {'×'.join(map(str, change.after))}"
-    if change.what == "weight_kind":
-        return f"{change.where}: {change.before} → {change.after}"
-    if change.what == "functions":
+    what, where, before, after = change.what, change.where, change.before, change.after
+    if what == "conv_dims":
+        return f"convs: {before}D → {after}D"
+    if what == "kernel":
+        return f"{where}: kernel {'×'.join(map(str, before))} → {'×'.join(map(str, after))}"
+    if what == "weight_kind":
+        return f"{where}: {before} → {after}"
+    if what == "functions":
         def spell(ops):
             return ", ".join(_SPELLING.get(op, op) for op in ops) or "none"
-        return f"{change.where}: functions {spell(change.before)} → {spell(change.after)}"
-    if change.what == "constants":
+        return f"{where}: functions {spell(before)} → {spell(after)}"
+    if what == "constants":
         def spell(values):
             return ", ".join(f"{v:g}" if float(v) != int(v) else f"{v:.1f}" for v in values) or "none"
-        return f"{change.where}: constants {spell(change.before)} → {spell(change.after)}"
-    if change.what == "output":
-        return f"output: {change.before} → {change.after}"
-    return f"{change.where or 'cell'}: {change.what} {change.before} → {change.after}"
+        return f"{where}: constants {spell(before)} → {spell(after)}"
+    if what == "replaced":
+        return f"{where}: reads {', '.join(before)} → reads {', '.join(after)} instead"
+    if what == "fused_conv":
+        if len(after) == 1:
+            return f"convs of {where}: {', '.join(before)} → one conv {after[0]}, cut into gate chunks"
+        return f"convs of {where}: one conv {before[0]}, cut into gate chunks → {', '.join(after)}"
+    if what == "layernorm":
+        if before is None:
+            return f"{where}: LayerNorm added ({_norm_text(after)})"
+        if after is None:
+            return f"{where}: LayerNorm removed (was {_norm_text(before)})"
+        return f"{where}: LayerNorm {_norm_text(before)} → {_norm_text(after)}"
+    if what == "frozen":
+        kept = f"{where}' = {where}"
+        return f"{where}: never updated ({kept})" if after else f"{where}: updated again (was {kept})"
+    if what == "output":
+        return f"output: {before} → {after}"
+    return f"{where or 'cell'}: {what} {before} → {after}"
+
+
+def _norm_text(settings: dict) -> str:
+    """How a LayerNorm normalises, in words (only the settings given)."""
+    words = []
+    mode = settings.get("mode")
+    if mode == "all":
+        words.append("over every axis but the batch, jointly")
+    elif mode == "over":
+        words.append("over " + ", ".join(settings.get("axes") or ()))
+    elif mode == "shape":
+        words.append(f"shape {list(settings.get('shape') or ())}")
+    elif "axes" in settings:
+        words.append("over " + (", ".join(settings["axes"]) or "every axis"))
+    elif "shape" in settings:
+        words.append(f"shape {list(settings['shape'])}")
+    if "eps" in settings:
+        words.append(f"eps {settings['eps']:g}")
+    return ", ".join(words)
 
 
 def _totals(diff: CellDiff, paint: _Paint) -> list[str]:
@@ -838,8 +1230,8 @@ def configure_diff(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--color", choices=("auto", "always", "never"), default="auto",
                         help="colour the text report: auto (default) on a terminal unless NO_COLOR is set")
     parser.add_argument("--size", type=int, nargs="+", default=None, metavar="N",
-                        help="input size for MACs: H W (a 3D cell takes T H W; `--size 2 64 64` serves both); "
-                             "default 64 per dim")
+                        help="input size for MACs: H W (a 3D cell takes T H W, or H W with T its input window; "
+                             "`--size 2 64 64` serves both); default 64x64")
     parser.add_argument("-U", "--context", type=int, default=3, metavar="N",
                         help="unchanged equations shown around each change (default 3)")
     parser.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")

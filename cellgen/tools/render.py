@@ -3,18 +3,22 @@
 
     cellgen show SPEC [--format svg|png|dot] [-O LEVEL] [-o FILE]
 
-One node per value of the graph, shaped by what it is:
+One node per computation of the graph, shaped by what it is:
 
-    input x, state c          rounded boxes (blue, yellow); a state's next value c' is doubled
-    gate (a named value)      an ellipse with its name and op: `i  σ`
-    conv                      a green box `⋆ 5×5`, fed by its weight
-    weight                    a small grey box with its symbol and shape
-    +, ⊙, tanh, …             small circles (anonymous intermediate values)
-    constant                  plain text
+    input x, state c, c[t-τ:t-1]   rounded boxes (blue, yellow); a state's next value c' is doubled
+    gate (a named value)           an ellipse with its name and op: `i  σ`
+    conv                           a green box with its weight, kernel and shape: `W_xi ⋆ 5×5`
+    +, ⊙, tanh, …                  small circles (anonymous intermediate values); a run of them,
+                                   each feeding only the next, is one box listing them in order
+    fused weight (-O1, -O2)        a grey box listing the symbols it is built from
 
-A bias is drawn straight into the sum it is added to (its broadcast view is left out). In a diff
-the fill says what happened to a value: white same, amber changed, green added, red removed;
-SVG nodes carry the class `same|changed|added|removed` and an id `a-NAME` / `b-NAME`.
+Weights, biases, LayerNorms and constants are written into the op that uses them (`+ b_i`,
+`⊙ W_ci`, `LayerNorm LN_c`, `⊙ 2.0`), so a large cell (CMS-LSTM) has a rank per computation,
+not per operator. The values of an inlined block (`CE.x_1`, `SE.i`) are drawn in a cluster
+labelled with the block. In a diff the fill says what happened to a value: white same, amber
+changed, green added, red removed; SVG nodes carry the class `same|changed|added|removed` and
+an id `a-NAME` / `b-NAME` (`a-SYMBOL` for the op that uses a weight), and their tooltips name
+the weights written into them and what happened to each.
 
 Graphviz (`dot`) must be installed for svg and png; `--format dot` needs nothing.
 """
@@ -46,6 +50,7 @@ _STATUS_STYLE = {  # fill, border
 }
 _OP_SYMBOL = {"add": "+", "sub": "−", "mul": "⊙", "div": "/", "neg": "−", "sigmoid": "σ", "concat": "[ , ]"}
 _ORDERED_SHOWN = {"sub", "div", "concat"}  # ops whose operand order is drawn on the edges
+_CHAIN_OPS = {"add", "sub", "mul", "div", "neg", "sigmoid", "tanh", "relu", "softmax", "reduce_sum"}
 
 
 # --- DOT for one graph -------------------------------------------------------------------------------
@@ -66,9 +71,14 @@ class _Painter:
     """The DOT statements of one cell graph; node names get `prefix` so two graphs can share a
     picture, and `status` (node → same|changed|added|removed) colours a diff.
 
-    Ops that compute only from weights and constants (an optimised graph builds its fused
-    weights and biases in the step: `weight_cat`, `fill`, `pad_kernel`, …) are drawn as one box
-    per tree, listing the spec's symbols it is made of; a bias's broadcast view is not drawn.
+    Weights, biases and constants are written into the label of the op that uses them
+    (`W_xi ⋆ 5×5`, `+ b_i`, `⊙ 2.0`, `LN_c`) rather than drawn as nodes of their own: a cell's
+    picture then has one node per computation, half as many ranks, and no long edges from a
+    shared constant. Ops that compute only from weights and constants (an optimised graph
+    builds its fused weights and biases in the step: `weight_cat`, `fill`, `pad_kernel`, …)
+    are drawn as one box per tree, listing the spec's symbols it is made of; a bias's
+    broadcast view is not drawn. Values of an inlined block (`CE.x_1`, `SE.i`) are drawn in
+    a cluster named after the block, with the block's prefix dropped from their labels.
     """
 
     def __init__(self, graph: CellGraph, prefix: str, status: Optional[dict[str, str]] = None,
@@ -77,46 +87,117 @@ class _Painter:
         self.prefix = prefix
         self.status = status
         self.notes = notes or {}  # node → an extra label line (a rename)
-        self.next_values = {node: state for state, node in graph.next_state.items()}
+        self.next_values = {node: state for state, node in graph.next_state.items() if graph[node]["kind"] == "op"}
         dynamic = set()
         for source in (*graph.inputs.values(), *graph.state_nodes.values()):
             dynamic |= {source} | nx.descendants(graph.nx, source)
         self.static_ops = {n for n in graph.nx if n not in dynamic and graph[n]["kind"] == "op"}
-        self.drawn = [n for n in graph.order() if self._drawn(n)]
+        drawn = [n for n in graph.order() if self._drawn(n)]
+        self.head = self._chains(drawn)  # drawn node → the node drawn for it (itself, or its chain's first)
+        self.members: dict[str, list[str]] = {}
+        for node in drawn:
+            self.members.setdefault(self.head[node], []).append(node)
+        self.drawn = [n for n in drawn if self.head[n] == n]
+        self.blocks = {node: _block_of(graph, node) for node in self.drawn}
+        self.ids = self._ids()
+
+    def _chains(self, drawn: list[str]) -> dict[str, str]:
+        """Runs of anonymous elementwise ops, each the only user of the one before (`+ b_i`,
+        then `σ`, then `⊙ 2.0`), are drawn as one box listing them in order: a picture of a
+        large cell gets a rank per computation, not per operator."""
+        graph, shown = self.graph, set(drawn)
+        head = {}
+        for node in drawn:
+            head[node] = node
+            if not self._chainable(node):
+                continue
+            sources = [s for s in (self._source(o) for o in graph.operands(node)) if s in shown]
+            if len(sources) != 1 or not self._chainable(sources[0]):
+                continue
+            previous = sources[0]
+            if [u for u in graph.users(previous) if u in shown] == [node]:
+                head[node] = head[previous]
+        return head
+
+    def _chainable(self, node: str) -> bool:
+        data = self.graph[node]
+        return (data["kind"] == "op" and not data.get("name") and data.get("op") in _CHAIN_OPS
+                and node not in self.next_values and node != self.graph.output and node not in self.static_ops)
 
     def _drawn(self, node: str) -> bool:
-        if self.graph[node].get("op") == "channel_view":
+        data = self.graph[node]
+        if data.get("op") == "channel_view" or data["kind"] == "weight":
             return False
-        if node in self.static_ops or self.graph[node]["kind"] in ("weight", "const"):
+        if data["kind"] == "const":
+            return not self.graph.users(node)  # a constant is written into the op that uses it
+        if node in self.static_ops:
             # a parameter-only value is drawn where it meets the step's data (or nowhere else)
             return any(u not in self.static_ops or self.graph[u].get("op") == "channel_view"
                        for u in self.graph.users(node)) or not self.graph.users(node)
         return True
 
+    def _ids(self) -> dict[str, str]:
+        """SVG ids: `PREFIX-NAME` for a named value; an anonymous op that uses a weight is named
+        after it (`a-W_xi`, `a-b_i`; a weight used twice: `a-CE.W_H`, `a-CE.W_H@2`)."""
+        ids, used = {}, set()
+        for node in self.drawn:
+            name = self.graph[node].get("name")
+            folded = [w for m in self.members[node] for w, _ in self.folded(m) if self.graph[w]["kind"] == "weight"]
+            base = f"{self.prefix}-{name}" if name else (
+                f"{self.prefix}-{self.graph[folded[0]]['name']}" if folded else f"{self.prefix}-{node}")
+            candidate, count = base, 1
+            while candidate in used:
+                count += 1
+                candidate = f"{base}@{count}"
+            used.add(candidate)
+            ids[node] = candidate
+        return ids
+
     def dot_id(self, node: str) -> str:
         return f"{self.prefix}.{node}"
 
     def svg_id(self, node: str) -> str:
-        name = self.graph[node].get("name")
-        return f"{self.prefix}-{name}" if name else f"{self.prefix}-{node}"
+        return self.ids.get(node) or f"{self.prefix}-{self.graph[node].get('name') or node}"
 
     def _source(self, node: str) -> str:
         while self.graph[node].get("op") == "channel_view":
             node = self.graph.operands(node)[0]
         return node
 
+    def folded(self, node: str) -> list[tuple[str, int]]:
+        """(weight or constant, port) written into `node`'s label instead of drawn."""
+        if node in self.static_ops or self.graph[node]["kind"] != "op":
+            return []
+        result = []
+        for port, operand in enumerate(self.graph.operands(node)):
+            source = self._source(operand)
+            if self.graph[source]["kind"] in ("weight", "const"):
+                result.append((source, port))
+        return result
+
     def statements(self) -> list[str]:
         graph = self.graph
-        lines = [f"{_quote(self.dot_id(node))} {self._node_attrs(node)}" for node in self.drawn]
-        for node in self.drawn:
+        lines = [f"{_quote(self.dot_id(node))} {self._node_attrs(node)}" for node in self.drawn
+                 if self.blocks[node] is None]
+        for block in dict.fromkeys(b for b in self.blocks.values() if b is not None):
+            lines.append(f"subgraph {_quote(f'cluster_{self.prefix}_{block}')} {{")
+            lines.append("  graph " + _attrs(label=f"block {block}", id=f"{self.prefix}-block-{block}",
+                                            labeljust="l", style="rounded,dashed", color="#8e7cc3",
+                                            fontcolor="#674ea7", fontsize="12"))
+            lines += [f"  {_quote(self.dot_id(node))} {self._node_attrs(node)}" for node in self.drawn
+                      if self.blocks[node] == block]
+            lines.append("}")
+        for node in (m for head in self.drawn for m in self.members[head]):
             if node in self.static_ops:
                 continue  # its operands are listed in its label
             operands = graph.operands(node)
             show_port = graph[node].get("op") in _ORDERED_SHOWN and len(operands) > 1
             for port, operand in enumerate(operands):
-                source = self._source(operand)
-                parameter = graph[source]["kind"] in ("weight", "const") or source in self.static_ops
-                lines.append(f"{_quote(self.dot_id(source))} -> {_quote(self.dot_id(node))} " + _attrs(
+                source = self.head.get(self._source(operand))
+                if source is None or source == self.head[node]:
+                    continue  # a weight or constant (in the label), or the op before it in its box
+                parameter = source in self.static_ops
+                lines.append(f"{_quote(self.dot_id(source))} -> {_quote(self.dot_id(self.head[node]))} " + _attrs(
                     color="#999999" if parameter else None, arrowsize="0.5" if parameter else None,
                     headlabel=str(port + 1) if show_port else None, labelfontsize="8" if show_port else None))
         sources = [self.dot_id(n) for n in (*graph.inputs.values(), *graph.state_nodes.values())]
@@ -127,20 +208,21 @@ class _Painter:
     def _node_attrs(self, node: str) -> str:
         data = self.graph[node]
         shape, role, text = self._look(node)
-        note = self.notes.get(node)
-        if note:
-            text += f"\n{note}"
+        folded = [w for m in self.members.get(node, [node]) for w, _ in self.folded(m)]
+        for note in (self.notes.get(n) for n in (node, *folded)):
+            if note:
+                text += f"\n{note}"
         attrs = {"label": text, "id": self.svg_id(node), "shape": shape}
         fill, border = _KIND_FILL[role], "#444444"
         status = None
         if self.status is not None:
-            status = self.status.get(node, "same")
+            status = self._status(node)
             fill, border = _STATUS_STYLE[status]
         attrs["class"] = " ".join(x for x in (role, status) if x)
-        attrs["tooltip"] = f"{data.get('name') or data.get('op') or data['kind']}" + (f": {status}" if status else "")
+        attrs["tooltip"] = self._tooltip(node, status)
         attrs["fillcolor"], attrs["color"] = fill, border
         style = ["filled"]
-        if data["kind"] in ("input", "state") or node in self.next_values:
+        if data["kind"] in ("input", "state", "history") or node in self.next_values:
             style.append("rounded")
         if node in self.next_values or node == self.graph.output:
             style.append("bold")
@@ -148,44 +230,117 @@ class _Painter:
         if shape == "plaintext":
             style = []
         attrs["style"] = ",".join(style) or None
-        if role in ("weight", "const"):
+        if role == "weight" or data["kind"] == "const":
             attrs.update(fontsize="9", height="0.2", margin="0.04,0.02")
         elif role == "op":
-            attrs.update(fontsize="11", width="0.3", height="0.3", margin="0.02")
+            attrs.update(fontsize="11", width="0.3", height="0.3", margin="0.04,0.02")
         return _attrs(**attrs)
+
+    def _status(self, node: str) -> str:
+        """A node's status in a diff; one that is the same but uses a weight that was added,
+        removed or changed (it is written into its label) counts as changed."""
+        statuses = [self.status.get(m, "same") for m in self.members.get(node, [node])]
+        status = statuses[0] if len(set(statuses)) == 1 else "changed"
+        folded = [w for m in self.members.get(node, [node]) for w, _ in self.folded(m)
+                  if self.graph[w]["kind"] == "weight"]
+        if status == "same" and any(self.status.get(w, "same") != "same" for w in folded):
+            return "changed"
+        return status
+
+    def _tooltip(self, node: str, status: Optional[str]) -> str:
+        """The node's name or op, its status, and the full symbol of every weight in its label."""
+        data = self.graph[node]
+        text = f"{data.get('name') or data.get('op') or data['kind']}" + (f": {status}" if status else "")
+        if node in self.static_ops:
+            leaves = [self.graph[n]["name"] for n in sorted(nx.ancestors(self.graph.nx, node) | {node}, key=_creation)
+                      if self.graph[n]["kind"] == "weight"]
+            return text + "; fused from " + ", ".join(leaves)
+        for weight, _ in (f for m in self.members.get(node, [node]) for f in self.folded(m)):
+            if self.graph[weight]["kind"] == "weight":
+                text += f"; {self.graph[weight]['name']}" + (f" {self.status.get(weight, 'same')}" if status else "")
+        return text
+
+    def _short(self, node: str, name: Optional[str]) -> Optional[str]:
+        """A name as shown inside its block's cluster: `SE.i` → `i`."""
+        block = self.blocks.get(self.head.get(node, node))
+        if name and block and name.startswith(f"{block}."):
+            return name[len(block) + 1:]
+        return name
 
     def _look(self, node: str) -> tuple[str, str, str]:
         """(shape, role, label) of a node."""
         graph, data = self.graph, self.graph[node]
-        kind, name = data["kind"], data.get("name")
+        kind, name = data["kind"], self._short(node, data.get("name"))
         if kind == "input":
-            return "box", "input", f"{name} [{data['channels']}]"
+            window = graph.input_windows.get(data.get("name"))
+            return "box", "input", f"{name} [{data['channels']}]" + (f"\nwindow {window}" if window else "")
         if kind == "state":
             info = graph.states.get(name)
             extra = "".join(f"\n{key}" if value is True else f"\n{key} {value}" for key, value in
-                            (vars(info).items() if info else ()) if key not in ("name", "channels") and value)
+                            (vars(info).items() if info else ()) if key not in ("name", "channels", "history",
+                                                                                "history_size") and value)
+            if info and info.history:
+                extra += f"\nhistory {info.history_size or '∞'}"
+            if graph.next_state.get(name) == node:
+                extra += f"\nnever updated ({name}' = {name})"
             return "box", "state", f"{name} [{data['channels']}]{extra}"
-        if kind == "weight":
-            info = graph.weights.get(name) if name else None
-            shape = _dims(info.shape) if info else _dims(data.get("shape") or ())
-            title = name or "weight"
-            return "box", "weight", f"{title}\n{shape}" if shape else title
+        if kind == "history":
+            return "box", "state", f"{name}\npast values of {data.get('state')}"
         if kind == "const":
             return "plaintext", "const", _number(data.get("value"))
         if node in self.static_ops:
             return "box", "weight", self._fused_label(node)
-        op = data.get("op", "?")
-        symbol = _op_text(data)
+        symbol = self._op_label(node)
         if node in self.next_values or node == graph.output:
+            state = self.next_values.get(node)
+            title = f"{state}'" if state else (name or "")
+            if name and name != title:
+                title += f" = {name}"
             tail = " (output)" if node == graph.output else ""
-            return "box", "state", f"{name or self.next_values.get(node, '')}{tail}\n{symbol}"
-        if op == "conv":
+            return "box", "state", f"{title}{tail}\n{symbol}"
+        if data.get("op") == "conv":
             return "box", "conv", f"{name}\n{symbol}" if name else symbol
         if name:
             return "ellipse", "gate", f"{name}\n{symbol}"
-        if op in _OP_SYMBOL or len(symbol) <= 4:
+        members = self.members.get(node, [node])
+        if len(members) > 1:
+            return "box", "op", "\n".join(self._op_label(m) for m in members)
+        if symbol in _OP_SYMBOL.values() or len(symbol) <= 3:
             return "circle", "op", symbol
         return "box", "op", symbol
+
+    def _op_label(self, node: str) -> str:
+        """What an op computes, with the weights and constants it uses written in:
+        `W_xi ⋆ 5×5` (and the weight's shape), `+ b_i`, `1.0 − ·`, `LayerNorm LN_c`."""
+        graph, data = self.graph, self.graph[node]
+        op, folded = data.get("op", "?"), dict((port, w) for w, port in self.folded(node))
+        if op == "conv":
+            weight = folded.get(1)
+            if weight is None:
+                return _op_text(data)
+            info = graph.weights.get(graph[weight]["name"])
+            shape = f"\n{_dims(info.shape)}" if info else ""
+            bias = f"\n+ {self._operand_text(node, folded[2])}" if 2 in folded else ""
+            return f"{self._short(node, graph[weight]['name'])} ⋆ {_dims(data.get('kernel') or ())}{shape}{bias}"
+        if op == "layernorm":
+            return f"LayerNorm\n{self._short(node, data.get('symbol'))}"
+        if op == "attention":
+            patches = data.get("patches", 1)
+            return "attention" + (f"\n{patches}×{patches} patches" if patches > 1 else "")
+        symbol = _op_text(data)
+        if not folded:
+            return symbol
+        texts = {port: self._operand_text(node, w) for port, w in folded.items()}
+        if op in ("add", "mul"):
+            return " ".join([symbol, *texts.values()])
+        operands = graph.operands(node)
+        if len(operands) == 2 and op in _OP_SYMBOL:
+            return f" {symbol} ".join(texts.get(port, "·") for port in range(len(operands)))
+        return f"{symbol}(" + ", ".join(texts.get(port, "·") for port in range(len(operands))) + ")"
+
+    def _operand_text(self, node: str, operand: str) -> str:
+        data = self.graph[operand]
+        return _number(data.get("value")) if data["kind"] == "const" else self._short(node, data.get("name")) or "?"
 
     def _fused_label(self, node: str) -> str:
         """A weight or bias built in the step: its role, one line per part, then its shape."""
@@ -197,23 +352,43 @@ class _Painter:
         steps = sorted({graph[n]["op"] for n in nx.ancestors(graph.nx, node) | {node}
                         if n in self.static_ops} - {"weight_cat", "fill", "channel_view"})
         lines = [f"fused {role}" + (f" ({', '.join(steps)})" if steps else ""),
-                 *(self._parts(operand) for operand in graph.operands(node))]
+                 *(self._parts(node, operand) for operand in graph.operands(node))]
         shape = graph[node].get("shape")
         if shape:
             lines.append(_dims(shape))
         return "\n".join(lines)
 
-    def _parts(self, node: str) -> str:
+    def _parts(self, box: str, node: str) -> str:
+        """One line of a fused weight's box (`box`): a symbol, a constant, or what a part is made of."""
         graph, data = self.graph, self.graph[node]
         if data["kind"] == "weight":
-            return data.get("name") or "weight"
+            return self._short(box, data.get("name")) or "weight"
         if data["kind"] == "const":
             return _number(data.get("value"))
         if data.get("op") == "fill":
             return f"{_number(data.get('value'))} ×{data.get('size', '')}"
-        leaves = [graph[n]["name"] for n in sorted(nx.ancestors(graph.nx, node), key=_creation)
+        leaves = [self._short(box, graph[n]["name"]) for n in sorted(nx.ancestors(graph.nx, node), key=_creation)
                   if graph[n]["kind"] == "weight" and graph[n].get("name")]
         return ", ".join(leaves) if leaves else data.get("op", "?")
+
+
+def _block_of(graph: CellGraph, node: str) -> Optional[str]:
+    """The inlined block a drawn node belongs to: the prefix of its name (`SE` of `SE.i`), or,
+    for an anonymous op, the one block of every named value it feeds first."""
+    from cellgen.tools.stats import first_named
+
+    data = graph[node]
+    if data["kind"] != "op":
+        return None
+    if data.get("name"):
+        return _prefix(data["name"])
+    blocks = {_prefix(graph[n]["name"]) for n in first_named(graph, node)}
+    return blocks.pop() if len(blocks) == 1 else None
+
+
+def _prefix(name: str) -> Optional[str]:
+    head, dot, _ = name.partition(".")
+    return head if dot and head else None
 
 
 def _creation(node: str) -> int:

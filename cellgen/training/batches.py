@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset
 
 from cellgen.errors import CellgenError
-from cellgen.sequence.sampling import step_generator
+from cellgen.data.seeding import seeded_generator
 
 
 @dataclass
@@ -35,7 +35,8 @@ class BatchSchedule:
 
     def _order(self, epoch: int) -> list[int]:
         if epoch not in self._orders:
-            self._orders = {epoch: torch.randperm(self.length, generator=step_generator(self.seed, epoch, 2)).tolist()}
+            order = torch.randperm(self.length, generator=seeded_generator("batch-order", self.seed, epoch))
+            self._orders = {epoch: order.tolist()}
         return self._orders[epoch]
 
     def shard(self, step: int, rank: int, world: int) -> list[int]:

@@ -50,10 +50,13 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--force", action="store_true", help="start a new run in a DIR that holds files")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                      help="auto: CUDA if available, else CPU")
+    run.add_argument("--threads", type=int, default=None, metavar="N",
+                     help="CPU threads per process (default: torch's; 1 is often faster on a busy machine)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     model = parser.add_argument_group("model (fixed for a run)")
     model.add_argument("--layers", type=int, default=None, help="stacked cells (default 2)")
-    model.add_argument("--patch", type=int, default=None, help="patch size: 64×64×1 → 16×16×16 with 4 (default 4)")
+    model.add_argument("--patch", type=int, default=None,
+                       help="patch size: 64×64×1 → 16×16×16 with 4 (default 4)")
     model.add_argument("--embed", type=int, default=None, metavar="C",
                        help="1×1 input projection to C channels (default: none, the cells read the patched frame)")
     model.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=None,
@@ -87,6 +90,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     if args.resume and args.force:
         raise CellgenError("--resume continues the run in --out; --force starts a new one there: pick one")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise CellgenError(f"--threads must be positive, not {args.threads}")
+        import torch
+
+        torch.set_num_threads(args.threads)
     payload = None
     if args.resume:
         if not (args.out / "checkpoint.pt").is_file():
@@ -130,7 +139,7 @@ def _check_fresh_out_dir(out: Path, force: bool) -> None:
 def _fresh_configs(args):
     from cellgen.api import load_spec
     from cellgen.cli import parse_params
-    from cellgen.data.sources import DataConfig, parse_data_argument
+    from cellgen.data.sources import DataConfig, open_splits, parse_data_argument
     from cellgen.sequence import SequenceConfig
     from cellgen.training.config import TrainConfig
 
@@ -141,8 +150,6 @@ def _fresh_configs(args):
     data_config = DataConfig(name, str(Path(path).resolve()) if path else None, seed=data_values["data_seed"],
                              frame_size=data_values["frame_size"], context=data_values["context"],
                              future=data_values["future"], test_sequences=data_values["test_sequences"])
-    from cellgen.data.sources import open_splits
-
     splits = open_splits(data_config)  # fails now, on every process, for a bad path or file
     loaded = load_spec(args.spec)
     model_values = {k: _given(args, k, MODEL_DEFAULTS) for k in MODEL_DEFAULTS}
@@ -166,7 +173,7 @@ def _resumed_configs(args, payload):
         raise CellgenError(f"{args.out} is a run of `{model_config.spec}`, not `{args.spec}`",
                            hint=f"resume it with `cellgen train {model_config.spec} --resume …`")
     params = parse_params(args.params)
-    if params and params != model_config.params:
+    if any(model_config.params.get(name) != value for name, value in params.items()):
         raise CellgenError(f"--param {_params_text(params)} differs from the run's {_params_text(model_config.params)}",
                            hint="a resumed run keeps its model; leave out --param")
     for key in MODEL_DEFAULTS:
@@ -349,7 +356,8 @@ def run_export(args: argparse.Namespace) -> int:
             staged.unlink()
     size = args.output.stat().st_size
     print(f"wrote {args.output} ({args.format}, {size} bytes)")
-    print(f"  inputs:  {', '.join(signature.input_names)}  (frame: batch × {' × '.join(map(str, signature.frame_shape))})")
+    frame = " × ".join(map(str, signature.frame_shape))
+    print(f"  inputs:  {', '.join(signature.input_names)}  (frame: batch × {frame})")
     print(f"  outputs: {', '.join(signature.output_names)}")
     print(f"  {report}")
     return 0

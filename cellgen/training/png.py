@@ -10,24 +10,24 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
+import torch
 
 from cellgen.training.files import write_bytes_atomically
 
 
-def encode_png(image: np.ndarray) -> bytes:
+def encode_png(image: torch.Tensor) -> bytes:
     """(H, W) or (H, W, 3) uint8 → the bytes of a PNG file."""
-    if image.dtype != np.uint8:
+    if image.dtype != torch.uint8:
         raise ValueError(f"PNG pixels must be uint8, not {image.dtype}")
     if image.ndim == 2:
         color_type, channels = 0, 1
     elif image.ndim == 3 and image.shape[2] == 3:
         color_type, channels = 2, 3
     else:
-        raise ValueError(f"expected (H, W) or (H, W, 3) pixels, not {image.shape}")
+        raise ValueError(f"expected (H, W) or (H, W, 3) pixels, not {tuple(image.shape)}")
     height, width = image.shape[:2]
-    rows = np.ascontiguousarray(image).reshape(height, width * channels)
-    raw = np.concatenate([np.zeros((height, 1), dtype=np.uint8), rows], axis=1).tobytes()
+    rows = image.contiguous().reshape(height, width * channels)
+    raw = bytes(torch.cat([torch.zeros((height, 1), dtype=torch.uint8), rows], dim=1).flatten().tolist())
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
@@ -37,7 +37,7 @@ def encode_png(image: np.ndarray) -> bytes:
             + chunk(b"IEND", b""))
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
+def write_png(path: Path, image: torch.Tensor) -> None:
     """Write `image` as a PNG file atomically (temp file + rename)."""
     write_bytes_atomically(Path(path), encode_png(image))
 
@@ -66,15 +66,15 @@ _FONT_ROWS = {
     "-": "00000 00000 00000 11111 00000 00000 00000", ".": "00000 00000 00000 00000 00000 01100 01100",
     ":": "00000 01100 01100 00000 01100 01100 00000", " ": "00000 00000 00000 00000 00000 00000 00000",
 }
-FONT = {char: np.array([[bit == "1" for bit in row] for row in rows.split()], dtype=bool)
+FONT = {char: torch.tensor([[bit == "1" for bit in row] for row in rows.split()], dtype=torch.bool)
         for char, rows in _FONT_ROWS.items()}
 GLYPH_WIDTH, GLYPH_HEIGHT = 5, 7
 
 
-def text_mask(text: str, scale: int = 1) -> np.ndarray:
+def text_mask(text: str, scale: int = 1) -> torch.Tensor:
     """A (7·scale, 6·len·scale) boolean mask of `text` (upper-cased; unknown characters blank)."""
     columns = []
     for char in text.upper():
-        columns += [FONT.get(char, FONT[" "]), np.zeros((GLYPH_HEIGHT, 1), dtype=bool)]
-    mask = np.concatenate(columns, axis=1) if columns else np.zeros((GLYPH_HEIGHT, 0), dtype=bool)
-    return mask.repeat(scale, axis=0).repeat(scale, axis=1)
+        columns += [FONT.get(char, FONT[" "]), torch.zeros((GLYPH_HEIGHT, 1), dtype=torch.bool)]
+    mask = torch.cat(columns, dim=1) if columns else torch.zeros((GLYPH_HEIGHT, 0), dtype=torch.bool)
+    return mask.repeat_interleave(scale, dim=0).repeat_interleave(scale, dim=1)
