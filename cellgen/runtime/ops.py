@@ -92,5 +92,7 @@ def layer_norm(x, gain, bias, dims, eps, channel_dim):
 
 def chunk(x, count, index, dim):
     """Piece `index` of `count` equal pieces of `x` along `dim`."""
+    if x.shape[dim] % count:
+        raise ValueError(f"cannot cut {x.shape[dim]} positions along dim {dim} into {count} equal pieces")
     size = x.shape[dim] // count
     return x.narrow(dim, index * size, size)
