@@ -16,15 +16,14 @@ Tools add subcommands (`diff`, `show`, `bench`) through `register` (see `_EXTENS
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from cellgen import files
 from cellgen.errors import CellgenError, CellgenWarning, ParamError
 
 
@@ -183,52 +182,11 @@ def _emit_summary(args, cell, params) -> str:
 _EMITTERS = {"code": _emit_code, "summary": _emit_summary, "module": _emit_module}
 
 
-def format_summary(graph, spatial: Sequence[int], *, optimized_convs: Optional[int] = None,
-                   opt_level: Optional[int] = None) -> str:
-    """The text of `--emit summary`: header, inputs and states, weights grouped by gate, totals.
-
-    Numbers are plain integers (no separators) so that scripts can grep them.
-    """
-    from cellgen.tools import stats
-
-    size = "x".join(map(str, spatial))
-    rows = stats.weight_table(graph, spatial)
-    lines = [graph.name + (f"  ({graph.citation})" if graph.citation else ""),
-             "params: " + (" ".join(f"{k}={v}" for k, v in graph.params.items()) or "none"), ""]
-    lines += ["inputs"] + [f"  {name:<8} {_plural(graph[node]['channels'], 'channel')}"
-                           for name, node in graph.inputs.items()]
-    lines += ["states"] + [f"  {name:<8} {_plural(info.channels, 'channel')}" + (", zigzag" if info.zigzag else "")
-                           for name, info in graph.states.items()]
-    table = [["weights by gate", "kind", "shape", "parameters", f"MACs at {size}"]]
-    for gate in dict.fromkeys(row.gate for row in rows):
-        members = [row for row in rows if row.gate == gate]
-        table.append([f"  {gate if gate is not None else '(feeds no gate)'}", "", "",
-                      str(sum(r.parameters for r in members)), str(sum(r.macs for r in members))])
-        table += [[f"    {r.symbol}", r.kind, "x".join(map(str, r.shape)), str(r.parameters),
-                   str(r.macs) if r.kind == "conv" else "-"] for r in members]
-    total_macs = stats.macs_per_step(graph, spatial)
-    table.append(["  total", "", "", str(stats.parameter_count(graph)), str(total_macs)])
-    lines += [""] + _align(table, right={3, 4}) + [""]
-    convs = f"convs per step: {stats.conv_count(graph)} in the spec"
-    if optimized_convs is not None:
-        convs += f", {optimized_convs} after -O{opt_level}"
-    lines += [f"parameters: {stats.parameter_count(graph)} in {_plural(len(graph.weights), 'weight')}", convs,
-              f"MACs per step: {total_macs} ({_short(total_macs)}) per batch element at {size} (convs only)"]
-    return "\n".join(lines) + "\n"
-
-
 def _align(table: list[list[str]], right: set[int]) -> list[str]:
     """Rows of cells as lines of padded columns; columns in `right` are right-aligned."""
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
             .rstrip() for row in table]
-
-
-def _short(number: int) -> str:
-    for unit, scale in (("G", 10**9), ("M", 10**6), ("K", 10**3)):
-        if number >= scale:
-            return f"{number / scale:.3g} {unit}"
-    return str(number)
 
 
 # --- writing -o FILE -------------------------------------------------------------------------
@@ -241,33 +199,12 @@ def _check_writable(path: Path, force: bool) -> None:
 
 
 def write_atomically(path: Path, text: str, *, force: bool = False) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never half of one.
-
-    The text goes to a temp file in the same directory (same file system, so `os.replace` is an
-    atomic rename) which then replaces `path`; on any failure the temp file is removed and an
-    existing `path` is left as it was. The new file gets the usual permissions (umask), or
-    those of the file it replaces.
-    """
+    """Write `text` to `path` so that a reader sees the old file or the new one, never half of one
+    (see cellgen/files.py); an existing file is replaced only with `force`, and the new file gets
+    the usual permissions (umask), or those of the file it replaces."""
     path = Path(path)
     _check_writable(path, force)
-    mode = _mode_for(path)
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
-    except BaseException as error:
-        with contextlib.suppress(OSError):
-            os.unlink(temp)
-        if isinstance(error, OSError):
-            raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
-        raise
+    files.write_atomically(path, lambda handle: handle.write(text.encode("utf-8")), mode=_mode_for(path))
 
 
 def _mode_for(path: Path) -> int:

@@ -32,7 +32,7 @@ from torch import nn
 
 from cellgen.errors import CellgenError
 from cellgen.sequence import SequenceModel, reshape_patch, reshape_patch_back
-from cellgen.training.files import write_atomically
+from cellgen.files import write_atomically
 
 FORMATS = ("onnx", "torchscript")
 TOLERANCE = 1e-4

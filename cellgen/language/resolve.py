@@ -24,7 +24,6 @@ without a warning (the variant's author did not write them).
 """
 from __future__ import annotations
 
-import itertools
 from typing import Callable, Optional, Union
 
 from cellgen.errors import (ArityError, CellgenError, CyclicDefinitionError, Note, RedefinitionError,
@@ -43,10 +42,9 @@ def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
     blocks = _blocks(merged, load, seen=[_identity(spec)])
     flat: list = []
     weight_decls: list[ast.WeightDecl] = []
-    calls = itertools.count(1)
     tensors = {t.name for t in merged.inputs + merged.states} | {
         t.name for d in merged.definitions for t in ([d.target] if isinstance(d, ast.Equation) else d.targets)}
-    inliner = _Inliner(blocks, weight_decls, calls, tensors)
+    inliner = _Inliner(blocks, weight_decls, tensors)
     for statement in merged.statements:
         if isinstance(statement, (ast.BlockDef, ast.UseDecl)):
             continue
@@ -207,7 +205,7 @@ def _blocks(spec: ast.CellSpec, load: Loader, seen: list) -> dict[str, ast.Block
 class _Inliner:
     """Replaces each `targets = BLOCK(args)` with the block's equations."""
 
-    def __init__(self, blocks: dict[str, ast.BlockDef], weight_decls: list, calls, tensors: set[str]):
+    def __init__(self, blocks: dict[str, ast.BlockDef], weight_decls: list, tensors: set[str]):
         self.blocks = blocks
         self.weight_decls = weight_decls
         self.instances: dict[str, int] = {}

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from cellgen.errors import CellgenError
-from cellgen.training.files import write_atomically
+from cellgen.files import write_atomically
 
 FORMAT = "cellgen-sequence-checkpoint"
 VERSION = 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cellgen.training.files import write_bytes_atomically
+from cellgen.files import write_bytes_atomically
 
 
 def encode_png(image: torch.Tensor) -> bytes:

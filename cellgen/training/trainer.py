@@ -31,7 +31,7 @@ from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
 from cellgen.training.evaluate import Evaluation, evaluate
-from cellgen.training.files import remove_stale_temp_files, write_json_atomically
+from cellgen.files import remove_stale_temp_files, write_json_atomically
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
 

@@ -1,4 +1,5 @@
-"""Files a run writes, written so that a crash (or kill -9) never leaves half of one.
+"""Files cellgen writes (`-o FILE`, a run's checkpoints, metrics and pictures), written so that
+a crash (or kill -9) never leaves half of one.
 
 Every file goes to a temp file in the same directory (same file system, so `os.replace` is an
 atomic rename), is flushed and fsynced, and then replaces its target. A reader sees the old
@@ -17,8 +18,9 @@ from typing import Callable, IO
 from cellgen.errors import CellgenError
 
 
-def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
-    """Call `write(handle)` on a temp file beside `path`, then rename it over `path`."""
+def write_atomically(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o644) -> None:
+    """Call `write(handle)` on a temp file beside `path`, then rename it over `path` with
+    permissions `mode`; on any failure the temp file is removed and `path` left as it was."""
     path = Path(path)
     try:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -29,7 +31,7 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temp, 0o644)
+        os.chmod(temp, mode)
         os.replace(temp, path)
     except BaseException as error:
         with contextlib.suppress(OSError):
