@@ -112,9 +112,14 @@ class _Emitter:
             hint = "conv_" + (graph[operands[1]]["name"] or "fused")
             padding = _padding(data["kernel"])
             if padding == "same":  # an even kernel: pad as torch's "same" does, once, explicitly
-                source = self.node("call_function", torch.nn.functional.pad, (source, _same_pads(data["kernel"])),
-                                   "padded")
-                padding = 0
+                pads = _same_pads(data["kernel"])
+                source = ([self.node("call_function", torch.nn.functional.pad, (part, pads), "padded") for part in source]
+                          if isinstance(source, list) else
+                          self.node("call_function", torch.nn.functional.pad, (source, pads), "padded"))
+                padding = (0,) * len(data["kernel"])
+            if isinstance(source, list):  # see `_joins_conv_inputs`
+                return self.node("call_function", runtime_ops.conv_of_concat, (source, weight, bias, padding),
+                                 name or hint)
             if operands[0] in self.stacked:
                 return self.node("call_function", runtime_ops.stacked_conv, (source, weight, bias, padding),
                                  name or hint)
@@ -123,6 +128,8 @@ class _Emitter:
         if op == "channel_view":
             return self.node("call_method", "view", (args[0], -1) + (1,) * graph.spatial_dims, name or "view")
         if op == "concat":
+            if self._joins_conv_inputs(node):
+                return list(args)
             return self.node("call_function", torch.cat, (list(args), 1 + stacked), name or "cat")
         if op in _OPTIMIZER_OPS:
             return _OPTIMIZER_OPS[op](self.out, graph, data, args, 1 + stacked)
@@ -132,6 +139,16 @@ class _Emitter:
             args = [self.node("call_method", "unsqueeze", (arg, 1), "as_stack")
                     if o not in self.stacked and self._is_map(o) else arg for o, arg in zip(operands, args)]
         return self.node("call_function", _FUNCTIONS[op], args, name or op)
+
+    def _joins_conv_inputs(self, node: str) -> bool:
+        """Whether a concat only gathers the inputs of convs (sum fusion's `[x, h]`). Such a
+        concat is not emitted: each conv gets the parts and joins them itself
+        (`runtime_ops.conv_of_concat`), so that its backward can skip the parts that need no
+        gradient."""
+        users = self.graph.users(node)
+        return bool(users) and node not in self.stacked and node not in self.graph.results() and all(
+            self.graph[u].get("op") == "conv" and self.graph.operands(u)[0] == node
+            and node not in self.graph.operands(u)[1:] for u in users)
 
     def _is_map(self, node: str) -> bool:
         """Whether a value is a (B, C, …) map, rather than a weight, a bias view or a number."""

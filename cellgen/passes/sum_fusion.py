@@ -14,6 +14,11 @@ no bias yet; their inputs are at the same *stage* (number of convs upstream, see
 Exact: Σⱼ Wⱼ ⋆ aⱼ is, per output element, one sum over (source, channel, tap) products;
 the fused conv computes the same sum, only in another order (fp32 reassociation).
 
+The concatenation is not materialised as its own op in the generated step: codegen hands the
+parts to `conv_of_concat` (cellgen/runtime/ops.py), whose backward computes input gradients
+only for the parts that need one. Without it a first layer's fused step would compute the
+gradient of x, which is data, and train slower than the two convs it replaced.
+
 Grouping by stage is a choice, not needed for exactness: in PredRNN's output gate
 `W_xo ⋆ x + W_ho ⋆ h + W_o ⋆ [c', m']` it fuses the x and h convs (stage 0), which then join
 the other gates' conv over [x, h], and leaves `W_o ⋆ [c', m']` (stage 1) to share a conv

@@ -4,6 +4,8 @@ Each is plain torch with no cellgen imports, because `cellgen compile --emit mod
 them into a standalone file. A *stack* is a tensor with one extra axis after the batch,
 (B, N, C, …): a state's history, or `stack(h, c)` (see cellgen/ir/layout.py).
 """
+from itertools import groupby
+
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +98,58 @@ def chunk(x, count, index, dim):
         raise ValueError(f"cannot cut {x.shape[dim]} positions along dim {dim} into {count} equal pieces")
     size = x.shape[dim] // count
     return x.narrow(dim, index * size, size)
+
+
+def conv_of_concat(parts, weight, bias, padding):
+    """conv(cat(parts), weight, bias): the conv sum fusion makes of `W_x ⋆ x + W_h ⋆ h`.
+
+    Its backward computes an input gradient only for the parts that need one. A plain conv of
+    the concatenation would compute the gradient of all of it, x's share included, although a
+    first layer's x needs none: that waste made the fused step slower to train than the two
+    convs it replaces. Traced or exported steps take the plain conv, which has no Python op.
+    """
+    if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_exporting():
+        return _conv(torch.cat(parts, 1), weight, bias, padding)
+    return _ConvOfConcat.apply(weight, bias, tuple(padding), *parts)
+
+
+def _conv(x, weight, bias, padding):
+    return (F.conv2d if weight.dim() == 4 else F.conv3d)(x, weight, bias, 1, padding)
+
+
+class _ConvOfConcat(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, weight, bias, padding, *parts):
+        joined = torch.cat(parts, 1)
+        ctx.save_for_backward(joined, weight, *parts)
+        ctx.widths, ctx.padding, ctx.has_bias = [p.shape[1] for p in parts], padding, bias is not None
+        return _conv(joined, weight, bias, padding)
+
+    @staticmethod
+    def backward(ctx, grad):
+        joined, weight, *parts = ctx.saved_tensors
+        if torch.is_grad_enabled():  # a double backward: join again, so that the join is on the graph
+            joined = torch.cat(parts, 1)
+        needs = ctx.needs_input_grad
+        spatial = weight.dim() - 2
+
+        def backward_of(x, w, mask):  # aten's conv backward; mask: (input, weight, bias)
+            return torch.ops.aten.convolution_backward(
+                grad, x, w, [w.shape[0]] if mask[2] else None, [1] * spatial, list(ctx.padding),
+                [1] * spatial, False, [0] * spatial, 1, list(mask))
+
+        grad_weight = grad_bias = None
+        if needs[0] or (needs[1] and ctx.has_bias):
+            _, grad_weight, grad_bias = backward_of(joined, weight, (False, needs[0], needs[1] and ctx.has_bias))
+        # one backward per run of adjacent parts that need a gradient: all of them at once
+        # when every part does (an upper layer), h alone when x needs none (the first layer)
+        part_grads, offset = [], 0
+        for needed, run in groupby(zip(ctx.widths, needs[3:]), key=lambda width_need: width_need[1]):
+            widths = [width for width, _ in run]
+            if needed:
+                x, w = joined.narrow(1, offset, sum(widths)), weight.narrow(1, offset, sum(widths))
+                part_grads += backward_of(x, w, (True, False, False))[0].split(widths, 1)
+            else:
+                part_grads += [None] * len(widths)
+            offset += sum(widths)
+        return (grad_weight, grad_bias, None, *part_grads)
