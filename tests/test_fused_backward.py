@@ -1,6 +1,8 @@
-"""`conv_of_concat`: the conv sum fusion emits for `W_x ⋆ x + W_h ⋆ h`, whose backward computes
-input gradients only for the parts that need them. Checked against a plain conv of the
-concatenation under autograd, in float64."""
+"""What the fused step's backward computes, and nothing more.
+
+`conv_of_concat`, the conv sum fusion emits for `W_x ⋆ x + W_h ⋆ h`, computes input gradients
+only for the parts that need them (checked against a plain conv of the concatenation under
+autograd, in float64); a fused conv's gates are cut by one split, whose backward is one cat."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,3 +99,9 @@ def test_a_fused_cell_skips_only_what_needs_no_gradient(input_grad):
         assert (got is None) == (expected is None)
         if got is not None:
             torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_a_fused_convs_gates_are_cut_by_one_split():
+    code = cellgen.compile("convlstm", in_channels=3, hidden=4, opt_level=2).code
+    assert code.count(".split(") == 1 and "narrow" not in code
+    assert "split" not in cellgen.compile("convlstm", in_channels=3, hidden=4, opt_level=0).code
