@@ -198,6 +198,49 @@ def test_3d_cells_read_a_window_of_their_last_inputs():
     assert torch.allclose(seen[3][:, :, 1], fed_back, atol=1e-5)
 
 
+def test_the_stack_runs_a_sequence_as_one_step_per_frame():
+    """`CellStack.forward` is `CellStack.step` over the windows it cuts out of the sequence; the
+    sequence model calls `step` with the windows it forms itself, so the stack's own window is
+    left as the cell says, and the caller's states are not modified."""
+    import warnings
+
+    import cellgen
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stack = cellgen.compile_stack("e3d_lstm", 2, in_channels=1, hidden=4, k=3, tau=2)
+    xs = torch.randn(2, 3, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ys, states = stack(xs)
+        stepped, outputs = None, []
+        for t in range(3):
+            before = stepped
+            y, stepped = stack.step(stack._input(xs, t), stepped)
+            assert stepped is not before
+            outputs.append(y)
+    assert torch.equal(torch.stack(outputs, 1), ys)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(states, stepped) for k in a)
+    model = SequenceModel(SequenceConfig(spec="tiny3d", spec_text=SPEC_3D, params={}, layers=2, patch=2,
+                                         frame_size=(8, 8)))
+    assert model.stack.window == model.window == 2
+
+
+def test_extra_inputs_reach_every_layer_through_the_stack_step():
+    """Multi-kernel ConvLSTM's flow input: each layer is called as `cell(x, flow, state)`."""
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceConfig.for_spec("mk_convlstm_flow", params={"hidden": 4}, layers=2, patch=4,
+                                                  frame_size=(16, 16)))
+    calls = []
+    for layer in model.stack.layers:
+        layer.register_forward_pre_hook(lambda module, args: calls.append(args))
+    with torch.no_grad():
+        model(random_video(frames=3), context=2)
+    assert len(calls) == 2 * 2 and all(len(args) == 3 for args in calls)
+    for bottom, top in zip(calls[0::2], calls[1::2]):
+        assert torch.equal(bottom[1], top[1])                       # the same flow features
+    assert not any(".cell." in name for name in model.state_dict())  # no wrapper module in the names
+
+
 def test_scheduled_sampling_decays_linearly_and_is_a_function_of_seed_and_step():
     schedule = ScheduledSampling(stop=100)
     assert [schedule.probability(s) for s in (0, 50, 100, 150)] == [1.0, 0.5, 0.0, 0.0]

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,60 @@ def test_training_on_a_moving_mnist_file(tmp_path, capsys):
     assert metrics["evaluations"][-1]["model"]["sequences"] == 2
     assert main(args[:-5] + ["--frame-size", "32", "--steps", "2", "--out", str(tmp_path / "other")]) == 1
     assert "--frame-size is for moving-digits" in capsys.readouterr().err
+
+
+def test_export_of_a_cell_whose_state_grows_is_its_rollout(tmp_path, capsys):
+    """E3D-LSTM's memory history grows every step: `cellgen export` exports the whole rollout
+    (context frames in, future frames out) and says why; asking for the step is a clear error."""
+    import torch
+
+    from cellgen.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "e3d_lstm", *TINY, "--layers", "1", "--steps", "1", "--out", str(run)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--format", "torchscript", "-o", str(tmp_path / "e3d.pt"), "--future", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "the whole rollout: 4 observed frames in, 5 predicted frames out" in out
+    assert "state history `layers.0.c.history` grows from step to step" in out
+    assert "inputs:  context_frames (batch × 4 × 1 × 16 × 16)" in out and "checked against PyTorch" in out
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch 2.13 calls TorchScript deprecated
+        frames = torch.jit.load(str(tmp_path / "e3d.pt"))(torch.rand(3, 4, 1, 16, 16))
+    assert frames.shape == (3, 5, 1, 16, 16)
+
+    assert main(["export", str(run), "--format", "torchscript", "-o", str(tmp_path / "step.pt"), "--step"]) == 1
+    err = capsys.readouterr().err
+    assert "step cannot be exported on its own" in err and "--rollout" in err and "Traceback" not in err
+    assert not (tmp_path / "step.pt").exists()
+
+    convlstm = tmp_path / "convlstm"
+    assert main(["train", "convlstm", *TINY, "--layers", "1", "--steps", "1", "--out", str(convlstm)]) == 0
+    capsys.readouterr()
+    assert main(["export", str(convlstm), "--format", "torchscript", "-o", str(tmp_path / "c.pt"),
+                 "--context", "3"]) == 1
+    assert "add --rollout" in capsys.readouterr().err
+    assert main(["export", str(convlstm), "--format", "torchscript", "-o", str(tmp_path / "c.pt"), "--rollout",
+                 "--context", "3", "--future", "2"]) == 0
+    assert "the whole rollout: 3 observed frames in, 2 predicted frames out" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.slow
+def test_onnx_export_of_astm_runs_under_onnxruntime(tmp_path):
+    """The command a user runs: ASTM (its history grows to 5 entries) trained, exported to ONNX
+    as its rollout, checked against PyTorch with onnxruntime."""
+    run = tmp_path / "run"
+    trained = cellgen("train", "astm", *TINY, "--layers", "1", "--steps", "1", "--out", run)
+    assert trained.returncode == 0, trained.stderr
+    exported = cellgen("export", run, "--format", "onnx", "-o", tmp_path / "astm.onnx")
+    assert exported.returncode == 0, exported.stderr
+    assert "the whole rollout: 4 observed frames in, 4 predicted frames out" in exported.stdout
+    assert "checked against PyTorch over 4 → 4 frames" in exported.stdout
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(tmp_path / "astm.onnx"), providers=["CPUExecutionProvider"])
+    import numpy as np
+
+    (frames,) = session.run(None, {"context_frames": np.random.rand(1, 4, 1, 16, 16).astype(np.float32)})
+    assert frames.shape == (1, 4, 1, 16, 16)

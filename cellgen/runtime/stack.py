@@ -3,6 +3,12 @@
 Within a step, each layer's output feeds the next layer's input. A zigzag state (PredRNN's
 m) also goes up the stack within a step, and from the top layer at t-1 into the bottom
 layer at t; every other state stays in its layer from step to step.
+
+`CellStack.step` is one time step of every layer with the bottom input already formed;
+`CellStack.forward` cuts that input out of a whole sequence (a window of frames for a 3D
+cell) and calls `step` at every t. A caller that produces its inputs one step at a time (a
+sequence model feeding back its own predictions) forms them itself and calls `step`, so
+both go through the same code.
 """
 from __future__ import annotations
 
@@ -10,6 +16,8 @@ from typing import Optional, Sequence
 
 import torch
 from torch import nn
+
+States = list[dict[str, torch.Tensor]]
 
 
 class CellStack(nn.Module):
@@ -32,22 +40,32 @@ class CellStack(nn.Module):
         self.zigzag = list(cells[0].zigzag_states)
         self.window = getattr(cells[0], "input_window", 1)
 
-    def forward(self, xs: torch.Tensor, states: Optional[list[dict]] = None):
-        if states is None:
-            states = [cell.zero_state(self._input(xs, 0)) for cell in self.layers]
-        else:
-            states = [dict(s) for s in states]
+    def forward(self, xs: torch.Tensor, states: Optional[States] = None):
         outputs = []
         for t in range(xs.shape[1]):
-            x = self._input(xs, t)
-            carried = {name: states[-1][name] for name in self.zigzag}
-            for index, cell in enumerate(self.layers):
-                layer_state = {**states[index], **carried}
-                x, states[index] = cell(x, layer_state)
-                carried = {name: states[index][name] for name in self.zigzag}
-            outputs.append(x)
+            y, states = self.step(self._input(xs, t), states)
+            outputs.append(y)
         return torch.stack(outputs, dim=1), states
 
+    def step(self, x: torch.Tensor, states: Optional[States] = None, extra: Sequence[torch.Tensor] = ()
+             ) -> tuple[torch.Tensor, States]:
+        """One time step of every layer: `y, states = stack.step(x, states)`.
+
+        `x` is the bottom layer's input at this step as the cell takes it (for a 3D cell, the
+        window (B, C, W, H, W') already formed); `states` one dict per layer (None: zeros),
+        left unchanged. `extra` are the cell's further inputs (`cell(x, *extra, state)`:
+        multi-kernel ConvLSTM's flow features), given to every layer. Returns the top layer's
+        output and the new states, zigzag states moved as the class docstring says.
+        """
+        if states is None:
+            states = [cell.zero_state(x) for cell in self.layers]
+        carried = {name: states[-1][name] for name in self.zigzag}
+        new_states: States = []
+        for cell, state in zip(self.layers, states):
+            x, state = cell(x, *extra, {**state, **carried})
+            new_states.append(state)
+            carried = {name: state[name] for name in self.zigzag}
+        return x, new_states
 
     def _input(self, xs: torch.Tensor, t: int) -> torch.Tensor:
         """The bottom layer's input at step t: frame t, or the window of frames ending at t."""

@@ -9,18 +9,17 @@ maps they run on. This module turns those into the spec's params and compiles th
 - params named `height` and `width` (peephole shapes, CMS-LSTM's LayerNorm) are set to the
   size of the map the cells see, unless given; a given value that does not match is an error
   now rather than a broadcasting failure on the first step;
-- a cell with more inputs than x (the flow features of multi-kernel ConvLSTM) is wrapped so
-  that `CellStack` can run it: its extra inputs are bound before each step. The zigzag logic
-  stays in `CellStack`, in one place; the windows of 3D cells are the sequence model's.
+- a cell with more inputs than x (the flow features of multi-kernel ConvLSTM) is reported
+  with its extra inputs' channels; the sequence model makes those inputs and hands them to
+  `CellStack.step`, which gives them to every layer. The zigzag logic stays in `CellStack`,
+  in one place; the windows of 3D cells are the sequence model's, which feeds one step at a
+  time and so forms each step's window itself.
 """
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Mapping, Sequence
-
-import torch
-from torch import nn
+from typing import Mapping
 
 import cellgen
 from cellgen.errors import CellgenError
@@ -80,45 +79,6 @@ def layer_params(interface: SpecInterface, params: Mapping[str, int], in_channel
     return full
 
 
-class BoundInputs(nn.Module):
-    """A cell with extra inputs (`cell(x, flow, state)`) seen as `cell(x, state)`.
-
-    `CellStack` feeds each layer one input; the sequence model sets `extra` (the step's
-    extra input tensors, in the cell's order) right before running the stack.
-    """
-
-    def __init__(self, cell: nn.Module):
-        super().__init__()
-        self.cell = cell
-        self.extra: tuple[torch.Tensor, ...] = ()
-
-    @property
-    def zigzag_states(self):
-        return self.cell.zigzag_states
-
-    @property
-    def state_names(self):
-        return self.cell.state_names
-
-    @property
-    def out_channels(self):
-        return self.cell.out_channels
-
-    @property
-    def cell_graph(self):
-        return self.cell.cell_graph
-
-    @property
-    def input_window(self):
-        return getattr(self.cell, "input_window", 1)
-
-    def zero_state(self, x: torch.Tensor):
-        return self.cell.zero_state(x)
-
-    def forward(self, x, state):
-        return self.cell(x, *self.extra, state)
-
-
 @dataclass
 class BuiltStack:
     stack: CellStack
@@ -142,20 +102,6 @@ def build_stack(source: str, layers: int, params: Mapping[str, int], in_channels
         upper = {**bottom, interface.channel_param: first.out_channels}
         cells = [first] + [cellgen.compile(source, opt_level=opt_level, **upper) for _ in range(layers - 1)]
     extra = [(name, first.cell_graph[first.cell_graph.inputs[name]]["channels"]) for name in names[1:]]
-    if extra:
-        cells = [BoundInputs(cell) for cell in cells]
-    stack = CellStack(cells)
-    # CellStack cuts windows out of a whole sequence given in one call. A sequence model feeds
-    # one step at a time (its own predictions after the context), so it forms each step's
-    # window itself (SequenceModel._windowed) and the stack must pass it through unchanged.
-    stack.window = 1
-    return BuiltStack(stack, extra, int(getattr(first, "input_window", 1) or 1),
+    return BuiltStack(CellStack(cells), extra, int(getattr(first, "input_window", 1) or 1),
                       int(first.cell_graph.spatial_dims), int(cells[-1].out_channels))
-
-
-def bind_extra_inputs(stack: CellStack, extra: Sequence[torch.Tensor]) -> None:
-    """Set the extra inputs every layer of `stack` reads at the coming step."""
-    for layer in stack.layers:
-        if isinstance(layer, BoundInputs):
-            layer.extra = tuple(extra)
 

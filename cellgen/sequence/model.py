@@ -16,7 +16,8 @@ of frames 1 … T-1; a loss over all of them is what predrnn-pytorch trains on.
 - 3D cells see a window of their last T inputs, stacked on a time axis, zero frames before
   the first (`cell.input_window`).
 - States: every layer's state dict is passed back whole, whatever its keys (history buffers
-  included); zigzag states (PredRNN's m) move through the stack as `CellStack` moves them.
+  included); one step of all layers is `CellStack.step`, so zigzag states (PredRNN's m) move
+  through the stack exactly as in `CellStack`'s own unroll over a sequence.
 - Teacher forcing on observed frames; after them, the model's own prediction, or with
   scheduled sampling the true frame where `teacher_mask` is 1.
 - A cell with extra inputs (multi-kernel ConvLSTM's optical-flow features) gets, for want of
@@ -35,7 +36,7 @@ import torch
 from torch import nn
 
 from cellgen.errors import CellgenError
-from cellgen.sequence.cells import build_stack, bind_extra_inputs
+from cellgen.sequence.cells import build_stack
 from cellgen.sequence.patch import check_patchable, reshape_patch, reshape_patch_back
 
 Carry = dict[str, torch.Tensor]
@@ -117,11 +118,11 @@ class SequenceModel(nn.Module):
             streams.update({name: self.motion[name](motion) for name in self.extra_inputs})
             new_carry["previous_frame"] = frame
         inputs = {name: self._windowed(name, tensor, carry, new_carry) for name, tensor in streams.items()}
-        bind_extra_inputs(self.stack, [inputs[name] for name in self.extra_inputs])
-        ys, states = self.stack(inputs["x"].unsqueeze(1), self._layer_states(carry))
+        y, states = self.stack.step(inputs["x"], self._layer_states(carry),
+                                    extra=[inputs[name] for name in self.extra_inputs])
         for index, state in enumerate(states):
             new_carry.update({f"layers.{index}.{key}": value for key, value in state.items()})
-        prediction = self.head(ys[:, 0])
+        prediction = self.head(y)
         if self.spatial_dims == 3:
             prediction = prediction.squeeze(2)
         return prediction, new_carry
@@ -189,6 +190,18 @@ class SequenceModel(nn.Module):
     @torch.no_grad()
     def predict(self, context_frames: torch.Tensor, future: int) -> torch.Tensor:
         """The `future` frames after `context_frames` (B, T, C, H, W), predicted autoregressively."""
+        return self.rollout(context_frames, future)
+
+    def rollout(self, context_frames: torch.Tensor, future: int) -> torch.Tensor:
+        """`predict` with gradients: read every context frame, then feed back each prediction.
+
+        The loop runs `T + future - 1` steps, a number fixed by the input's shape, so a trace of
+        this method (`cellgen export --rollout`) unrolls it into a graph whose every shape is
+        static, whatever the carry does from step to step (a growing history).
+        """
+        if future < 1 or context_frames.shape[1] < 1:
+            raise ValueError(f"a rollout needs at least one context frame and one future frame, "
+                             f"not {context_frames.shape[1]} → {future}")
         patched = reshape_patch(context_frames, self.config.patch)
         carry: Optional[Carry] = None
         prediction = None

@@ -11,7 +11,8 @@ A checkpoint is a `torch.save`d dict of plain values and tensors (loadable with
     model, optimizer      state_dicts
     loss_history          [[step, loss], …] since step 1, so metrics.json survives a resume
     evaluations           every evaluation so far (metrics.json's list)
-    wall_time             seconds of training so far
+    train_seconds         seconds spent in optimizer steps so far
+    eval_seconds          seconds spent evaluating so far
 
 The spec's text is stored, not just its name: `cellgen eval` and `--resume` rebuild the same
 cell even if the spec file has changed or is gone. All randomness of a run is derived from

@@ -5,6 +5,7 @@
                   [--resume | --force] …
     cellgen eval CHECKPOINT [--sequences N] [--json] [-o FILE]
     cellgen export CHECKPOINT --format onnx|torchscript -o FILE [--force] [--no-check]
+                   [--step | --rollout] [--context N] [--future N]
 
 Run `train` under `torchrun --nproc_per_node=N -m cellgen train …` (or `torchrun $(which
 cellgen) train …`) for DistributedDataParallel. CHECKPOINT is a checkpoint file or a run
@@ -32,7 +33,8 @@ def register_with_cli() -> None:
     register("train", "train a sequence model of a cell to predict video frames", configure_train, run_train)
     register("eval", "re-compute a checkpoint's test metrics (MSE, MAE, SSIM, PSNR per frame)", configure_eval,
              run_eval)
-    register("export", "export a checkpoint's model step to ONNX or TorchScript, checked against PyTorch",
+    register("export", "export a checkpoint's model (one step, or the whole rollout) to ONNX or TorchScript, "
+                       "checked against PyTorch",
              configure_export, run_export)
 
 
@@ -266,7 +268,7 @@ def run_eval(args: argparse.Namespace) -> int:
         if name != data.name:
             raise CellgenError(f"the run was tested on {data.name}, not {name}")
         data = dataclasses.replace(data, path=str(Path(path).resolve()) if path else None)
-    sequences = args.sequences or payload["train_config"].get("eval_sequences", 256)
+    sequences = payload["train_config"].get("eval_sequences", 256) if args.sequences is None else args.sequences
     model = model_from_checkpoint(payload)
     result = evaluation_of(model, data, sequences, args.batch_size)
     document = {"checkpoint": str(args.checkpoint), "spec": payload["model_config"]["spec"],
@@ -316,49 +318,96 @@ def configure_export(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("onnx", "torchscript"), required=True)
     parser.add_argument("-o", "--output", type=Path, required=True, metavar="FILE")
     parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+    graph = parser.add_argument_group("graph (default: one step if the cell's carry is fixed-size, else the "
+                                      "whole rollout)")
+    kinds = graph.add_mutually_exclusive_group()
+    kinds.add_argument("--step", dest="mode", action="store_const", const="step",
+                       help="export one step (frame and carry in, next frame and carry out); an error for a "
+                            "cell whose state grows")
+    kinds.add_argument("--rollout", dest="mode", action="store_const", const="rollout",
+                       help="export the whole prediction: --context frames in, --future frames out")
+    graph.add_argument("--context", type=int, default=None, metavar="N",
+                       help="observed frames a rollout reads (default: the run's)")
+    graph.add_argument("--future", type=int, default=None, metavar="N",
+                       help="frames a rollout predicts (default: the run's)")
+    parser.set_defaults(mode="auto")
     parser.add_argument("--no-check", dest="check", action="store_false",
                         help="do not run the exported file against PyTorch")
     parser.add_argument("--check-sequences", type=int, default=2, metavar="N",
-                        help="test sequences rolled through both for the check (2)")
+                        help="test sequences run through both for the check (2)")
 
 
 def run_export(args: argparse.Namespace) -> int:
     from cellgen import export
     from cellgen.cli import _check_writable
-    from cellgen.data.sources import DataConfig, open_splits
-    from cellgen.training.batches import load_batch
+    from cellgen.data.sources import DataConfig
     from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
 
     _check_writable(args.output, args.force)
     payload = load_checkpoint(args.checkpoint)
     model = model_from_checkpoint(payload)
+    data = DataConfig.from_dict(payload["data_config"])
+    context = data.context if args.context is None else args.context
+    future = data.future if args.future is None else args.future
+    plan = export.plan_export(model, args.mode, context, future)
+    if plan.signature.kind == "step" and (args.context is not None or args.future is not None):
+        raise CellgenError("--context and --future set the length of an exported rollout, but this model's step "
+                           "is exported (its carry is fixed-size)", hint="add --rollout to export the whole rollout")
     staged = args.output.parent / f".{args.output.name}.export.tmp"
     try:
-        signature = export.EXPORTERS[args.format](model, staged)
-        report = "not checked (--no-check)"
-        if args.check:
-            data = DataConfig.from_dict(payload["data_config"])
-            test = open_splits(data).test
-            count = max(1, min(args.check_sequences, len(test)))
-            video = load_batch(test, list(range(count)))
-            result = export.check_export(args.format, staged, model, signature, video, data.context)
-            report = (f"checked against PyTorch over {result.steps} steps × {result.sequences} test sequences: "
-                      f"max abs difference {result.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
-            if result.start_diff > export.TOLERANCE:
-                raise CellgenError(f"this model's state at t = 0 is not a fixed set of zero tensors (difference "
-                                   f"{result.start_diff:.3g}): its step cannot be exported with a fixed carry")
-            if not result.ok:
-                raise CellgenError(f"the exported {args.format} step does not match PyTorch: {report}")
+        export.EXPORTERS[args.format](model, staged, plan.signature)
+        report = _check_exported(args.format, staged, model, plan.signature, data, args.check_sequences) \
+            if args.check else "not checked (--no-check)"
         _check_writable(args.output, args.force)
         os.replace(staged, args.output)
     finally:
         with contextlib.suppress(FileNotFoundError):
             staged.unlink()
-    size = args.output.stat().st_size
-    print(f"wrote {args.output} ({args.format}, {size} bytes)")
-    frame = " × ".join(map(str, signature.frame_shape))
-    print(f"  inputs:  {', '.join(signature.input_names)}  (frame: batch × {frame})")
-    print(f"  outputs: {', '.join(signature.output_names)}")
+    print(f"wrote {args.output} ({args.format}, {args.output.stat().st_size} bytes): {plan.signature.describe()}")
+    print(f"  why this graph: {plan.reason}")
+    print("\n".join(_interface_lines(plan.signature)))
     print(f"  {report}")
     return 0
 
+
+def _check_exported(kind: str, path: Path, model, signature, data, sequences: int) -> str:
+    """Run the first `sequences` test sequences through the staged file and through PyTorch;
+    the report line, or an error saying what differs."""
+    import dataclasses
+
+    from cellgen import export
+    from cellgen.data.sources import open_splits
+    from cellgen.training.batches import load_batch
+
+    if signature.kind == "rollout":  # the test split must hold the rollout's observed frames
+        data = dataclasses.replace(data, context=max(1, signature.context - 1), future=1)
+    try:
+        test = open_splits(data).test
+    except CellgenError as error:  # the run's data moved, or a file too short for --context
+        raise CellgenError(f"cannot check the export on the run's test data: {error.message}",
+                           hint="pass --no-check to write the file unchecked") from None
+    video = load_batch(test, list(range(max(1, min(sequences, len(test))))))
+    result = export.check_export(kind, path, model, signature, video, data.context)
+    if signature.kind == "rollout":
+        what = f"{signature.context} → {signature.future} frames"
+    else:
+        what = f"{result.steps} steps"
+    report = (f"checked against PyTorch over {what} × {result.sequences} test sequences: "
+              f"max abs difference {result.max_abs_diff:.3g} (tolerance {export.TOLERANCE:g})")
+    if result.start_diff > export.TOLERANCE:
+        raise CellgenError(f"this model's state at t = 0 is not a fixed set of zero tensors (difference "
+                           f"{result.start_diff:.3g}): its step cannot be exported with a fixed carry",
+                           hint="export the whole rollout instead: --rollout")
+    if not result.ok:
+        raise CellgenError(f"the exported {kind} {signature.kind} does not match PyTorch: {report}")
+    return report
+
+
+def _interface_lines(signature) -> list[str]:
+    """The exported graph's inputs and outputs, with the shapes of the frames."""
+    frame = " × ".join(map(str, signature.frame_shape))
+    if signature.kind == "rollout":
+        return [f"  inputs:  context_frames (batch × {signature.context} × {frame})",
+                f"  outputs: predicted_frames (batch × {signature.future} × {frame})"]
+    return [f"  inputs:  {', '.join(signature.input_names)}  (frame: batch × {frame})",
+            f"  outputs: {', '.join(signature.output_names)}"]
