@@ -145,23 +145,19 @@ class _Emitter:
 
     def _piece(self, source: str, value: fx.Node, data: dict, dim: int):
         """A slice of a tensor that other slices cut too (a fused conv's gates): one
-        `torch.split` of the tensor serves them all. Its backward joins the pieces' gradients
-        with one cat, where a narrow per slice would each build a zero tensor of the whole
-        size (measured ConvLSTM at O2: 4% of forward+backward). None when a lone or
-        overlapping slice is better served by `narrow`."""
+        `split` of the tensor serves them all. Its backward joins the pieces' gradients with
+        one cat, where a `narrow` per slice would each build a zero tensor of the whole size
+        (measured ConvLSTM at O2: 4 % of forward+backward). None for a lone or overlapping
+        slice, which `narrow` serves."""
         if source not in self.pieces:
             self.pieces[source] = self._split(source, value, dim)
-        found = self.pieces[source].get((data["start"], data["stop"]))
-        if found is None or isinstance(found, fx.Node):
-            return found
-        split, index = found
-        node = self.node("call_function", operator.getitem, (split, index), _name(data, "chunk"))
-        self.pieces[source][(data["start"], data["stop"])] = node
-        return node
+        return self.pieces[source].get((data["start"], data["stop"]))
 
-    def _split(self, source: str, value: fx.Node, dim: int) -> dict:
-        spans = sorted({(self.graph[u]["start"], self.graph[u]["stop"]) for u in self.graph.users(source)
-                        if self.graph[u].get("op") == "slice"})
+    def _split(self, source: str, value: fx.Node, dim: int) -> dict[tuple[int, int], fx.Node]:
+        """Cut `source` at every boundary of its slices, once; each slice's piece by (start, stop)."""
+        slices = {(self.graph[u]["start"], self.graph[u]["stop"]): self.graph[u]
+                  for u in self.graph.users(source) if self.graph[u].get("op") == "slice"}
+        spans = sorted(slices)
         total = self.graph[source].get("channels")
         disjoint = all(stop <= next_start for (_, stop), (next_start, _) in zip(spans, spans[1:]))
         if len(spans) < 2 or total is None or not disjoint or spans[-1][1] > total:
@@ -176,7 +172,8 @@ class _Emitter:
         if at < total:
             sizes.append(total - at)
         split = self.node("call_method", "split", (value, sizes, dim), "pieces")
-        return {span: (split, i) for span, i in index.items()}
+        return {span: self.node("call_function", operator.getitem, (split, i), _name(slices[span], "chunk"))
+                for span, i in index.items()}
 
     def _joins_conv_inputs(self, node: str) -> bool:
         """Whether a concat only gathers the inputs of convs (sum fusion's `[x, h]`). Such a
