@@ -22,14 +22,7 @@ from cellgen.sequence import (ScheduledSampling, SequenceConfig, SequenceModel, 
                               reshape_patch_back)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two OpenMP threads
-    per process make every op wait: run this module on one, then restore torch's setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 TOL = 1e-5
 CONTEXT = 10

@@ -15,14 +15,7 @@ from cellgen.resources import shipped_specs
 from cellgen.sequence import SequenceConfig, SequenceModel
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two OpenMP threads
-    per process make every op wait: run this module on one, then restore torch's setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_params(spec: str) -> dict:

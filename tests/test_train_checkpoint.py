@@ -22,14 +22,7 @@ TRAIN = TrainConfig(steps=4, batch_size=2, lr=3e-3, seed=5, scheduled_sampling=3
                     eval_batch_size=2, picture_sequences=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and on a busy 2-core machine two OpenMP threads
-    per process make every op wait: run this module on one, then restore torch's setting."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run(out, steps, resume=None):

@@ -114,9 +114,8 @@ class _Emitter:
             padding = _padding(data["kernel"])
             if padding == "same":  # an even kernel: pad as torch's "same" does, once, explicitly
                 pads = _same_pads(data["kernel"])
-                source = ([self.node("call_function", torch.nn.functional.pad, (part, pads), "padded") for part in source]
-                          if isinstance(source, list) else
-                          self.node("call_function", torch.nn.functional.pad, (source, pads), "padded"))
+                pad = lambda t: self.node("call_function", torch.nn.functional.pad, (t, pads), "padded")  # noqa: E731
+                source = [pad(part) for part in source] if isinstance(source, list) else pad(source)
                 padding = (0,) * len(data["kernel"])
             if isinstance(source, list):  # see `_joins_conv_inputs`
                 return self.node("call_function", runtime_ops.conv_of_concat, (source, weight, bias, padding),

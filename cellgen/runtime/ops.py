@@ -38,8 +38,7 @@ def latest(history, size):
 
 def stacked_conv(x, weight, bias, padding):
     """A conv applied to every map of a stack (B, N, C, …) → (B, N, C', …)."""
-    conv = F.conv2d if weight.dim() == 4 else F.conv3d
-    y = conv(x.flatten(0, 1), weight, bias, 1, padding)
+    y = _conv(x.flatten(0, 1), weight, bias, padding)
     return y.unflatten(0, (x.shape[0], x.shape[1]))
 
 
@@ -114,6 +113,7 @@ def conv_of_concat(parts, weight, bias, padding):
 
 
 def _conv(x, weight, bias, padding):
+    """A 2D or 3D conv, as the weight says, stride 1."""
     return (F.conv2d if weight.dim() == 4 else F.conv3d)(x, weight, bias, 1, padding)
 
 
