@@ -14,11 +14,14 @@ also records which node is each state's next value and which node is the cell's 
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, TypeVar
 
 import networkx as nx
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -55,13 +58,20 @@ class CellGraph:
     spatial_dims: int = 2
     nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     _ids: Any = field(default_factory=itertools.count, repr=False)
+    # Facts derived from the graph's structure (its topological order, …), kept until the next
+    # mutation: `add`, `replace_uses` and `remove` clear them.
+    _derived: dict = field(default_factory=dict, repr=False, compare=False)
+    # While a rewrite records (see `recording`): the nodes it created or whose operands or users changed.
+    _changed: Optional[set] = field(default=None, repr=False, compare=False)
 
     # --- building ---------------------------------------------------------------------------
     def add(self, kind: str, operands: Iterable[str] = (), *, name: Optional[str] = None, **attrs) -> str:
         node = f"{kind[0]}{next(self._ids)}"
         self.nx.add_node(node, kind=kind, name=name, channels=None, **attrs)
+        operands = list(operands)
         for port, operand in enumerate(operands):
             self.nx.add_edge(operand, node, key=port)
+        self._mutated(node, *operands)
         return node
 
     def add_op(self, op: str, operands: Iterable[str], **attrs) -> str:
@@ -72,11 +82,12 @@ class CellGraph:
         return self.nx.nodes[node]
 
     def operands(self, node: str) -> list[str]:
-        edges = sorted(self.nx.in_edges(node, keys=True), key=lambda edge: edge[2])
-        return [source for source, _, _ in edges]
+        # networkx's adjacency dicts directly: operands() and users() are the passes' inner loop
+        edges = sorted((port, source) for source, ports in self.nx._pred[node].items() for port in ports)
+        return [source for _, source in edges]
 
     def users(self, node: str) -> list[str]:
-        return list(dict.fromkeys(target for _, target in self.nx.out_edges(node)))
+        return list(self.nx._succ[node])
 
     def weight_node(self, symbol: str) -> str:
         return next(n for n, d in self.nx.nodes(data=True) if d["kind"] == "weight" and d["name"] == symbol)
@@ -89,17 +100,34 @@ class CellGraph:
         return list(dict.fromkeys([self.output, *self.next_state.values()]))
 
     def order(self) -> list[str]:
-        """Nodes in a deterministic topological order (operands before users)."""
-        return list(nx.lexicographical_topological_sort(self.nx, key=creation_order))
+        """Nodes in a deterministic topological order (operands before users): among the nodes
+        whose operands are all placed, the earliest created comes first. Computed once per
+        version of the graph (callers must not modify the list)."""
+        return self.derived("order", _lexicographic_order)
+
+    def derived(self, name: str, compute: Callable[["CellGraph"], T]) -> T:
+        """`compute(self)`, remembered under `name` until the graph next changes."""
+        if name not in self._derived:
+            self._derived[name] = compute(self)
+        return self._derived[name]
 
     # --- rewriting (used by the optimizer) --------------------------------------------------
     def replace_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and the step's results) read `new` instead."""
-        for _, user, port in list(self.nx.out_edges(old, keys=True)):
+        users = list(self.nx.out_edges(old, keys=True))
+        for _, user, port in users:
             self.nx.remove_edge(old, user, key=port)
             self.nx.add_edge(new, user, key=port)
         self.output = new if self.output == old else self.output
         self.next_state = {s: new if n == old else n for s, n in self.next_state.items()}
+        self._mutated(old, new, *(user for _, user, _ in users))
+
+    def remove(self, nodes: Iterable[str]) -> None:
+        """Delete `nodes` and their edges (their operands lose them as users)."""
+        nodes = [n for n in nodes if n in self.nx]
+        operands = {o for n in nodes for o in self.nx._pred[n]}
+        self.nx.remove_nodes_from(nodes)
+        self._mutated(*(o for o in operands if o in self.nx))
 
     def remove_dead(self) -> int:
         """Drop op and const nodes that no result depends on; return how many were dropped."""
@@ -107,8 +135,33 @@ class CellGraph:
         for result in list(live):
             live |= nx.ancestors(self.nx, result)
         dead = [n for n in self.nx if n not in live and self[n]["kind"] in ("op", "const")]
-        self.nx.remove_nodes_from(dead)
+        self.remove(dead)
         return len(dead)
+
+    def drop_unused(self, nodes: Iterable[str]) -> int:
+        """Drop those of `nodes` that nothing uses any more (op and const nodes that are no
+        result), then their operands that this leaves unused, and so on: the local part of
+        `remove_dead`, for a rewrite that just took a node's last user away. Returns the count."""
+        results = set(self.results())
+        stack, dropped = [n for n in nodes], 0
+        while stack:
+            node = stack.pop()
+            if (node in self.nx and not self.nx._succ[node] and node not in results
+                    and self[node]["kind"] in ("op", "const")):
+                stack.extend(self.nx._pred[node])
+                self.remove([node])
+                dropped += 1
+        return dropped
+
+    def recording(self) -> "_Recording":
+        """`with graph.recording() as changed:` collects, in the set `changed`, every node the
+        block creates or whose operands or users it changes (removed nodes included)."""
+        return _Recording(self)
+
+    def _mutated(self, *nodes: str) -> None:
+        self._derived.clear()
+        if self._changed is not None:
+            self._changed.update(nodes)
 
     def copy(self) -> "CellGraph":
         clone = CellGraph(self.name, self.citation, dict(self.params), dict(self.inputs), dict(self.input_windows),
@@ -125,3 +178,37 @@ class CellGraph:
 
 def creation_order(node: str) -> int:
     return int(node[1:])
+
+
+class _Recording:
+    def __init__(self, graph: CellGraph):
+        self.graph, self.outer = graph, graph._changed
+
+    def __enter__(self) -> set:
+        self.graph._changed = set()
+        return self.graph._changed
+
+    def __exit__(self, *exc) -> None:
+        if self.outer is not None:
+            self.outer.update(self.graph._changed)
+        self.graph._changed = self.outer
+
+
+def _lexicographic_order(graph: CellGraph) -> list[str]:
+    """Kahn's algorithm with a heap on creation order (networkx's lexicographical_topological_sort
+    with key=creation_order gives the same list; this one reads the adjacency dicts directly)."""
+    pred, succ = graph.nx._pred, graph.nx._succ
+    waiting = {n: sum(len(ports) for ports in operands.values()) for n, operands in pred.items()}
+    ready = [(creation_order(n), n) for n, count in waiting.items() if count == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        _, node = heapq.heappop(ready)
+        order.append(node)
+        for user, ports in succ[node].items():
+            waiting[user] -= len(ports)
+            if waiting[user] == 0:
+                heapq.heappush(ready, (creation_order(user), user))
+    if len(order) != len(waiting):
+        raise nx.NetworkXUnfeasible("the graph has a cycle")
+    return order

@@ -2,7 +2,9 @@
 
 `optimize` runs the passes an opt level selects, in order; `enable`/`disable` switch single
 passes for experiments (`opt_level=0, enable=["sum-fusion"]` runs that pass alone). Each
-pass returns a new graph and what it did, for `cellgen compile --explain`.
+pass returns the rewritten graph and what it did, for `cellgen compile --explain`; called
+alone it works on a copy, and `optimize` copies its input once and lets every pass rewrite
+that copy in place (`in_place=True`).
 
     -O0  nothing: one torch op per operation of the spec
     -O1  per-gate rewrites: the graph keeps one conv per gate sum, as the equations read
@@ -42,7 +44,7 @@ from cellgen.passes.same_operand import same_operand_fusion
 from cellgen.passes.simplify import simplify
 from cellgen.passes.sum_fusion import sum_fusion
 
-Pass = Callable[[CellGraph], tuple[CellGraph, list[str]]]
+Pass = Callable[..., tuple[CellGraph, list[str]]]  # (graph, *, in_place=False) → (graph, notes)
 Chooser = Callable[[CellGraph, Callable[[CellGraph], CellGraph]], tuple[CellGraph, list[str]]]
 
 
@@ -123,14 +125,14 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
         return info.level <= level
 
     selected = [info for info in PIPELINE if runs(info)]
-    original = graph
+    original, graph = graph, graph.copy()  # one copy: the passes below rewrite it in place
     for index, info in enumerate(selected):
         forced = info.name in enable or any(other in disable for other in info.alternatives)
         if info.choose is not None and not forced:
             rest = selected[index + 1:]
             graph, notes = info.choose(graph, lambda g: _run(rest, g))
         else:
-            graph, notes = info.run(graph)
+            graph, notes = info.run(graph, in_place=True)
         if report is not None:
             report.lines.append((info.name, notes))
     if report is not None:
@@ -139,6 +141,8 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
 
 
 def _run(passes: list[PassInfo], graph: CellGraph) -> CellGraph:
+    """The passes run on a copy of `graph`."""
+    graph = graph.copy()
     for info in passes:
-        graph, _ = info.run(graph)
+        graph, _ = info.run(graph, in_place=True)
     return graph

@@ -26,8 +26,6 @@ slower on strided views than it saves in calls. It may pay under torch.compile o
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.ops import ACTIVATIONS
 from cellgen.passes.rules import (Rule, channels, conv_bias, conv_source, conv_weight, is_op, new_conv, new_op,
@@ -56,18 +54,18 @@ def _adjacent_pairs(acts: list) -> int:
     return sum(1 for a, b in zip(acts, acts[1:]) if a is not None and a == b)
 
 
-def _find_reorder(g: CellGraph):
-    for conv in g.ops("conv"):
-        spans = _tiles(g, conv)
-        if spans is None:
-            continue
-        acts = [_activation(g, u) for _, _, u in spans]
-        first = {}
-        for index, act in enumerate(acts):
-            first.setdefault(act, index)
-        order = sorted(range(len(spans)), key=lambda k: (first[acts[k]] if acts[k] is not None else len(acts), k))
-        if _adjacent_pairs([acts[k] for k in order]) > _adjacent_pairs(acts):
-            yield conv, [spans[k] for k in order]
+def _match_reorder(g: CellGraph, conv: str):
+    spans = _tiles(g, conv)
+    if spans is None:
+        return None
+    acts = [_activation(g, u) for _, _, u in spans]
+    first = {}
+    for index, act in enumerate(acts):
+        first.setdefault(act, index)
+    order = sorted(range(len(spans)), key=lambda k: (first[acts[k]] if acts[k] is not None else len(acts), k))
+    if _adjacent_pairs([acts[k] for k in order]) > _adjacent_pairs(acts):
+        return conv, [spans[k] for k in order]
+    return None
 
 
 def _apply_reorder(g: CellGraph, match) -> str:
@@ -92,25 +90,37 @@ def _gate_names(g: CellGraph, chunk: str) -> list[str]:
     return [owner(g, chunk)]
 
 
-def _find_merge(g: CellGraph):
-    groups = defaultdict(list)
-    for node in g.ops():
-        if is_op(g, node, *ACTIVATIONS):
-            (operand,) = g.operands(node)
-            if is_op(g, operand, "slice"):
-                groups[(g[node]["op"], g.operands(operand)[0])].append((g[operand]["start"], g[operand]["stop"], node))
-    for (op, tensor), acts in groups.items():
-        acts.sort()
-        run = [acts[0]]
-        for act in acts[1:]:
-            if act[0] == run[-1][1]:
-                run.append(act)
-            elif len(run) > 1:
-                break
-            else:
-                run = [act]
-        if len(run) > 1:
-            yield op, tensor, run
+def _sliced_activations(g: CellGraph, tensor: str, op: str) -> list[tuple[int, int, str]]:
+    """(start, stop, node) for each activation `op` of a slice of `tensor`, by range."""
+    return sorted((g[piece]["start"], g[piece]["stop"], act) for piece in g.users(tensor) if is_op(g, piece, "slice")
+                  for act in g.users(piece) if is_op(g, act, op) and g.operands(act) == [piece])
+
+
+def _match_merge(g: CellGraph, node: str):
+    (operand,) = g.operands(node)
+    if not is_op(g, operand, "slice"):
+        return None
+    op, tensor = g[node]["op"], g.operands(operand)[0]
+    acts = _sliced_activations(g, tensor, op)
+    run = [acts[0]]
+    for act in acts[1:]:
+        if act[0] == run[-1][1]:
+            run.append(act)
+        elif len(run) > 1:
+            break
+        else:
+            run = [act]
+    return (op, tensor, run) if len(run) > 1 else None
+
+
+def _revisit(g: CellGraph, node: str):
+    """Merging reads the activations of every slice of a tensor, reordering the activations
+    of every slice of a conv: a change at a tensor or a slice revisits both ends."""
+    if is_op(g, node, "slice"):
+        yield g.operands(node)[0]
+    for piece in g.users(node):
+        if is_op(g, piece, "slice"):
+            yield from (act for act in g.users(piece) if is_op(g, act, *ACTIVATIONS))
 
 
 def _apply_merge(g: CellGraph, match) -> str:
@@ -126,13 +136,13 @@ def _apply_merge(g: CellGraph, match) -> str:
 
 RULES = [
     Rule("act(T[a:b]), act(T[b:c])  →  act(T[a:c]) sliced", "same activation, same tensor, adjacent ranges",
-         _find_merge, _apply_merge),
+         tuple(sorted(ACTIVATIONS)), _match_merge, _apply_merge, revisit=_revisit),
     Rule("conv rows permuted so that same-activation chunks are adjacent",
-         "readers are slices tiling the conv's channels; more adjacent same-activation chunks", _find_reorder,
-         _apply_reorder),
+         "readers are slices tiling the conv's channels; more adjacent same-activation chunks", ("conv",),
+         _match_reorder, _apply_reorder, revisit=_revisit),
 ]
 
 
-def activation_grouping(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def activation_grouping(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     return g, (["; ".join(notes)] if notes else [])

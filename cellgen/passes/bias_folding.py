@@ -20,8 +20,8 @@ separate add did (the sum is reassociated, as fp32 allows).
 from __future__ import annotations
 
 from cellgen.ir.graph import CellGraph
-from cellgen.passes.rules import (Rule, bias_vector, channels, conv_bias, conv_source, conv_weight, fill,
-                                  is_inner_add, is_op, is_weight_side, new_conv, new_weight_op, only_user, owner,
+from cellgen.passes.rules import (Rule, bias_vector, channels, conv_bias, conv_source, conv_weight,
+                                  enclosing_sum, fill, is_inner_add, is_op, is_weight_side, new_conv, new_weight_op, only_user, owner,
                                   replace, replace_sum, rewrite, sum_terms, weight_cat, weight_symbols, wshape)
 
 
@@ -60,24 +60,35 @@ def _chunks(g: CellGraph, conv: str):
     return None
 
 
-def _find(g: CellGraph):
-    for conv in g.ops("conv"):
-        if conv_bias(g, conv) is not None:
+def _match(g: CellGraph, conv: str):
+    if conv_bias(g, conv) is not None:
+        return None
+    chunks = _chunks(g, conv)
+    if not chunks:
+        return None
+    folds, roots = [], set()  # one chunk per sum: a sum of two chunks keeps the biases on the first
+    for chunk, start, stop in chunks:
+        root = _root(g, chunk)
+        if root is None or root in roots:
             continue
-        chunks = _chunks(g, conv)
-        if not chunks:
-            continue
-        folds, roots = [], set()  # one chunk per sum: a sum of two chunks keeps the biases on the first
-        for chunk, start, stop in chunks:
-            root = _root(g, chunk)
-            if root is None or root in roots:
-                continue
-            terms = [t for t in sum_terms(g, root) if t != chunk and _bias_like(g, t, stop - start)]
-            if terms:
-                roots.add(root)
-                folds.append((chunk, start, stop, root, terms))
-        if folds:
-            yield conv, folds
+        terms = [t for t in sum_terms(g, root) if t != chunk and _bias_like(g, t, stop - start)]
+        if terms:
+            roots.add(root)
+            folds.append((chunk, start, stop, root, terms))
+    return (conv, folds) if folds else None
+
+
+def _revisit(g: CellGraph, node: str):
+    """The match reaches from the conv down its chunks to their sums: a change inside a sum
+    revisits the convs whose chunks are its terms."""
+    if is_op(g, node, "slice"):
+        yield g.operands(node)[0]
+    for root in enclosing_sum(g, node) or ([node] if is_op(g, node, "add") else []):
+        for term in sum_terms(g, root):
+            if is_op(g, term, "conv"):
+                yield term
+            elif is_op(g, term, "slice"):
+                yield g.operands(term)[0]
 
 
 def _describe(g: CellGraph, term: str) -> str:
@@ -115,11 +126,11 @@ def _apply(g: CellGraph, match) -> str:
 
 RULES = [Rule("conv(a, W)[:, o:o+C] + b  →  conv(a, W, [… | b | …])[:, o:o+C]",
               "no bias yet; each folded chunk feeds only its sum; readers are disjoint slices; b is a (C,) bias, "
-              "a (C, 1, …, 1) weight or a scalar", _find, _apply)]
+              "a (C, 1, …, 1) weight or a scalar", ("conv",), _match, _apply, revisit=_revisit)]
 
 
-def bias_folding(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def bias_folding(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     if not notes:
         return g, []
     return g, ["folded into conv biases: " + "; ".join(notes)]

@@ -18,8 +18,9 @@ Exact: addition is elementwise, so each output element is the same sum of the sa
 from __future__ import annotations
 
 from cellgen.ir.graph import CellGraph
-from cellgen.passes.rules import (Rule, build_sum, channels, concat, is_op, is_weight_side, new_op, owner,
-                                  replace, rewrite, single_use, slice_of, sum_roots, sum_terms, weight_slice)
+from cellgen.passes.rules import (Rule, build_sum, channels, concat, enclosing_sum, is_op, is_sum_root,
+                                  is_weight_side, new_op, owner, replace, rewrite, single_use, slice_of, sum_terms,
+                                  weight_slice)
 
 
 def _has_conv(g: CellGraph, node: str) -> bool:
@@ -28,12 +29,14 @@ def _has_conv(g: CellGraph, node: str) -> bool:
     return is_op(g, node, "add") and any(_has_conv(g, t) for t in sum_terms(g, node))
 
 
-def _find(g: CellGraph):
-    for root in sum_roots(g):
-        for term in sum_terms(g, root):
-            if (is_op(g, term, "concat") and single_use(g, term)
-                    and any(_has_conv(g, part) for part in g.operands(term))):
-                yield root, term
+def _match(g: CellGraph, root: str):
+    if not is_sum_root(g, root):
+        return None
+    for term in sum_terms(g, root):
+        if (is_op(g, term, "concat") and single_use(g, term)
+                and any(_has_conv(g, part) for part in g.operands(term))):
+            return root, term
+    return None
 
 
 def _cut(g: CellGraph, term: str, bounds: list[tuple[int, int]]) -> list[str]:
@@ -71,9 +74,9 @@ def _apply(g: CellGraph, match) -> str:
 
 RULES = [Rule("[p₁, …, pₙ] + t  →  [p₁ + t[0:c₁], …, pₙ + t[…:]]",
               "the concat feeds only this sum, and one of its parts is a conv or a sum of convs",
-              _find, _apply)]
+              ("add",), _match, _apply, revisit=enclosing_sum)]
 
 
-def concat_split(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def concat_split(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     return g, ([f"split {len(notes)} sums of concats: " + ", ".join(notes)] if notes else [])

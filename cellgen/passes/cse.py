@@ -10,7 +10,8 @@ Rule:  op(a…; attrs) and op(a…; attrs)  →  one node      (constants: equal
 Guard: same op, same attributes, same operands in the same order — or in any order for the
 commutative `add` and `mul` (IEEE addition and multiplication commute exactly). Every op
 of a cell is pure, so the merge is exact. Nodes are visited in topological order, so
-operands are already merged when their users are compared.
+operands are already merged when their users are compared; the first node of each key is
+the one kept (a merge re-points the users, which the driver then compares again).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from collections import Counter
 
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.ops import COMMUTATIVE
-from cellgen.passes.rules import replace
+from cellgen.passes.rules import ANY, Rule, replace, rewrite
 
 _IGNORED = {"kind", "name", "span", "channels", "decl_span"}
 
@@ -36,23 +37,34 @@ def _key(graph: CellGraph, node: str):
     return (data["op"], attrs, operands)
 
 
-def cse(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g = graph.copy()
-    seen: dict[object, str] = {}
-    merged: Counter = Counter()
-    for node in g.order():
+def _rule() -> Rule:
+    first: dict[object, str] = {}  # key → the node that computes it (checked again before use)
+
+    def match(g: CellGraph, node: str):
         key = _key(g, node)
         if key is None:
-            continue
-        if key in seen:
-            what = g[node]["op"] if g[node]["kind"] == "op" else "const"
-            replace(g, node, seen[key])
-            merged[what] += 1
-        else:
-            seen[key] = node
-    g.remove_dead()
-    if not merged:
+            return None
+        other = first.get(key)
+        if other is not None and other != node and other in g.nx and _key(g, other) == key:
+            return node, other
+        first[key] = node
+        return None
+
+    def apply(g: CellGraph, merge) -> str:
+        node, other = merge
+        what = g[node]["op"] if g[node]["kind"] == "op" else "const"
+        replace(g, node, other)
+        return what
+
+    return Rule("op(a…; attrs), op(a…; attrs)  →  one node", "same op, attributes and operands (any order if "
+                "commutative); constants: equal values", (ANY,), match, apply)
+
+
+def cse(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    g, merges = rewrite(graph, [_rule()], in_place=in_place)
+    if not merges:
         return g, []
+    merged = Counter(merges)
     total = sum(merged.values())
     return g, [f"merged {total} duplicate{'s' * (total > 1)} (" + ", ".join(f"{op} ×{n}" for op, n in merged.items())
                + ")"]

@@ -92,11 +92,11 @@ def _describe(g: CellGraph, group: list[str]) -> str:
     return f"{' + '.join('×'.join(map(str, k)) for k in kernels)} (pad {shown} to {'×'.join(map(str, target))})"
 
 
-def kernel_embedding(graph: CellGraph) -> tuple[CellGraph, list[str]]:
+def kernel_embedding(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
     """Embed every kernel group (the forced choice: `enable=["kernel-embedding"]`)."""
     groups = kernel_groups(graph)
     if not groups:
-        return graph.copy(), []
+        return (graph if in_place else graph.copy()), []
     g = embed(graph, groups)
     return g, ["embedded " + "; ".join(_describe(graph, grp) for grp in groups)]
 

@@ -24,23 +24,31 @@ enabling either pass by name.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.rules import Rule, channels, is_op, label, new_op, replace, rewrite, slice_of
 
 
-def _find(g: CellGraph):
-    groups: dict[tuple, list[str]] = defaultdict(list)
-    for cat in g.ops("concat"):
-        parts = g.operands(cat)
-        tensors = tuple(g.operands(p)[0] for p in parts if is_op(g, p, "slice"))
-        if len(parts) >= 2 and len(tensors) == len(parts) and len(set(tensors)) == len(tensors):
-            groups[tensors].append(cat)
-    for tensors, cats in groups.items():
-        gates = _gates(g, tensors, cats)
-        if gates is not None:
-            yield tensors, gates
+def _sliced(g: CellGraph, cat: str):
+    """The distinct tensors a concat of ≥ 2 slices reads, in order, or None."""
+    parts = g.operands(cat)
+    tensors = tuple(g.operands(p)[0] for p in parts if is_op(g, p, "slice"))
+    if len(parts) >= 2 and len(tensors) == len(parts) and len(set(tensors)) == len(tensors):
+        return tensors
+    return None
+
+
+def _match(g: CellGraph, cat: str):
+    tensors = _sliced(g, cat)
+    if tensors is None:
+        return None
+    # the other concats of the same tensors: users of slices of the first one, in the graph's order
+    cats = {c for piece in g.users(tensors[0]) if is_op(g, piece, "slice")
+            for c in g.users(piece) if is_op(g, c, "concat") and _sliced(g, c) == tensors}
+    if len(cats) < 2:
+        return None
+    position = {n: i for i, n in enumerate(g.order())}
+    gates = _gates(g, tensors, sorted(cats, key=position.__getitem__))
+    return (tensors, gates) if gates is not None else None
 
 
 def _gates(g: CellGraph, tensors: tuple, cats: list[str]):
@@ -76,9 +84,9 @@ def _apply(g: CellGraph, match) -> str:
 
 
 RULES = [Rule("[T₁[g-th chunk], …, Tₙ[g-th chunk]] for every g  →  interleave(T₁ … Tₙ)[g-th chunk]",
-              "≥ 2 concats tile T₁…Tₙ chunk by chunk, equal widths, same order", _find, _apply)]
+              "≥ 2 concats tile T₁…Tₙ chunk by chunk, equal widths, same order", ("concat",), _match, _apply)]
 
 
-def kernel_grouping(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def kernel_grouping(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     return g, (["interleaved " + "; ".join(notes)] if notes else [])

@@ -1,16 +1,29 @@
-"""The vocabulary the passes are written in: patterns over a CellGraph, and how to rewrite them.
+"""The vocabulary the passes are written in: rules anchored on an op, the driver that applies
+them, and the shared patterns (sums, chunks of tensors, bias-like terms, weight-side expressions).
 
-A pass is a list of `Rule`s, each a small declarative pattern with an explicit guard (the
-condition under which the rewrite is exact), applied until none matches::
+A pass is a list of `Rule`s, each a small declarative pattern rooted at one op, with an
+explicit guard (the condition under which the rewrite is exact)::
 
     Rule("W₁⋆a₁ + W₂⋆a₂  →  [W₁ W₂] ⋆ [a₁, a₂]",
          guard="each conv feeds only this sum; same kernel",
-         find=…, apply=…)
+         anchor=("add",), match=…, apply=…)
 
-`find(graph)` yields matches that satisfy the guard; `apply(graph, match)` rewrites the
-graph in place (adding nodes and re-pointing uses; dead nodes are swept afterwards) and
-returns a short note for the report. The helpers below are the shared pattern vocabulary:
-sums, chunks of tensors, bias-like terms, weight-side expressions, labels.
+`match(graph, node)` is called only on nodes whose op is one of the rule's anchors and
+returns the match rooted there that satisfies the guard, or None; `apply(graph, match)`
+rewrites the graph in place (adding nodes and re-pointing uses) and returns a short note for
+the report. The driver (`rewrite`) owns the traversal, in the manner of tinygrad's
+PatternMatcher: each rule has a worklist, holding at first every node it is anchored on;
+a node tried without a match leaves it, and after a rewrite only what the rewrite changed
+is queued again (the nodes it created or whose operands or users changed, their users, and
+whatever a rule's `revisit` names). Each step applies the first rule that matches at the
+first node in topological order — the match a driver restarting from scratch after every
+rewrite would find, so both reach the same fixed point by the same steps — but without
+rescanning the graph: the graph's order is sorted once per rewrite (`CellGraph.order` is
+cached until the graph changes), and only queued nodes are tried.
+
+Dead nodes: a value whose last user a rewrite took away is dropped at once, with whatever
+only it used (`CellGraph.drop_unused`, local to the rewrite) — the guards count users, and a
+dead user would block a fusion. The whole-graph sweep (`remove_dead`) runs once per pass.
 
 Vocabulary:
   sum tree   a maximal tree of `add` nodes whose inner adds each feed only their parent;
@@ -36,26 +49,78 @@ from cellgen.ir.ops import WEIGHT_OPS
 class Rule:
     pattern: str  # before → after, for docs and error messages
     guard: str  # when the rewrite is exact
-    find: Callable[[CellGraph], Iterable[Any]]
+    anchor: tuple[str, ...]  # the ops (or node kinds: "const") a match is rooted at
+    match: Callable[[CellGraph, str], Any]  # the match rooted at this node, guard satisfied, or None
     apply: Callable[[CellGraph, Any], Optional[str]]
+    # Nodes whose match a change at `node` may alter, beyond the node and its users (for a rule
+    # whose pattern reaches from its anchor down to operands: a conv whose chunk a sum adds to).
+    revisit: Optional[Callable[[CellGraph, str], Iterable[str]]] = None
 
 
-def rewrite(graph: CellGraph, rules: list[Rule], limit: int = 10_000) -> tuple[CellGraph, list[str]]:
-    """Apply `rules` to a copy of `graph` until none matches; return it and the rules' notes."""
-    g = graph.copy()
+ANY = "*"  # the anchor of a rule tried on every node
+
+
+def anchor_of(g: CellGraph, node: str) -> str:
+    """What a rule anchors on: the op of an op node, else the node's kind."""
+    data = g[node]
+    return data["op"] if data["kind"] == "op" else data["kind"]
+
+
+def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False,
+            limit: int = 10_000) -> tuple[CellGraph, list[str]]:
+    """Apply `rules` until none matches; return the graph and the rules' notes.
+
+    Works on a copy of `graph` unless `in_place`. Each step applies the first rule, in list
+    order, that matches anywhere, at the first node in topological order where it matches —
+    the match that restarting from the first rule and node after every rewrite would find.
+    The driver finds it by trying only the nodes queued for that rule: at first every node
+    the rule is anchored on, then only what a rewrite changed (see the module docstring).
+    A node tried without a match leaves the queue until a rewrite touches it again.
+    """
+    g = graph if in_place else graph.copy()
+    everywhere = [rule for rule in rules if ANY in rule.anchor]
+
+    def anchored(rule: Rule, node: str) -> bool:
+        return rule in everywhere or anchor_of(g, node) in rule.anchor
+
+    revisits = list(dict.fromkeys(rule.revisit for rule in rules if rule.revisit is not None))
+    queued = [{n for n in g.nx if anchored(rule, n)} for rule in rules]
     notes: list[str] = []
     for _ in range(limit):
-        for rule in rules:
-            match = next(iter(rule.find(g)), None)
-            if match is not None:
-                note = rule.apply(g, match)
-                if note:
-                    notes.append(note)
-                g.remove_dead()
-                break
-        else:
+        step = _first_match(g, rules, queued)
+        if step is None:
+            g.remove_dead()
             return g, notes
+        node, rule, match = step
+        with g.recording() as changed:
+            note = rule.apply(g, match)
+            g.drop_unused([n for n in list(changed) if n in g.nx])
+        if note:
+            notes.append(note)
+        again = {n for n in changed | {node} if n in g.nx}
+        again |= {u for n in list(again) for u in g.users(n)}
+        for revisit in revisits:
+            again |= {r for n in list(again) for r in revisit(g, n) if r in g.nx}
+        for index, other in enumerate(rules):
+            queued[index] |= {n for n in again if anchored(other, n)}
     raise RuntimeError(f"rewriting {graph.name} did not reach a fixed point after {limit} steps")
+
+
+def _first_match(g: CellGraph, rules: list[Rule], queued: list[set]) -> Optional[tuple[str, Rule, Any]]:
+    """The first rule's first match in topological order among the queued nodes (consuming
+    the nodes tried), or None if no queued node matches."""
+    place = None
+    for rule, nodes in zip(rules, queued):
+        if not nodes:
+            continue
+        place = place or {n: i for i, n in enumerate(g.order())}
+        for node in sorted((n for n in nodes if n in place), key=place.__getitem__):
+            nodes.discard(node)
+            match = rule.match(g, node)
+            if match is not None:
+                return node, rule, match
+        nodes.clear()  # the rest were removed
+    return None
 
 
 # --- reading the graph -------------------------------------------------------------------------
@@ -112,7 +177,12 @@ def conv_key(g: CellGraph, conv: str) -> tuple:
 
 
 def stages(g: CellGraph) -> dict[str, int]:
-    """Node → the number of convs on the longest path into it (see the module docstring)."""
+    """Node → the number of convs on the longest path into it (see the module docstring);
+    computed once per version of the graph."""
+    return g.derived("stages", _stages)
+
+
+def _stages(g: CellGraph) -> dict[str, int]:
     stage: dict[str, int] = {}
     for node in g.order():
         stage[node] = max((stage[o] + is_op(g, o, "conv") for o in g.operands(node)), default=0)
@@ -123,6 +193,10 @@ def evaluation_order(g: CellGraph) -> dict[str, int]:
     """Node → its position when the equations are evaluated in the order they were written,
     each one operand by operand, left to right (a depth-first post-order from every named
     value, in creation order). Within `[W₃ ⋆ x, W₅ ⋆ x]` the 3×3 conv comes first."""
+    return g.derived("evaluation_order", _evaluation_order)
+
+
+def _evaluation_order(g: CellGraph) -> dict[str, int]:
     position: dict[str, int] = {}
     named = [n for n in g.order() if g[n]["kind"] == "op" and g[n].get("name")]
     for start in sorted(named, key=lambda n: int(n[1:])) + g.results():
@@ -149,6 +223,20 @@ def is_inner_add(g: CellGraph, node: str) -> bool:
 
 def sum_roots(g: CellGraph) -> list[str]:
     return [n for n in g.ops("add") if not is_inner_add(g, n)]
+
+
+def is_sum_root(g: CellGraph, node: str) -> bool:
+    return is_op(g, node, "add") and not is_inner_add(g, node)
+
+
+def enclosing_sum(g: CellGraph, node: str) -> list[str]:
+    """The root of the sum tree `node` is an inner add of (as a one-element list), else [].
+    A rule anchored on a sum root revisits it when anything inside its tree changes."""
+    if not is_inner_add(g, node):
+        return []
+    while is_inner_add(g, node):
+        node = only_user(g, node)
+    return [node]
 
 
 def sum_terms(g: CellGraph, root: str) -> list[str]:

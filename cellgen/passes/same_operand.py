@@ -26,23 +26,20 @@ pixel (+50 % when in_channels = hidden), so no pass does it.
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.rules import (Rule, channels, conv_bias, conv_key, conv_label, conv_source, conv_weight,
-                                  evaluation_order, fill,
-                                  label, new_conv, replace, rewrite, slice_of, weight_cat)
+                                  evaluation_order, fill, is_op, label, new_conv, replace, rewrite, slice_of,
+                                  weight_cat)
 
 
-def _find(g: CellGraph):
-    groups: dict[tuple, list[str]] = defaultdict(list)
-    for conv in g.ops("conv"):
-        groups[(conv_source(g, conv), conv_key(g, conv))].append(conv)
-    position = None
-    for (source, _), convs in groups.items():
-        if len(convs) >= 2:
-            position = position or evaluation_order(g)
-            yield source, sorted(convs, key=position.__getitem__)
+def _match(g: CellGraph, conv: str):
+    source, key = conv_source(g, conv), conv_key(g, conv)
+    convs = [u for u in g.users(source) if is_op(g, u, "conv") and conv_source(g, u) == source
+             and conv_key(g, u) == key]
+    if len(convs) < 2:
+        return None
+    position = evaluation_order(g)
+    return source, sorted(convs, key=position.__getitem__)
 
 
 def _apply(g: CellGraph, match) -> str:
@@ -62,11 +59,12 @@ def _apply(g: CellGraph, match) -> str:
 
 
 RULES = [Rule("W₁ ⋆ a, …, Wₙ ⋆ a  →  cat([W₁ … Wₙ], 0) ⋆ a, read back through channel slices",
-              "same input node; same kernel", _find, _apply)]
+              "same input node; same kernel", ("conv",), _match, _apply)]
 
 
-def same_operand_fusion(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def same_operand_fusion(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    count = graph.count("conv")
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     if not notes:
         return g, []
-    return g, [f"{graph.count('conv')} convs -> {g.count('conv')} (" + "; ".join(notes) + ")"]
+    return g, [f"{count} convs -> {g.count('conv')} (" + "; ".join(notes) + ")"]

@@ -33,24 +33,21 @@ def _width(g, n):
     return wshape(g, n)[0] if is_weight_side(g, n) else channels(g, n)
 
 
-def _find_full(g):
-    for n in g.ops():
-        if _full_slice(g, n):
-            yield n
+def _match_full(g, n):
+    return n if _full_slice(g, n) else None
 
 
 def _apply_full(g, n):
     replace(g, n, g.operands(n)[0])
 
 
-def _find_nested(g):
-    for n in g.ops():
-        if is_op(g, n, "slice", "weight_slice"):
-            inner = g.operands(n)[0]
-            if is_op(g, inner, g[n]["op"]):
-                yield n, inner
-            elif _part_of(g, n) is not None or (is_op(g, inner, "weight_cat") and g[inner]["dim"] == 0):
-                yield n, None
+def _match_nested(g, n):
+    inner = g.operands(n)[0]
+    if is_op(g, inner, g[n]["op"]):
+        return n, inner
+    if _part_of(g, n) is not None or (is_op(g, inner, "weight_cat") and g[inner]["dim"] == 0):
+        return n, None
+    return None
 
 
 def _part_of(g, n) -> Optional[tuple[str, int]]:
@@ -108,15 +105,15 @@ def _flattenable(g, cat, part) -> bool:
     return is_op(g, part, "weight_cat") and g[part]["dim"] == g[cat]["dim"] and single_use(g, part)
 
 
-def _find_cat(g):
-    for n in g.ops():
-        if is_op(g, n, "concat") or (is_op(g, n, "weight_cat") and g[n]["dim"] == 0):
-            parts = g.operands(n)
-            if (len(parts) == 1 or any(_mergeable(g, a, b) for a, b in zip(parts, parts[1:]))
-                    or any(_flattenable(g, n, p) for p in parts)):
-                yield n
-        elif is_op(g, n, "weight_cat") and any(_flattenable(g, n, p) for p in g.operands(n)):
-            yield n
+def _match_cat(g, n):
+    parts = g.operands(n)
+    if is_op(g, n, "concat") or g[n]["dim"] == 0:
+        if (len(parts) == 1 or any(_mergeable(g, a, b) for a, b in zip(parts, parts[1:]))
+                or any(_flattenable(g, n, p) for p in parts)):
+            return n
+    elif any(_flattenable(g, n, p) for p in parts):
+        return n
+    return None
 
 
 def _apply_cat(g, n):
@@ -136,18 +133,20 @@ def _apply_cat(g, n):
     replace(g, n, concat(g, merged) if g[n]["op"] == "concat" else weight_cat(g, merged, g[n]["dim"]))
 
 
+_SLICES = ("slice", "weight_slice")
 RULES = [
-    Rule("T[:, 0:C] → T", "C = all of T's channels", _find_full, _apply_full),
-    Rule("T[a:b][c:d] → T[a+c:a+d];  [p…][a:b] → pⱼ[…]", "the range lies inside one part", _find_nested,
-         _apply_nested),
+    Rule("T[:, 0:C] → T", "C = all of T's channels", _SLICES, _match_full, _apply_full),
+    Rule("T[a:b][c:d] → T[a+c:a+d];  [p…][a:b] → pⱼ[…]", "the range lies inside one part", _SLICES,
+         _match_nested, _apply_nested),
     Rule("[… T[a:b], T[b:c] …] → [… T[a:c] …];  [[q…]] → [q…];  [p] → p",
-         "adjacent ranges of one tensor; inner concat feeds only the outer", _find_cat, _apply_cat),
+         "adjacent ranges of one tensor; inner concat feeds only the outer", ("concat", "weight_cat"), _match_cat,
+         _apply_cat),
 ]
 
 
-def simplify(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, _ = rewrite(graph, RULES)
+def simplify(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
     before = sum(1 for n in graph.ops() if graph[n]["op"] in _TIDIED)
+    g, _ = rewrite(graph, RULES, in_place=in_place)
     after = sum(1 for n in g.ops() if g[n]["op"] in _TIDIED)
     return g, ([f"{before} slices/concats -> {after}"] if before != after else [])
 

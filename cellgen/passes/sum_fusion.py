@@ -29,21 +29,19 @@ from __future__ import annotations
 from collections import defaultdict
 
 from cellgen.ir.graph import CellGraph
-from cellgen.passes.rules import (Rule, concat, conv_bias, conv_key, conv_label, conv_source, conv_weight, is_op,
-                                  label, new_conv, new_weight_op, owner, replace_sum, rewrite, stages, sum_of,
-                                  sum_roots, sum_terms, weight_cat, wshape)
+from cellgen.passes.rules import (Rule, concat, conv_bias, conv_key, conv_label, conv_source, conv_weight,
+                                  enclosing_sum, is_op, is_sum_root, label, new_conv, new_weight_op, owner,
+                                  replace_sum, rewrite, stages, sum_of, sum_terms, weight_cat, wshape)
 
 
-def _find(g: CellGraph):
-    stage = stages(g)
-    for root in sum_roots(g):
-        groups: dict[tuple, list[str]] = defaultdict(list)
-        for term in sum_terms(g, root):
-            if is_op(g, term, "conv") and conv_bias(g, term) is None and sum_of(g, root, term):
-                groups[(conv_key(g, term), stage[conv_source(g, term)])].append(term)
-        for convs in groups.values():
-            if len(convs) >= 2:
-                yield root, convs
+def _match(g: CellGraph, root: str):
+    if not is_sum_root(g, root):
+        return None
+    groups: dict[tuple, list[str]] = defaultdict(list)
+    for term in sum_terms(g, root):
+        if is_op(g, term, "conv") and conv_bias(g, term) is None and sum_of(g, root, term):
+            groups[(conv_key(g, term), stages(g)[conv_source(g, term)])].append(term)
+    return next(((root, convs) for convs in groups.values() if len(convs) >= 2), None)
 
 
 def _apply(g: CellGraph, match) -> str:
@@ -67,11 +65,12 @@ def _apply(g: CellGraph, match) -> str:
 
 RULES = [Rule("W₁ ⋆ a₁ + … + Wₙ ⋆ aₙ  →  cat([W₁ … Wₙ], 1) ⋆ [a₁, …, aₙ]",
               "each conv feeds only this sum; same kernel; no bias; inputs at the same stage",
-              _find, _apply)]
+              ("add",), _match, _apply, revisit=enclosing_sum)]
 
 
-def sum_fusion(graph: CellGraph) -> tuple[CellGraph, list[str]]:
-    g, notes = rewrite(graph, RULES)
+def sum_fusion(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
+    count = graph.count("conv")
+    g, notes = rewrite(graph, RULES, in_place=in_place)
     if not notes:
         return g, []
-    return g, [f"{graph.count('conv')} convs -> {g.count('conv')} (" + "; ".join(notes) + ")"]
+    return g, [f"{count} convs -> {g.count('conv')} (" + "; ".join(notes) + ")"]
