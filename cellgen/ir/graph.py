@@ -14,6 +14,7 @@ also records which node is each state's next value and which node is the cell's 
 """
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 from dataclasses import dataclass, field
@@ -79,7 +80,7 @@ class CellGraph:
 
     # --- reading ----------------------------------------------------------------------------
     def __getitem__(self, node: str) -> dict:
-        return self.nx.nodes[node]
+        return self.nx._node[node]
 
     def operands(self, node: str) -> list[str]:
         # networkx's adjacency dicts directly: operands() and users() are the passes' inner loop
@@ -131,9 +132,12 @@ class CellGraph:
 
     def remove_dead(self) -> int:
         """Drop op and const nodes that no result depends on; return how many were dropped."""
-        live = set(self.results())
-        for result in list(live):
-            live |= nx.ancestors(self.nx, result)
+        live, stack, pred = set(), self.results(), self.nx._pred
+        while stack:
+            node = stack.pop()
+            if node not in live:
+                live.add(node)
+                stack.extend(pred[node])
         dead = [n for n in self.nx if n not in live and self[n]["kind"] in ("op", "const")]
         self.remove(dead)
         return len(dead)
@@ -176,6 +180,7 @@ class CellGraph:
         return len(self.ops(op))
 
 
+@functools.lru_cache(maxsize=None)
 def creation_order(node: str) -> int:
     return int(node[1:])
 
@@ -196,19 +201,21 @@ class _Recording:
 
 def _lexicographic_order(graph: CellGraph) -> list[str]:
     """Kahn's algorithm with a heap on creation order (networkx's lexicographical_topological_sort
-    with key=creation_order gives the same list; this one reads the adjacency dicts directly)."""
+    with key=creation_order gives the same list; this one reads the adjacency dicts directly,
+    and counts distinct operands rather than edges, which places every node the same)."""
     pred, succ = graph.nx._pred, graph.nx._succ
-    waiting = {n: sum(len(ports) for ports in operands.values()) for n, operands in pred.items()}
+    waiting = {n: len(operands) for n, operands in pred.items()}
     ready = [(creation_order(n), n) for n, count in waiting.items() if count == 0]
     heapq.heapify(ready)
-    order = []
+    order, push, pop = [], heapq.heappush, heapq.heappop
     while ready:
-        _, node = heapq.heappop(ready)
+        node = pop(ready)[1]
         order.append(node)
-        for user, ports in succ[node].items():
-            waiting[user] -= len(ports)
-            if waiting[user] == 0:
-                heapq.heappush(ready, (creation_order(user), user))
+        for user in succ[node]:
+            left = waiting[user] - 1
+            waiting[user] = left
+            if not left:
+                push(ready, (creation_order(user), user))
     if len(order) != len(waiting):
         raise nx.NetworkXUnfeasible("the graph has a cycle")
     return order

@@ -130,7 +130,7 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
         forced = info.name in enable or any(other in disable for other in info.alternatives)
         if info.choose is not None and not forced:
             rest = selected[index + 1:]
-            graph, notes = info.choose(graph, lambda g: _run(rest, g))
+            graph, notes = info.choose(graph, lambda g: _run(rest, g), in_place=True)
         else:
             graph, notes = info.run(graph, in_place=True)
         if report is not None:

@@ -183,9 +183,11 @@ def stages(g: CellGraph) -> dict[str, int]:
 
 
 def _stages(g: CellGraph) -> dict[str, int]:
+    # a leaf standing for a value computed elsewhere (kernel_embedding.affected_region) says its stage
     stage: dict[str, int] = {}
     for node in g.order():
-        stage[node] = max((stage[o] + is_op(g, o, "conv") for o in g.operands(node)), default=0)
+        stage[node] = max((stage[o] + is_op(g, o, "conv") for o in g.operands(node)),
+                          default=g[node].get("stage", 0))
     return stage
 
 
