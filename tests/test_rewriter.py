@@ -1,0 +1,294 @@
+"""The rewrite driver (cellgen/passes/rules.py) and the cached order it walks (CellGraph.order).
+
+- On every shipped spec, at every pass of every opt level, the worklist driver reaches the
+  graph that the old driver — restart from the first rule and node after every rewrite,
+  sweep dead nodes after every rewrite — reaches: the same nodes, edges and attributes, the
+  same notes. (A rewrite creates node ids in sequence, so equal graphs mean equal steps.)
+- A rewrite makes the driver try again only what it changed and the users of that.
+- Dead nodes are gone after every pass; the whole-graph sweep runs once per pass.
+- The kernel-embedding choice is today's on every shipped spec (recorded from
+  `cellgen compile SPEC --explain` before the choice moved to a region of the graph), and,
+  under other cost models, the choice that finishing the whole step both ways makes.
+"""
+from __future__ import annotations
+
+import re
+import sys
+import warnings
+from collections import Counter
+
+import networkx as nx
+import pytest
+
+from cellgen.api import lower_spec
+from cellgen.ir.graph import CellGraph, creation_order
+from cellgen.passes import PIPELINE, Report, optimize
+from cellgen.passes import rules as rules_module
+from cellgen.passes.cost import CostModel
+from cellgen.passes.rules import ANY, Rule, anchor_of, rewrite
+from cellgen.resources import shipped_specs
+
+kernel_embedding = sys.modules["cellgen.passes.kernel_embedding"]
+
+PARAMS = dict(in_channels=3, hidden=8)
+RULE_PASSES = {  # pass name → its module's rules (cse builds its rule per run: it keeps a table)
+    "sum-fusion": "cellgen.passes.sum_fusion", "same-operand-fusion": "cellgen.passes.same_operand",
+    "bias-folding": "cellgen.passes.bias_folding", "concat-split": "cellgen.passes.concat_split",
+    "simplify": "cellgen.passes.simplify", "kernel-grouping": "cellgen.passes.kernel_grouping",
+    "activation-grouping": "cellgen.passes.activation_grouping",
+}
+VARIANTS = [dict(level=1), dict(level=2), dict(level=2, enable=["activation-grouping"]),
+            dict(level=2, enable=["kernel-embedding"])]
+
+
+def restart_driver(graph: CellGraph, rules: list[Rule]) -> tuple[CellGraph, list[str]]:
+    """The driver as it was: find the first match of the first rule that has one, scanning
+    the whole graph in order; apply it; sweep the dead; start again from the beginning."""
+    g = graph.copy()
+    notes = []
+    while True:
+        for rule in rules:
+            match = next((m for m in (rule.match(g, n) for n in g.order()
+                                      if ANY in rule.anchor or anchor_of(g, n) in rule.anchor) if m is not None),
+                         None)
+            if match is not None:
+                note = rule.apply(g, match)
+                if note:
+                    notes.append(note)
+                g.remove_dead()
+                break
+        else:
+            return g, notes
+
+
+def sweep_cse(graph: CellGraph) -> tuple[CellGraph, list[str]]:
+    """CSE as it was: one sweep in topological order, each node merged into the first of its key."""
+    cse = sys.modules["cellgen.passes.cse"]
+    g = graph.copy()
+    seen, merged = {}, []
+    for node in list(g.order()):
+        key = cse._key(g, node)
+        if key is None:
+            continue
+        if key in seen:
+            merged.append(g[node]["op"] if g[node]["kind"] == "op" else "const")
+            rules_module.replace(g, node, seen[key])
+        else:
+            seen[key] = node
+    g.remove_dead()
+    return g, merged
+
+
+def snapshot(g: CellGraph):
+    nodes = {n: repr(sorted(g[n].items(), key=lambda kv: kv[0])) for n in g.nx}
+    edges = sorted(g.nx.edges(keys=True))
+    return nodes, edges, g.output, dict(g.next_state)
+
+
+def lowered(spec: str) -> CellGraph:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return lower_spec(spec, **PARAMS)
+
+
+def _selected(level: int, enable=()):
+    enable = set(enable)
+    return [p for p in PIPELINE
+            if p.name in enable or (p.level <= level and not any(a in enable for a in p.alternatives))]
+
+
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"O{v['level']}" + "".join(f"+{e}" for e in
+                                                                                       v.get("enable", [])))
+@pytest.mark.parametrize("spec", shipped_specs())
+def test_worklist_reaches_the_restart_drivers_fixed_point(spec, variant):
+    g = lowered(spec)
+    for info in _selected(variant["level"], variant.get("enable", ())):
+        if info.name in RULE_PASSES:
+            module = sys.modules[RULE_PASSES[info.name]]
+            expected, expected_notes = restart_driver(g, module.RULES)
+            got, notes = rewrite(g, module.RULES)
+        elif info.name == "cse":
+            expected, expected_notes = sweep_cse(g)
+            got, notes = rewrite(g, [sys.modules["cellgen.passes.cse"]._rule()])
+        else:
+            g, _ = info.run(g)
+            continue
+        assert notes == expected_notes, f"{spec}, {info.name}"
+        assert snapshot(got) == snapshot(expected), f"{spec}, {info.name}: a different graph"
+        assert got.remove_dead() == 0, f"{spec}, {info.name}: dead nodes left"
+        g = got
+
+
+def test_a_rewrite_revisits_only_what_it_changed_and_its_users():
+    """relu(relu(a)) → relu(a) on one chain beside 40 unrelated relus: after the first try, the
+    driver tries only nodes of the chain again (the rewritten nodes and their users)."""
+    g = CellGraph("chain")
+    x = g.add("input", name="x")
+    unrelated = [g.add_op("relu", [x]) for _ in range(40)]  # first in the order
+    chain = [x]
+    for _ in range(4):
+        chain.append(g.add_op("relu", [chain[-1]]))
+    g.output = chain[-1]
+    g.next_state = {f"s{i}": n for i, n in enumerate(unrelated)}
+    tried = Counter()
+
+    def match(graph, node):
+        tried[node] += 1
+        (operand,) = graph.operands(node)
+        return node if rules_module.is_op(graph, operand, "relu") else None
+
+    def apply(graph, node):
+        graph.replace_uses(node, graph.operands(node)[0])
+        return "collapsed"
+
+    rule = Rule("relu(relu(a)) → relu(a)", "relu is idempotent", ("relu",), match, apply)
+    after, notes = rewrite(g, [rule])
+    assert notes == ["collapsed"] * 3
+    assert len(after.ops("relu")) == 41
+    assert all(tried[n] == 1 for n in unrelated), "a node the rewrites did not touch was tried again"
+    # the old driver tries every one of them again after each of the three rewrites
+    tried.clear()
+    restart_driver(g, [rule])
+    assert all(tried[n] == 4 for n in unrelated)
+
+
+def test_dead_values_go_with_the_rewrite_and_the_sweep_runs_once_per_pass(monkeypatch):
+    """The rewritten chain nodes are gone by the next match (a dead user would block a guard
+    that counts users), and `remove_dead` runs once per `rewrite`, not once per rewrite."""
+    g = CellGraph("chain")
+    x = g.add("input", name="x")
+    chain = [x]
+    for _ in range(5):
+        chain.append(g.add_op("relu", [chain[-1]]))
+    g.output = chain[-1]
+    seen_dead = []
+
+    def match(graph, node):
+        seen_dead.extend(n for n in chain[1:] if n in graph.nx and not graph.users(n) and n not in graph.results())
+        return node if rules_module.is_op(graph, graph.operands(node)[0], "relu") else None
+
+    def apply(graph, node):
+        graph.replace_uses(node, graph.operands(node)[0])
+
+    sweeps = []
+    original = CellGraph.remove_dead
+    monkeypatch.setattr(CellGraph, "remove_dead", lambda self: sweeps.append(1) or original(self))
+    after, _ = rewrite(g, [Rule("relu(relu(a)) → relu(a)", "idempotent", ("relu",), match, apply)])
+    assert seen_dead == []
+    assert len(sweeps) == 1
+    assert after.ops("relu") == [chain[1]]
+
+
+@pytest.mark.parametrize("spec", shipped_specs())
+def test_no_dead_node_survives_a_pass(spec):
+    g = lowered(spec).copy()
+    for info in _selected(2):
+        g, _ = info.run(g, in_place=True)
+        assert g.copy().remove_dead() == 0, f"{spec}: {info.name} left dead nodes"
+
+
+def test_order_is_cached_until_the_graph_changes():
+    g = lowered("predrnn")
+    first = g.order()
+    assert g.order() is first
+    assert first == list(nx.lexicographical_topological_sort(g.nx, key=creation_order))
+    conv = g.ops("conv")[0]
+    copy = g.add_op("conv", g.operands(conv), kernel=g[conv]["kernel"])
+    assert g.order() is not first and copy in g.order()
+    g.replace_uses(conv, copy)
+    assert g.order() == list(nx.lexicographical_topological_sort(g.nx, key=creation_order))
+    g.remove_dead()
+    assert conv not in g.order()
+    assert g.order() == list(nx.lexicographical_topological_sort(g.nx, key=creation_order))
+
+
+def test_optimize_copies_its_input_once_and_leaves_it_alone(monkeypatch):
+    g = lowered("convlstm")
+    before = snapshot(g)
+    copies = []
+    original = CellGraph.copy
+    monkeypatch.setattr(CellGraph, "copy", lambda self: copies.append(1) or original(self))
+    optimize(g, 1)
+    assert len(copies) == 1 and snapshot(g) == before
+
+
+# --- the kernel-embedding choice ------------------------------------------------------------
+
+# Today's choices (`cellgen compile SPEC -p hidden=H -p in_channels=C --explain`, default cost
+# model), for the shipped specs that have kernel groups, before the choice moved to regions.
+TODAY = {
+    "mk_convlstm": {size: ["grouping"] for size in [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64), (64, 1),
+                                                    (64, 3), (64, 64)]},
+    "mk_convlstm_1x1": {(4, 1): ["embedding", "grouping"], (4, 3): ["grouping", "grouping"],
+                        (4, 64): ["grouping", "grouping"], (16, 1): ["embedding", "grouping"],
+                        (16, 3): ["grouping", "grouping"], (16, 64): ["grouping", "grouping"],
+                        (64, 1): ["embedding", "grouping"], (64, 3): ["grouping", "grouping"],
+                        (64, 64): ["grouping", "grouping"]},
+    "mk_convlstm_flow": {size: ["grouping"] for size in [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64),
+                                                         (64, 1), (64, 3), (64, 64)]},
+    "predrnn": {size: ["grouping"] for size in [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64), (64, 1),
+                                                (64, 3), (64, 64)]},
+    "predrnn_ce_se": {size: ["grouping"] for size in [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64),
+                                                      (64, 1), (64, 3), (64, 64)]},
+}
+
+
+def _choices(report: Report) -> list[str]:
+    (notes,) = [n for name, n in report.lines if name == "kernel-embedding"]
+    return [re.search(r"-> (\w+)$", note).group(1) for note in notes]
+
+
+def test_every_shipped_spec_with_kernel_groups_is_in_the_table():
+    with_groups = set()
+    for spec in shipped_specs():
+        g = optimize(lowered(spec), 0, enable=["cse", "concat-split"])
+        if kernel_embedding.kernel_groups(g):
+            with_groups.add(spec)
+    assert with_groups == set(TODAY)
+
+
+@pytest.mark.parametrize("spec,size", [(s, (64, 3)) for s in TODAY]
+                         + [pytest.param(s, size, marks=pytest.mark.slow) for s in TODAY for size in TODAY[s]
+                            if size != (64, 3)])
+def test_kernel_embedding_choice_is_todays(spec, size):
+    hidden, in_channels = size
+    report = Report()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        optimize(lower_spec(spec, hidden=hidden, in_channels=in_channels), 2, report=report)
+    assert _choices(report) == TODAY[spec][size]
+
+
+def whole_step_choice(graph: CellGraph, finish, model: CostModel) -> list[str]:
+    """The choice as it was made: finish the whole step without embedding and with each group
+    embedded, and embed a group if that is cheaper."""
+    base = model.cost(finish(graph))
+    return ["embedding" if model.cost(finish(kernel_embedding.embed(graph, [group]))) < base else "grouping"
+            for group in kernel_embedding.kernel_groups(graph)]
+
+
+MODELS = {"default": CostModel(), "1×16×16 px": CostModel(pixels=16 * 16), "free MACs": CostModel(ns_per_mac=0.0)}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", MODELS, ids=str)
+@pytest.mark.parametrize("spec", sorted(TODAY))
+def test_region_choice_is_the_whole_step_choice(spec, model):
+    selected = _selected(2)
+    at = next(i for i, p in enumerate(selected) if p.name == "kernel-embedding")
+
+    def finish(g):
+        g = g.copy()
+        for info in selected[at + 1:]:
+            g, _ = info.run(g, in_place=True)
+        return g
+
+    for hidden, in_channels in [(4, 1), (16, 3), (64, 64)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            g = lower_spec(spec, hidden=hidden, in_channels=in_channels)
+        for info in selected[:at]:
+            g, _ = info.run(g)
+        _, notes = kernel_embedding.choose_kernel_embedding(g, finish, MODELS[model])
+        got = [re.search(r"-> (\w+)$", note).group(1) for note in notes]
+        assert got == whole_step_choice(g, finish, MODELS[model]), (spec, hidden, in_channels)
