@@ -1,51 +1,128 @@
-"""Compile time of every shipped spec, parse → module, at each opt level.
+"""Compile time of every shipped spec, parse → module, at each opt level: this checkout against
+another revision (main by default), side by side.
 
-    python bench/compile_time.py [--repeats 20]
+    python bench/compile_time.py [--before main] [--repeats 7] [--specs convlstm predrnn …]
+    python bench/compile_time.py --before none          # this checkout alone
 
-Each figure is the median of `--repeats` cold compiles in one process (the grammar is
-loaded once, before timing: that one-off cost is printed separately).
+The other revision is exported (`git archive`) into a temporary directory. Each side runs in
+a subprocess of its own that imports cellgen from its tree and loads the grammar before any
+timing (that one-off cost is printed separately); the parent asks both for one compile at a
+time, interleaved (spec by spec, level by level, the side that goes first alternating), so
+that load from other processes falls on both alike. Each figure is the median of
+`--repeats` compiles; ratios are of medians. `uptime` is printed before and after.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
-import time
-import warnings
+import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-import cellgen  # noqa: E402
-from cellgen.language.parser import _lark  # noqa: E402
-from cellgen.resources import shipped_specs  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"in_channels": 3, "hidden": 64}
+LEVELS = (0, 1, 2)
+
+# The worker: imports cellgen from the tree given as argv[1], then compiles what it is asked
+# (one JSON request per line on stdin) and answers with the milliseconds it took.
+WORKER = r"""
+import json, sys, time, warnings
+sys.path.insert(0, sys.argv[1])
+import cellgen
+from cellgen.resources import shipped_specs
+start = time.perf_counter()
+from cellgen.language.parser import _lark
+_lark()
+grammar = (time.perf_counter() - start) * 1e3
+print(json.dumps({"file": cellgen.__file__, "grammar_ms": grammar, "specs": list(shipped_specs())}), flush=True)
+warnings.simplefilter("ignore")
+for line in sys.stdin:
+    request = json.loads(line)
+    start = time.perf_counter()
+    cellgen.compile(request["spec"], opt_level=request["level"], **request["params"])
+    print(json.dumps({"ms": (time.perf_counter() - start) * 1e3}), flush=True)
+"""
 
 
-def _median_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+class Side:
+    def __init__(self, label: str, tree: Path):
+        self.label = label
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, str(tree)], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, env=env, cwd=tree)
+        hello = json.loads(self.process.stdout.readline())
+        if not Path(hello["file"]).resolve().is_relative_to(tree.resolve()):
+            raise SystemExit(f"{label}: imported cellgen from {hello['file']}, not from {tree}")
+        self.grammar_ms, self.specs = hello["grammar_ms"], hello["specs"]
+
+    def compile_ms(self, spec: str, level: int) -> float:
+        self.process.stdin.write(json.dumps({"spec": spec, "level": level, "params": SMALL}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())["ms"]
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def export(revision: str, into: Path) -> Path:
+    """The tree of `revision` of this repository, written under `into`."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return "load " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--before", default="main", help="git revision to compare with, or `none`")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--specs", nargs="*", help="shipped specs to measure (default: all)")
     args = parser.parse_args(argv)
-    start = time.perf_counter()
-    _lark()
-    print(f"grammar load (once per process): {(time.perf_counter() - start) * 1e3:.1f} ms")
-    print(f"{'spec':<22}{'O0 ms':>10}{'O1 ms':>10}{'O2 ms':>10}")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for name in shipped_specs():
-            row = [_median_ms(lambda: cellgen.compile(name, opt_level=level, **SMALL), args.repeats)
-                   for level in (0, 1, 2)]
-            print(f"{name:<22}" + "".join(f"{ms:>10.1f}" for ms in row))
+    print(uptime())
+    with tempfile.TemporaryDirectory(prefix="cellgen-before-") as tmp:
+        sides = [Side("after", ROOT)]
+        if args.before != "none":
+            sides.insert(0, Side(f"before ({args.before})", export(args.before, Path(tmp))))
+        specs = args.specs or sides[-1].specs
+        times = {(side.label, spec, level): [] for side in sides for spec in specs for level in LEVELS}
+        try:
+            for repeat in range(args.repeats):
+                for spec in specs:
+                    for level in LEVELS:
+                        for side in (sides if repeat % 2 == 0 else sides[::-1]):
+                            times[(side.label, spec, level)].append(side.compile_ms(spec, level))
+        finally:
+            for side in sides:
+                side.close()
+    for side in sides:
+        print(f"{side.label}: grammar load (once per process) {side.grammar_ms:.1f} ms")
+    median = {key: statistics.median(values) for key, values in times.items()}
+    print(f"median of {args.repeats} compiles, ms (hidden {SMALL['hidden']}, in_channels {SMALL['in_channels']});"
+          f" O2/O0 is the ratio of medians")
+    header = f"{'spec':<22}" + "".join(f"{f'O{level}':>{9 * len(sides)}}" for level in LEVELS) \
+        + f"{'O2/O0':>{9 * len(sides)}}"
+    if len(sides) == 2:
+        header += f"{'O2 after/before':>17}"
+    print(header)
+    print(f"{'':<22}" + "".join(f"{s.label.split()[0]:>9}" for _ in range(len(LEVELS) + 1) for s in sides))
+    for spec in specs:
+        row = [median[(s.label, spec, level)] for level in LEVELS for s in sides]
+        ratios = [median[(s.label, spec, 2)] / median[(s.label, spec, 0)] for s in sides]
+        line = f"{spec:<22}" + "".join(f"{ms:>9.1f}" for ms in row) + "".join(f"{r:>8.1f}×" for r in ratios)
+        if len(sides) == 2:
+            line += f"{median[(sides[1].label, spec, 2)] / median[(sides[0].label, spec, 2)]:>16.2f}×"
+        print(line)
+    print(uptime())
     return 0
 
 

@@ -61,7 +61,7 @@ def _rule() -> Rule:
 
 
 def cse(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
-    g, merges = rewrite(graph, [_rule()], in_place=in_place)
+    g, merges = rewrite(graph, [_rule()], in_place=in_place, sweep=True)
     if not merges:
         return g, []
     merged = Counter(merges)

@@ -27,7 +27,7 @@ from typing import Callable, Optional
 from cellgen.ir.graph import CellGraph, creation_order
 from cellgen.passes.cost import CostModel, DEFAULT_COST
 from cellgen.passes.rules import (conv_bias, conv_source, conv_weight, enclosing_sum, is_inner_add, is_op,
-                                  new_conv, new_weight_op, owner, replace, stages, sum_of, sum_roots, sum_terms,
+                                  new_conv, new_weight_op, owner, replace, stage, sum_of, sum_roots, sum_terms,
                                   weight_symbols, wshape)
 
 
@@ -156,7 +156,7 @@ def affected_region(g: CellGraph, group: list[str]) -> CellGraph:
     or reads the same tensor as a conv held; the readers of the sums and convs held and the
     readers of those (the concats of chunks and the activations over them); and, whole, the
     parameter-only values they read (biases and their views, constants). Every other value
-    they read is a leaf: an input of the region that keeps its stage (see rules.stages).
+    they read is a leaf: an input of the region that keeps its stage (see rules.stage).
     Every value read outside the region is one of its results, so no guard sees fewer users
     than in `g`, and is named after its equation, so equations are read in the same order."""
     core: set[str] = set()
@@ -191,14 +191,13 @@ def affected_region(g: CellGraph, group: list[str]) -> CellGraph:
             stack.extend(g.operands(node))
     core -= weight_side
     leaves = {o for n in core for o in g.operands(n)} - core - weight_side
-    stage = stages(g)
     region = CellGraph(f"{g.name} (region)", params=dict(g.params), weights=g.weights,
                        spatial_dims=g.spatial_dims)
     for node in sorted(core | weight_side | leaves, key=creation_order):
         data = dict(g[node])
         if node in leaves:
             data = {"kind": "input", "name": data.get("name"), "channels": data.get("channels"),
-                    "stage": stage[node]}
+                    "stage": stage(g, node)}
         region.nx.add_node(node, **data)
     for node in core | weight_side:
         for source, _, port in g.nx.in_edges(node, keys=True):

@@ -39,7 +39,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
-from cellgen.ir.graph import CellGraph
+from cellgen.ir.graph import CellGraph, creation_order
 from cellgen.ir.ops import WEIGHT_OPS
 
 # --- rules and the driver ----------------------------------------------------------------------
@@ -66,7 +66,7 @@ def anchor_of(g: CellGraph, node: str) -> str:
     return data["op"] if data["kind"] == "op" else data["kind"]
 
 
-def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False,
+def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, sweep: bool = False,
             limit: int = 10_000) -> tuple[CellGraph, list[str]]:
     """Apply `rules` until none matches; return the graph and the rules' notes.
 
@@ -76,6 +76,10 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False,
     The driver finds it by trying only the nodes queued for that rule: at first every node
     the rule is anchored on, then only what a rewrite changed (see the module docstring).
     A node tried without a match leaves the queue until a rewrite touches it again.
+
+    `sweep=True` keeps the order the graph had at the start instead (a node created since goes
+    right after the node whose rewrite created it): one pass over the graph in that order, for
+    a rule that only ever re-points users to a node before them (cse), where it is the same.
     """
     g = graph if in_place else graph.copy()
     everywhere = [rule for rule in rules if ANY in rule.anchor]
@@ -86,8 +90,10 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False,
     revisits = list(dict.fromkeys(rule.revisit for rule in rules if rule.revisit is not None))
     queued = [{n for n in g.nx if anchored(rule, n)} for rule in rules]
     notes: list[str] = []
+    initial = {n: (i, 0) for i, n in enumerate(g.order())} if sweep else None
     for _ in range(limit):
-        step = _first_match(g, rules, queued)
+        place = initial if sweep else {n: i for i, n in enumerate(g.order())}
+        step = _first_match(g, rules, queued, place)
         if step is None:
             g.remove_dead()
             return g, notes
@@ -103,18 +109,17 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False,
             again |= {r for n in list(again) for r in revisit(g, n) if r in g.nx}
         for index, other in enumerate(rules):
             queued[index] |= {n for n in again if anchored(other, n)}
+        if sweep:
+            for n in again:
+                initial.setdefault(n, (initial[node][0], creation_order(n)))
     raise RuntimeError(f"rewriting {graph.name} did not reach a fixed point after {limit} steps")
 
 
-def _first_match(g: CellGraph, rules: list[Rule], queued: list[set]) -> Optional[tuple[str, Rule, Any]]:
-    """The first rule's first match in topological order among the queued nodes (consuming
-    the nodes tried), or None if no queued node matches."""
-    place = None
+def _first_match(g: CellGraph, rules: list[Rule], queued: list[set], place: dict) -> Optional[tuple[str, Rule, Any]]:
+    """The first rule's first match in `place` order among the queued nodes (consuming the
+    nodes tried), or None if no queued node matches."""
     for rule, nodes in zip(rules, queued):
-        if not nodes:
-            continue
-        place = place or {n: i for i, n in enumerate(g.order())}
-        for node in sorted((n for n in nodes if n in place), key=place.__getitem__):
+        for node in sorted((n for n in nodes if n in place and n in g.nx), key=place.__getitem__):
             nodes.discard(node)
             match = rule.match(g, node)
             if match is not None:
@@ -176,19 +181,25 @@ def conv_key(g: CellGraph, conv: str) -> tuple:
     return (tuple(g[conv]["kernel"]),)
 
 
-def stages(g: CellGraph) -> dict[str, int]:
-    """Node → the number of convs on the longest path into it (see the module docstring);
-    computed once per version of the graph."""
-    return g.derived("stages", _stages)
-
-
-def _stages(g: CellGraph) -> dict[str, int]:
-    # a leaf standing for a value computed elsewhere (kernel_embedding.affected_region) says its stage
-    stage: dict[str, int] = {}
-    for node in g.order():
-        stage[node] = max((stage[o] + is_op(g, o, "conv") for o in g.operands(node)),
-                          default=g[node].get("stage", 0))
-    return stage
+def stage(g: CellGraph, node: str) -> int:
+    """The number of convs on the longest path into `node` (see the module docstring).
+    Computed for `node` and its ancestors only, remembered until the graph changes. A leaf
+    standing for a value computed elsewhere (kernel_embedding.affected_region) says its own."""
+    known = g.derived("stages", lambda _: {})
+    stack = [node]
+    while stack:
+        top = stack[-1]
+        if top in known:
+            stack.pop()
+            continue
+        missing = [o for o in g.operands(top) if o not in known]
+        if missing:
+            stack.extend(missing)
+            continue
+        stack.pop()
+        known[top] = max((known[o] + is_op(g, o, "conv") for o in g.operands(top)),
+                         default=g[top].get("stage", 0))
+    return known[node]
 
 
 def evaluation_order(g: CellGraph) -> dict[str, int]:

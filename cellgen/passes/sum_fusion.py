@@ -31,7 +31,7 @@ from collections import defaultdict
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.rules import (Rule, concat, conv_bias, conv_key, conv_label, conv_source, conv_weight,
                                   enclosing_sum, is_op, is_sum_root, label, new_conv, new_weight_op, owner,
-                                  replace_sum, rewrite, stages, sum_of, sum_terms, weight_cat, wshape)
+                                  replace_sum, rewrite, stage, sum_of, sum_terms, weight_cat, wshape)
 
 
 def _match(g: CellGraph, root: str):
@@ -40,7 +40,7 @@ def _match(g: CellGraph, root: str):
     groups: dict[tuple, list[str]] = defaultdict(list)
     for term in sum_terms(g, root):
         if is_op(g, term, "conv") and conv_bias(g, term) is None and sum_of(g, root, term):
-            groups[(conv_key(g, term), stages(g)[conv_source(g, term)])].append(term)
+            groups[(conv_key(g, term), stage(g, conv_source(g, term)))].append(term)
     return next(((root, convs) for convs in groups.values() if len(convs) >= 2), None)
 
 
