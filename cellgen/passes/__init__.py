@@ -57,7 +57,8 @@ class PassInfo:
     # Passes that are alternatives to this one: enabling one of them by name turns this one off.
     alternatives: tuple[str, ...] = ()
     # When the level (not the user) selects the pass and it has alternatives: the cost model's
-    # choice, given a function that finishes the pipeline on a graph (to compare outcomes).
+    # choice, given a function that finishes the pipeline on a graph (to compare outcomes). If
+    # it returns a graph it gave that function, unchanged, the pipeline keeps what it made.
     choose: Optional[Chooser] = None
 
 
@@ -126,23 +127,37 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
 
     selected = [info for info in PIPELINE if runs(info)]
     original, graph = graph, graph.copy()  # one copy: the passes below rewrite it in place
+    lines: list[tuple[str, list[str]]] = []
     for index, info in enumerate(selected):
         forced = info.name in enable or any(other in disable for other in info.alternatives)
         if info.choose is not None and not forced:
-            rest = selected[index + 1:]
-            graph, notes = info.choose(graph, lambda g: _run(rest, g), in_place=True)
+            finished: dict[int, tuple[CellGraph, CellGraph, list]] = {}  # id(input) → input, output, notes
+
+            def finish(g: CellGraph, rest=selected[index + 1:]) -> CellGraph:
+                done, notes = _run(rest, g)
+                finished[id(g)] = (g, done, notes)
+                return done
+
+            graph, notes = info.choose(graph, finish, in_place=True)
+            lines.append((info.name, notes))
+            seen = finished.get(id(graph))
+            if seen is not None and seen[0] is graph:  # the chooser handed back a graph it finished
+                graph = seen[1]
+                lines.extend(seen[2])
+                break
         else:
             graph, notes = info.run(graph, in_place=True)
-        if report is not None:
-            report.lines.append((info.name, notes))
+            lines.append((info.name, notes))
     if report is not None:
+        report.lines.extend(lines)
         report.summary = summary(original, graph)
     return graph
 
 
-def _run(passes: list[PassInfo], graph: CellGraph) -> CellGraph:
-    """The passes run on a copy of `graph`."""
-    graph = graph.copy()
+def _run(passes: list[PassInfo], graph: CellGraph) -> tuple[CellGraph, list[tuple[str, list[str]]]]:
+    """The passes run on a copy of `graph`, and what each did."""
+    graph, lines = graph.copy(), []
     for info in passes:
-        graph, _ = info.run(graph, in_place=True)
-    return graph
+        graph, notes = info.run(graph, in_place=True)
+        lines.append((info.name, notes))
+    return graph, lines

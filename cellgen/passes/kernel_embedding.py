@@ -122,31 +122,44 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
                             model: Optional[CostModel] = None, *,
                             in_place: bool = False) -> tuple[CellGraph, list[str]]:
     """The cost model's choice, group by group: embed a group only if the rest of the pipeline
-    (`finish`), run on the part of the graph the group's convs can change (`affected_region`),
-    is estimated cheaper with the group embedded than without. Only when the two estimates
-    are within CLOSE_OPS weight-side ops of each other is the whole step finished both ways."""
+    (`finish`) makes the step cheaper with the group embedded than without.
+
+    A group whose region (`affected_region`) is less than half the graph is decided on its
+    region, unless the two estimates there are within CLOSE_OPS weight-side ops; otherwise the
+    whole step is finished both ways, as `finish` will anyway: the caller may keep what
+    `finish` returned for the graph this returns (`optimize` does), so that the graph without
+    embedding — or with the one group embedded — is finished once, not again after the choice.
+    """
     model = model or DEFAULT_COST
     groups = kernel_groups(graph)
     if not groups:
         return (graph if in_place else graph.copy()), []
-    chosen, notes, whole = [], [], None
-    for group in groups:
+    chosen, notes, whole, embedded = [], [], None, {}
+    for index, group in enumerate(groups):
         region = affected_region(graph, group)
-        base, alternative = finish(region), finish(embed(region, [group]))
-        base_cost, cost = model.cost(base), model.cost(alternative)
-        scope = "the convs and what reads them"
-        if abs(cost - base_cost) < CLOSE_OPS * model.ns_per_op / 1000:
-            whole = whole or finish(graph)
-            base, alternative = whole, finish(embed(graph, [group]))
+        scope = ", the convs and what reads them"
+        if 2 * len(region.nx) < len(graph.nx):
+            base, alternative = finish(region), finish(embed(region, [group]))
             base_cost, cost = model.cost(base), model.cost(alternative)
-            scope = "the whole step, too close to call on the convs alone"
+        if 2 * len(region.nx) >= len(graph.nx) or abs(cost - base_cost) < CLOSE_OPS * model.ns_per_op / 1000:
+            scope = "" if 2 * len(region.nx) >= len(graph.nx) else ", the whole step: too close on its convs alone"
+            whole = whole or finish(graph)
+            embedded[index] = embed(graph, [group])
+            base, alternative = whole, finish(embedded[index])
+            base_cost, cost = model.cost(base), model.cost(alternative)
         pick = cost < base_cost
         if pick:
-            chosen.append(group)
+            chosen.append(index)
         notes.append(f"{_describe(graph, group)}: grouping {_convs(base)} {base_cost:.0f} µs vs "
                      f"embedding {_convs(alternative)} {cost:.0f} µs "
-                     f"({model.describe()}, {scope}) -> {'embedding' if pick else 'grouping'}")
-    return embed(graph, chosen, in_place=in_place), notes
+                     f"({model.describe()}{scope}) -> {'embedding' if pick else 'grouping'}")
+    if whole is not None:  # hand back a graph `finish` has seen, unchanged, where there is one
+        if not chosen:
+            return graph, notes
+        if len(chosen) == 1 and chosen[0] in embedded:
+            return embedded[chosen[0]], notes
+        return embed(graph, [groups[i] for i in chosen]), notes
+    return embed(graph, [groups[i] for i in chosen], in_place=in_place), notes
 
 
 def affected_region(g: CellGraph, group: list[str]) -> CellGraph:
