@@ -84,7 +84,8 @@ class CellGraph:
 
     def operands(self, node: str) -> list[str]:
         # networkx's adjacency dicts directly: operands() and users() are the passes' inner loop
-        edges = sorted((port, source) for source, ports in self.nx._pred[node].items() for port in ports)
+        edges = [(port, source) for source, ports in self.nx._pred[node].items() for port in ports]
+        edges.sort()
         return [source for _, source in edges]
 
     def users(self, node: str) -> list[str]:
@@ -126,6 +127,8 @@ class CellGraph:
     def remove(self, nodes: Iterable[str]) -> None:
         """Delete `nodes` and their edges (their operands lose them as users)."""
         nodes = [n for n in nodes if n in self.nx]
+        if not nodes:
+            return
         operands = {o for n in nodes for o in self.nx._pred[n]}
         self.nx.remove_nodes_from(nodes)
         self._mutated(*(o for o in operands if o in self.nx))

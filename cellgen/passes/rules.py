@@ -138,7 +138,8 @@ def is_op(g: CellGraph, node: str, *ops: str) -> bool:
 
 def single_use(g: CellGraph, node: str) -> bool:
     """Exactly one user edge, and not a value that leaves the step."""
-    return g.nx.out_degree(node) == 1 and node not in g.results()
+    users = g.nx._succ[node]
+    return len(users) == 1 and len(next(iter(users.values()))) == 1 and node not in g.results()
 
 
 def only_user(g: CellGraph, node: str) -> Optional[str]:
