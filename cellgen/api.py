@@ -4,9 +4,8 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Union
 
-from cellgen.codegen.module import CellModule, build_module
 from cellgen.errors import CellgenError, SpecNotFoundError, did_you_mean
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.lower import lower
@@ -15,7 +14,10 @@ from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
 from cellgen.passes import Report, optimize
 from cellgen.resources import shipped_specs
-from cellgen.runtime.stack import CellStack
+
+if TYPE_CHECKING:  # torch is imported by compiling, not by checking a spec (see cellgen/__init__.py)
+    from cellgen.codegen.module import CellModule
+    from cellgen.runtime.stack import CellStack
 
 SpecLike = Union[str, Path]
 
@@ -94,17 +96,19 @@ def lower_spec(spec: SpecLike, **params) -> CellGraph:
 
 
 def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), disable: Iterable[str] = (),
-            report: Optional[Report] = None, **params) -> CellModule:
+            report: Optional[Report] = None, **params) -> "CellModule":
     """Compile a spec into a torch module computing one time step: `h, state = cell(x, state)`.
 
     `spec` is a path, a shipped spec's name (`"convlstm"`) or spec text; `params` set the
     spec's `param`s. Parameters are named by the spec's weight symbols at every opt level.
     """
+    from cellgen.codegen.module import build_module
+
     graph = optimize(lower_spec(spec, **params), opt_level, enable=enable, disable=disable, report=report)
     return build_module(graph, opt_level)
 
 
-def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> CellStack:
+def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> "CellStack":
     """`layers` copies of a cell stacked: layer 0 reads the input, layer l > 0 reads layer l-1's
     output. Parameters are named `layers.{l}.{symbol}`."""
     if not isinstance(layers, int) or layers < 1:
@@ -121,4 +125,6 @@ def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **para
         first = compile(source, opt_level=opt_level, **params)
         upper = {**params, channel_param: first.out_channels}
         cells = [first] + [compile(source, opt_level=opt_level, **upper) for _ in range(layers - 1)]
+    from cellgen.runtime.stack import CellStack
+
     return CellStack(cells)

@@ -41,18 +41,26 @@ class Subcommand:
 
 _SUBCOMMANDS: dict[str, Subcommand] = {}
 
-# Tool modules that add subcommands. Each defines `register_with_cli()`, which calls `register`
-# below; they are imported when the parser is built (not at import time), so a tool may import
-# this module without an import cycle.
-_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench",
-                                 "cellgen.training.commands")
+# Tool modules that add subcommands, and the commands each adds. Each module defines
+# `register_with_cli()`, which calls `register` below. A module is imported only when one of its
+# commands runs (or when every command must be listed: `cellgen --help`, a usage error), never
+# at import time: so a tool may import this module without an import cycle, and `cellgen check`
+# does not pay for bench's torch.
+_EXTENSIONS: dict[str, tuple[str, ...]] = {"cellgen.tools.diff": ("diff",), "cellgen.tools.render": ("show",),
+                                           "cellgen.tools.bench": ("bench",),
+                                           "cellgen.training.commands": ("train", "eval", "export")}
 _LOADED_EXTENSIONS: set[str] = set()
 
 
-def _load_extensions() -> None:
+def _load_extensions(command: Optional[str] = None) -> None:
+    """Import the extension that adds `command`; with no command (or one no extension adds but
+    that is not built in either), import them all."""
     import importlib
 
-    for name in _EXTENSIONS:
+    owners = [m for m, names in _EXTENSIONS.items() if command in names]
+    if not owners and (command in _BUILT_IN or command == "--version"):
+        return
+    for name in owners or _EXTENSIONS:
         if name not in _LOADED_EXTENSIONS:
             importlib.import_module(name).register_with_cli()
             _LOADED_EXTENSIONS.add(name)
@@ -247,12 +255,14 @@ register("check", "parse and validate a spec; print a one-line summary", _config
 register("compile", "compile a spec: print its forward code, a summary, or a standalone module",
          _configure_compile, _run_compile)
 register("list", "list the shipped specs", _configure_list, _run_list)
+_BUILT_IN = frozenset(_SUBCOMMANDS)
 
 
 # --- main ------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_extensions()
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (given the arguments to parse) of the one they name."""
+    _load_extensions(_command_of(argv) if argv is not None else None)
     parser = argparse.ArgumentParser(prog="cellgen", description="Compile recurrent-cell gate equations to "
                                      "torch.fx modules.")
     from cellgen import __version__
@@ -266,9 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> Optional[str]:
+    """The command `argv` names (its first word that is not an option), `--version` when that
+    comes first (it needs no command), else None."""
+    for word in argv:
+        if word == "--version":
+            return word
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one cellgen command; returns the exit status (0 ok, 1 user error, 2 usage error)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")

@@ -257,3 +257,29 @@ def test_list_shows_the_shipped_specs():
     assert '"Shi et al.' in rows["convlstm"]
     assert rows["convlstm"].split()[-3:] == ["in_channels", "hidden=64", "k=5"]
     assert rows["predrnn"].split()[1] == "STLSTM"
+
+
+# --- start-up --------------------------------------------------------------------------------
+
+def test_commands_that_compile_nothing_do_not_import_torch():
+    """check, list, diff (text and json) and --version never need torch (it costs seconds to
+    import): each runs in one fresh Python, which must not have imported it afterwards."""
+    script = textwrap.dedent("""\
+        import sys
+        import cellgen.cli
+        for argv in (["--version"], ["list"], ["check", "convlstm", "-p", "in_channels=1"],
+                     ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=1"],
+                     ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=1", "-f", "json"]):
+            try:
+                status = cellgen.cli.main(argv)
+            except SystemExit as stop:  # --version
+                status = stop.code
+            assert status in (0, 1), (argv, status)
+            assert "torch" not in sys.modules, argv
+        print("torch-free")
+        """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("torch-free")

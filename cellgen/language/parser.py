@@ -55,8 +55,11 @@ class _BracketNewlines:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    # cache=True: Lark keeps the analysed LALR tables in the temp directory, keyed by a hash of
+    # the grammar text, these options and Lark's version, so a changed grammar is rebuilt; it
+    # halves the start-up cost of every command (an unwritable temp dir only costs the rebuild).
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                postlex=_BracketNewlines(), propagate_positions=True, maybe_placeholders=False)
+                postlex=_BracketNewlines(), propagate_positions=True, maybe_placeholders=False, cache=True)
 
 
 def parse(text: str, filename: str = "<string>") -> ast.CellSpec:

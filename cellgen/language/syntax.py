@@ -13,7 +13,7 @@ from cellgen.errors import Span
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, defer_build=True)
     span: Optional[Span] = Field(default=None, repr=False)
 
 
@@ -291,10 +291,8 @@ class CellSpec(Node):
         return outputs[0] if outputs else None
 
 
-for _model in (DimBinary, Call, Binary, Neg, Scale, Concat, Equation, CellSpec, ElementwiseType, ConvType,
-               TensorDecl, OutputDecl, KeywordArg, History, Comprehension, KernelOperand, PerKernel, KernelShare,
-               NormType, Unpack, Return, Loop, BlockDef, UseDecl):
-    _model.model_rebuild()
+# Every model is built on first use (`defer_build`), when all the forward references above
+# resolve: building 30 schemas at import cost more than the rest of `cellgen check`.
 
 
 def without_spans(node):
