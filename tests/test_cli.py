@@ -1,8 +1,10 @@
-"""The `cellgen` command, run as a user runs it: the real executable in a subprocess.
+"""The `cellgen` command. Each command runs once as a user runs it, the real executable in a
+subprocess (`run`); what a command prints or refuses is tested in this process (`cellgen`,
+tests/cli_runner.py: `cellgen.cli.main` with stdout and stderr captured), which saves a fresh
+Python and torch per case.
 
 `cellgen` on PATH is used when installed (as in CI after `pip install -e .`), else
-`python -m cellgen` with the repository on PYTHONPATH. Each run imports torch (~2 s), so
-the tests share runs where they can.
+`python -m cellgen` with the repository on PYTHONPATH.
 """
 import os
 import shutil
@@ -17,6 +19,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.cli_runner import run_in_process as cellgen  # noqa: E402
 
 SMALL = ["--param", "in_channels=3", "--param", "hidden=8", "--param", "k=3"]
 SMALL_PARAMS = {"in_channels": 3, "hidden": 8, "k": 3}
@@ -58,7 +62,7 @@ def test_check_bad_spec_points_at_the_mistake(tmp_path):
           param hidden = 4
           input x[hiden]
         """), encoding="utf-8")
-    result = run("check", str(spec))
+    result = cellgen("check", str(spec))
     assert_user_error(result, f"{spec}:3:11: error: unknown param `hiden`", "did you mean `hidden`?")
     lines = result.stderr.splitlines()
     source = next(i for i, line in enumerate(lines) if "input x[hiden]" in line)
@@ -71,7 +75,7 @@ def test_check_warnings_are_rendered_on_stderr(tmp_path):
     spec = tmp_path / "unused.cell"
     spec.write_text((ROOT / "specs" / "convlstm.cell").read_text(encoding="utf-8") + "  z = σ(h)\n",
                     encoding="utf-8")
-    result = run("check", str(spec), "--param", "in_channels=3")
+    result = cellgen("check", str(spec), "--param", "in_channels=3")
     assert result.returncode == 0, result.stderr
     assert f"{spec}:" in result.stderr and "warning: `z` is computed but never used" in result.stderr
     assert result.stdout.startswith("ok: ConvLSTM")
@@ -81,15 +85,15 @@ def test_check_warnings_are_rendered_on_stderr(tmp_path):
 def test_non_utf8_spec_is_a_user_error(tmp_path, content):
     spec = tmp_path / "latin1.cell"
     spec.write_bytes(content)
-    assert_user_error(run("check", str(spec)), "not UTF-8")
+    assert_user_error(cellgen("check", str(spec)), "not UTF-8")
 
 
 def test_missing_file_is_a_user_error(tmp_path):
-    assert_user_error(run("check", str(tmp_path / "nope.cell")), "no such spec file")
+    assert_user_error(cellgen("check", str(tmp_path / "nope.cell")), "no such spec file")
 
 
 def test_unknown_spec_name_suggests_the_closest():
-    assert_user_error(run("check", "convlsm", "--param", "in_channels=3"), "no spec named `convlsm`",
+    assert_user_error(cellgen("check", "convlsm", "--param", "in_channels=3"), "no spec named `convlsm`",
                       "did you mean `convlstm`?")
 
 
@@ -101,12 +105,13 @@ def test_unknown_spec_name_suggests_the_closest():
     ("hidden=0", "must be positive"),
 ])
 def test_bad_param_forms(param, message):
-    assert_user_error(run("check", "convlstm", "--param", "in_channels=3", "--param", param), message)
+    assert_user_error(cellgen("check", "convlstm", "--param", "in_channels=3", "--param", param), message)
 
 
 def test_usage_errors_exit_2():
     result = run("compile", "convlstm", "-O", "7")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid choice: 7" in result.stderr
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def test_compile_emits_forward_code_with_spec_names():
 
 
 def test_compile_summary_counts():
-    result = run("compile", "convlstm", *SMALL, "--emit", "summary", "--size", "4", "5")
+    result = cellgen("compile", "convlstm", *SMALL, "--emit", "summary", "--size", "4", "5")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     total = 4 * (8 * 3 * 9) + 4 * (8 * 8 * 9) + 4 * 8
@@ -142,11 +147,11 @@ def test_compile_summary_counts():
 
 
 def test_size_without_summary_is_a_user_error():
-    assert_user_error(run("compile", "convlstm", *SMALL, "--size", "4", "4"), "--size")
+    assert_user_error(cellgen("compile", "convlstm", *SMALL, "--size", "4", "4"), "--size")
 
 
 def test_compile_summary_marks_zigzag_states():
-    result = run("compile", "predrnn", *SMALL, "--emit", "summary")
+    result = cellgen("compile", "predrnn", *SMALL, "--emit", "summary")
     assert result.returncode == 0, result.stderr
     assert "m        8 channels, zigzag" in result.stdout
     assert "MACs at 64x64" in result.stdout
@@ -213,19 +218,19 @@ def test_output_file_is_not_overwritten_without_force(tmp_path):
     target = tmp_path / "cell.py"
     original = b"# precious\n\xe2\x8b\x86 not to be lost\n"
     target.write_bytes(original)
-    refused = run("compile", "convlstm", *SMALL, "-o", str(target))
+    refused = cellgen("compile", "convlstm", *SMALL, "-o", str(target))
     assert_user_error(refused, "already exists", "--force")
     assert target.read_bytes() == original
     assert os.listdir(tmp_path) == ["cell.py"]
 
-    forced = run("compile", "convlstm", *SMALL, "-o", str(target), "--force")
+    forced = cellgen("compile", "convlstm", *SMALL, "-o", str(target), "--force")
     assert forced.returncode == 0, forced.stderr
     assert target.read_text(encoding="utf-8").startswith("def forward")
     assert os.listdir(tmp_path) == ["cell.py"]
 
 
 def test_output_into_a_missing_directory_is_a_user_error(tmp_path):
-    assert_user_error(run("compile", "convlstm", *SMALL, "-o", str(tmp_path / "no" / "cell.py")), "cannot write")
+    assert_user_error(cellgen("compile", "convlstm", *SMALL, "-o", str(tmp_path / "no" / "cell.py")), "cannot write")
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
