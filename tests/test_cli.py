@@ -288,3 +288,48 @@ def test_commands_that_compile_nothing_do_not_import_torch():
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().endswith("torch-free")
+
+
+# --- what every command shares -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["compile", "convlstm", *SMALL],
+    ["show", "convlstm", "-p", "in_channels=3", "-f", "dot"],
+    ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=3"],
+    ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=3", "-f", "json"],
+], ids=["compile", "show", "diff", "diff-json"])
+def test_every_output_file_is_written_whole_and_never_replaced_unasked(tmp_path, monkeypatch, command):
+    """-o goes through one writer: synced to disk before it replaces anything, and only with --force."""
+    from cellgen import files
+
+    synced = []
+    real_fsync = files.os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    target = tmp_path / "out"
+    target.write_text("precious\n", encoding="utf-8")
+    refused = cellgen(*command, "-o", target)
+    assert refused.returncode in (1, 2) and "already exists; not overwriting it" in refused.stderr
+    assert target.read_text(encoding="utf-8") == "precious\n" and not synced
+
+    written = cellgen(*command, "-o", target, "--force")
+    assert written.returncode in (0, 1), written.stderr  # diff: 1 = the cells differ
+    assert written.stdout == "" and synced
+    text = target.read_text(encoding="utf-8")
+    assert text.endswith("\n") and text != "precious\n"
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_warnings_reach_stderr_the_same_way_from_every_command(tmp_path):
+    """check, compile and diff render a CellgenWarning with its source line, once each."""
+    spec = tmp_path / "unused.cell"
+    spec.write_text((ROOT / "specs" / "convlstm.cell").read_text(encoding="utf-8") + "  z = σ(h)\n",
+                    encoding="utf-8")
+    rendered = set()
+    for command in (["check", spec, "-p", "in_channels=3"], ["compile", spec, *SMALL, "--emit", "summary"],
+                    ["diff", spec, "convlstm", "-p", "in_channels=3"], ["show", spec, "-p", "in_channels=3",
+                                                                         "-f", "dot"]):
+        result = cellgen(*command)
+        warning = [line for line in result.stderr.splitlines() if "warning:" in line]
+        assert warning == [f"{spec}:20:3: warning: `z` is computed but never used"], (command, result.stderr)
+        rendered.add(result.stderr[result.stderr.index(str(spec)):])
+    assert len(rendered) == 1
