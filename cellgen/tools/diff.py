@@ -27,6 +27,7 @@ from cellgen.errors import CellgenError, ParamError
 from cellgen.ir.graph import CellGraph
 from cellgen.language import syntax as ast
 from cellgen.language.printer import format_expr
+from cellgen.language.walk import transform, walk
 from cellgen.tools import stats, wl
 from cellgen.table import align as _table
 from cellgen.tools.align import Alignment, align, category, label, references
@@ -648,14 +649,7 @@ def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> li
 
 def _names_read(expr) -> list[str]:
     """Every name an expression refers to (`c'` as `c'`)."""
-    if isinstance(expr, ast.Ref):
-        return [expr.text]
-    if isinstance(expr, ast.Node):
-        return [name for key in type(expr).model_fields if key != "span"
-                for name in _names_read(getattr(expr, key))]
-    if isinstance(expr, list):
-        return [name for item in expr for name in _names_read(item)]
-    return []
+    return [node.text for node in walk(expr) if isinstance(node, ast.Ref)]
 
 
 class _Equations:
@@ -896,15 +890,8 @@ def _chain(graph: CellGraph, node: str, op: str) -> list[str]:
 
 def _rename(node, names: dict[str, str]):
     """A copy of an AST with every reference to a key of `names` renamed."""
-    if isinstance(node, ast.Ref):
-        return node.model_copy(update={"name": names.get(node.name, node.name)}) if node.name in names else node
-    if isinstance(node, ast.Node):
-        updates = {key: _rename(getattr(node, key), names) for key in type(node).model_fields
-                   if isinstance(getattr(node, key), (ast.Node, list))}
-        return node.model_copy(update=updates) if updates else node
-    if isinstance(node, list):
-        return [_rename(item, names) for item in node]
-    return node
+    return transform(node, lambda n: n.model_copy(update={"name": names[n.name]})
+                     if isinstance(n, ast.Ref) and n.name in names else None)
 
 
 # --- node statuses (for pictures) ------------------------------------------------------------------
