@@ -13,11 +13,11 @@ from cellgen.ir.lower import lower
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
-from cellgen.passes import Report, optimize
 from cellgen.resources import shipped_specs
 
-if TYPE_CHECKING:  # torch is imported by compiling, not by checking a spec (see cellgen/__init__.py)
+if TYPE_CHECKING:  # torch (and the passes) are imported by compiling, not by checking a spec
     from cellgen.codegen.module import CellModule
+    from cellgen.passes import Report
     from cellgen.runtime.stack import CellStack
 
 SpecLike = Union[str, Path]
@@ -128,13 +128,14 @@ def lower_spec(spec: SpecLike, **params) -> CellGraph:
 
 
 def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), disable: Iterable[str] = (),
-            report: Optional[Report] = None, **params) -> "CellModule":
+            report: Optional["Report"] = None, **params) -> "CellModule":
     """Compile a spec into a torch module computing one time step: `h, state = cell(x, state)`.
 
     `spec` is a path, a shipped spec's name (`"convlstm"`) or spec text; `params` set the
     spec's `param`s. Parameters are named by the spec's weight symbols at every opt level.
     """
     from cellgen.codegen.module import build_module
+    from cellgen.passes import optimize
 
     graph = optimize(lower_spec(spec, **params), opt_level, enable=enable, disable=disable, report=report)
     return build_module(graph, opt_level)
