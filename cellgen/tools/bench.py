@@ -996,7 +996,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="cellgen bench", description=__doc__.split("\n\n")[0],
         epilog="See cellgen/tools/bench.py for what each variant is.",
         formatter_class=argparse.RawDescriptionHelpFormatter))
-    return run_from_args(parser.parse_args(argv))
+    from cellgen.cli import run_reporting_warnings
+
+    return run_reporting_warnings(run_from_args, parser.parse_args(argv))
 
 
 if __name__ == "__main__":
