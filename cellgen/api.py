@@ -8,15 +8,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from cellgen.errors import CellgenError, SpecNotFoundError, did_you_mean
-from cellgen.ir.graph import CellGraph
-from cellgen.ir.lower import lower
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
 from cellgen.resources import shipped_specs
 
-if TYPE_CHECKING:  # torch (and the passes) are imported by compiling, not by checking a spec
+if TYPE_CHECKING:  # torch (and the passes) are imported by compiling, networkx by lowering, not by loading
     from cellgen.codegen.module import CellModule
+    from cellgen.ir.graph import CellGraph
     from cellgen.passes import Report
     from cellgen.runtime.stack import CellStack
 
@@ -122,8 +121,10 @@ def _text_now(path: str) -> Optional[str]:
         return None
 
 
-def lower_spec(spec: SpecLike, **params) -> CellGraph:
+def lower_spec(spec: SpecLike, **params) -> "CellGraph":
     """The unoptimised, validated graph of one step of `spec`."""
+    from cellgen.ir.lower import lower
+
     return lower(load_spec(spec).resolved, params)
 
 
