@@ -333,3 +333,13 @@ def test_warnings_reach_stderr_the_same_way_from_every_command(tmp_path):
         assert warning == [f"{spec}:20:3: warning: `z` is computed but never used"], (command, result.stderr)
         rendered.add(result.stderr[result.stderr.index(str(spec)):])
     assert len(rendered) == 1
+
+
+def test_the_cli_knows_which_module_adds_each_command():
+    """cellgen.cli imports a tool only for its own commands: its table must name them all."""
+    from cellgen import cli
+
+    cli.build_parser()  # every extension registered
+    added = set(cli._SUBCOMMANDS) - cli._BUILT_IN
+    assert added == {name for names in cli._EXTENSIONS.values() for name in names}
+    assert cellgen("diff", "--help").stdout.startswith("usage: cellgen diff")

@@ -89,7 +89,7 @@ def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec], borrow
                                     hint="a variant's parent must not extend the variant, directly or through "
                                          "another spec")
     parent = _inherit(parent_spec, load, chain, [*borrowing, _identity(parent_spec)])
-    own = next_values(own, state_names(parent.statements))  # its own states' the parser spelt
+    own = next_values(own, state_names(parent.statements))  # its own states' the parser has spelt
     return spec.model_copy(update={"statements": _merge(_borrowed(parent.statements), own)})
 
 
