@@ -45,7 +45,7 @@ _SUBCOMMANDS: dict[str, Subcommand] = {}
 # below; they are imported when the parser is built (not at import time), so a tool may import
 # this module without an import cycle.
 _EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench",
-                                 "cellgen.training.commands")
+                                 "cellgen.training.commands", "cellgen.tools.fmt")
 _LOADED_EXTENSIONS: set[str] = set()
 
 
