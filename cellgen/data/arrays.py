@@ -64,7 +64,7 @@ class ArraySequences(Dataset):
         self.path = Path(path)
         self.array = open_array(self.path, layouts=layouts, kind=kind)
         self.time_major = self.array.ndim == 4
-        length, total = (self.array.shape[0], self.array.shape[1]) if self.time_major else self.array.shape[:2]
+        length, total = self.array.shape[:2] if self.time_major else self.array.shape[1::-1]
         if frames > length:
             raise CellgenError(f"{self.path} has sequences of {length} frames; {frames} are needed",
                                hint="lower --context or --future")

@@ -49,6 +49,8 @@ class DataConfig:
         return cls(**data)
 
     def describe(self) -> str:
+        if self.name == "python":
+            return f"a Python dataset: {self.context} → {self.future} frames, {self.test_sequences} test sequences"
         where = f" from {self.path}" if self.path else f", {self.frame_size}×{self.frame_size}, seed {self.seed}"
         return f"{self.name}{where}: {self.context} → {self.future} frames"
 
@@ -105,4 +107,8 @@ def open_splits(config: DataConfig) -> Splits:
         common = dict(test_sequences=config.test_sequences, frames=config.frames)
         train = kind(config.path, split="train", **common)
         return Splits(train, kind(config.path, split="test", **common), train.frame_size, train.channels)
+    if config.name == "python":
+        raise CellgenError("this run was trained on datasets given in Python (cellgen.training.train), which "
+                           "cannot be opened again from the command line",
+                           hint="evaluate it in Python (cellgen.training.evaluate.evaluate), or export with --no-check")
     raise CellgenError(f"unknown data source `{config.name}`", hint=f"known data: {', '.join(SOURCES)}")
