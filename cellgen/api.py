@@ -100,8 +100,10 @@ def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), d
     `spec` is a path, a shipped spec's name (`"convlstm"`) or spec text; `params` set the
     spec's `param`s. Parameters are named by the spec's weight symbols at every opt level.
     """
-    graph = optimize(lower_spec(spec, **params), opt_level, enable=enable, disable=disable, report=report)
-    return build_module(graph, opt_level)
+    source = lower_spec(spec, **params)
+    module = build_module(optimize(source, opt_level, enable=enable, disable=disable, report=report), opt_level)
+    module.source_graph = source  # for module.summary(): the spec's gates as written
+    return module
 
 
 def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> CellStack:
