@@ -76,9 +76,11 @@ class _Panel:
         if self.log_y:
             ticks = [10.0 ** e for e in range(math.floor(self.y0), math.ceil(self.y1) + 1)
                      if self.y0 - 1e-9 <= e <= self.y1 + 1e-9]
-            if len(ticks) < 3:  # less than a decade or two: 1-2-5 steps
+            if len(ticks) < 3:  # less than two decades: round numbers in between
                 ticks = [m * 10.0 ** e for e in range(math.floor(self.y0) - 1, math.ceil(self.y1) + 1)
                          for m in (1, 2, 5) if self.y0 - 1e-9 <= math.log10(m * 10.0 ** e) <= self.y1 + 1e-9]
+            if len(ticks) < 3:  # less than a factor of 5: evenly spaced round numbers
+                ticks = [y for y in nice_ticks(10 ** self.y0, 10 ** self.y1) if y > 0]
         else:
             ticks = nice_ticks(self.y0, self.y1)
         for y in ticks:
