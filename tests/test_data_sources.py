@@ -17,11 +17,9 @@ SMALL = ["--context", "3", "--future", "3", "--batch-size", "2", "--eval-sequenc
          "-p", "hidden=4", "-p", "k=3", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+# The runs pass --threads 1, which sets torch's threads for the whole process: one_thread
+# (conftest.py) puts the setting back after the module.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- PNG, written here by hand with every scanline filter -----------------------------------------

@@ -18,11 +18,9 @@ SMALL = ["--frame-size", "16", "--context", "3", "--future", "3", "--batch-size"
          "--eval-batch-size", "2", "--test-sequences", "4", "--threads", "1", "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+# The runs pass --threads 1, which sets torch's threads for the whole process: one_thread
+# (conftest.py) puts the setting back after the module.
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rows(run):
