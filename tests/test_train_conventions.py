@@ -8,7 +8,6 @@ import tomllib
 
 import numpy as np
 import pytest
-import torch
 
 from cellgen.cli import main
 from cellgen.training.checkpoint import load_checkpoint
