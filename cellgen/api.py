@@ -138,8 +138,10 @@ def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), d
     from cellgen.codegen.module import build_module
     from cellgen.passes import optimize
 
-    graph = optimize(lower_spec(spec, **params), opt_level, enable=enable, disable=disable, report=report)
-    return build_module(graph, opt_level)
+    source = lower_spec(spec, **params)
+    module = build_module(optimize(source, opt_level, enable=enable, disable=disable, report=report), opt_level)
+    module.source_graph = source  # for module.summary(): the spec's gates as written
+    return module
 
 
 def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> "CellStack":

@@ -49,7 +49,8 @@ _SUBCOMMANDS: dict[str, Subcommand] = {}
 # does not pay for bench's torch.
 _EXTENSIONS: dict[str, tuple[str, ...]] = {"cellgen.tools.diff": ("diff",), "cellgen.tools.render": ("show",),
                                            "cellgen.tools.bench": ("bench",),
-                                           "cellgen.training.commands": ("train", "eval", "export")}
+                                           "cellgen.training.commands": ("train", "eval", "export"),
+                                           "cellgen.tools.fmt": ("fmt",)}
 _LOADED_EXTENSIONS: set[str] = set()
 
 
