@@ -7,8 +7,9 @@
 from cellgen.api import compile, compile_stack, load_spec, lower_spec
 from cellgen.codegen.module import CellModule
 from cellgen.errors import CellgenError, CellgenWarning
+from cellgen.openstl import load_openstl
 from cellgen.runtime.stack import CellStack
 
 __version__ = "0.1.0"
 __all__ = ["compile", "compile_stack", "load_spec", "lower_spec", "CellModule", "CellStack", "CellgenError",
-           "CellgenWarning", "__version__"]
+           "CellgenWarning", "load_openstl", "__version__"]

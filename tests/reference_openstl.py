@@ -166,7 +166,7 @@ class SpatioTemporalLSTMCell(OpenSTLCell):
         return self.gates(x, h, c, m)[:3]
 
     def step(self, inputs, state):
-        h, c, m = self(inputs[0], state["h"], state["c"], state["m"])
+        h, c, m = self.gates(inputs[0], state["h"], state["c"], state["m"])[:3]
         return h, {"h": h, "c": c, "m": m}
 
 
@@ -686,8 +686,30 @@ class StackModel(nn.Module):
             for i, cell in enumerate(self.cell_list):
                 inp = net if i == 0 else h[i - 1]
                 if self.zigzag:
-                    h[i], c[i], memory = cell(inp, h[i], c[i], memory)
+                    h[i], c[i], memory = cell(inp, h[i], c[i], memory)[:3]   # V2 also returns its increments
                 else:
                     h[i], c[i] = cell(inp, h[i], c[i])
             preds.append(self.conv_last(h[-1]))
         return torch.stack(preds, dim=1)
+
+
+def reshape_patch(frames: Tensor, patch: int) -> Tensor:
+    """OpenSTL's reshape_patch (openstl/utils/predrnn_utils.py), which works channels-last on
+    (B, T, H, W, C): cut H and W into p×p patches and move each patch's pixels to channels,
+    channel (ph·p + pw)·C + c. Here for channels-first frames (B, T, C, H, W) in and out."""
+    x = frames.permute(0, 1, 3, 4, 2)                                   # (B, T, H, W, C)
+    B, T, H, W, C = x.shape
+    x = x.reshape(B, T, H // patch, patch, W // patch, patch, C)
+    x = x.transpose(3, 4)                                               # (B, T, H/p, W/p, p, p, C)
+    x = x.reshape(B, T, H // patch, W // patch, patch * patch * C)
+    return x.permute(0, 1, 4, 2, 3)
+
+
+def reshape_patch_back(patches: Tensor, patch: int) -> Tensor:
+    """The inverse of `reshape_patch` (OpenSTL's reshape_patch_back), channels-first."""
+    x = patches.permute(0, 1, 3, 4, 2)                                  # (B, T, H/p, W/p, p·p·C)
+    B, T, h, w, PC = x.shape
+    C = PC // (patch * patch)
+    x = x.reshape(B, T, h, w, patch, patch, C).transpose(3, 4)
+    x = x.reshape(B, T, h * patch, w * patch, C)
+    return x.permute(0, 1, 4, 2, 3)
