@@ -332,6 +332,69 @@ def _reaches(y, leaf) -> bool:
     return g is not None
 
 
+def test_reference_e3d_and_mau_keys_are_openstl_s():
+    """The two cells no spec can express yet: their references still define OpenSTL's layout."""
+    C, T = HID, 2
+    e3d = {"_norm_c_t.weight": (C, T, H, W), "_norm_c_t.bias": (C, T, H, W), "conv_last.conv3d.weight": (C, 2 * C, 1, 1, 1)}
+    for name, cin, cout in (("conv_x", 3, 7 * C), ("conv_h", C, 4 * C), ("conv_gm", C, 4 * C),
+                            ("conv_new_cell", C, C), ("conv_new_gm", C, C)):
+        e3d.update({f"{name}.0.conv3d.weight": (cout, cin, 2, 5, 5), f"{name}.1.weight": (cout, T, H, W),
+                    f"{name}.1.bias": (cout, T, H, W)})
+    got = ref.Eidetic3DLSTMCell(3, C, T, H, W, (2, 5, 5), 1, True).state_dict()
+    assert {k: tuple(v.shape) for k, v in got.items()} == e3d
+    mau = {}
+    for name, cin, cout in (("conv_t", C, 3 * C), ("conv_t_next", C, C), ("conv_s", C, 3 * C), ("conv_s_next", C, C)):
+        mau.update({f"{name}.0.weight": (cout, cin, 3, 3), f"{name}.0.bias": (cout,),
+                    f"{name}.1.weight": (cout, H, W), f"{name}.1.bias": (cout, H, W)})
+    got = ref.MAUCell(C, C, H, W, 3, 1, 5, "normal").state_dict()
+    assert {k: tuple(v.shape) for k, v in got.items()} == mau
+
+
+def test_reference_e3d_attention_tokens_are_a_plain_reshape():
+    """OpenSTL's E3D attention: token j is entries j·C … (j+1)·C − 1 of the flattened map (no
+    permute), the history's entries concatenated on channels first; checked in Python floats."""
+    gen = torch.Generator().manual_seed(0)
+    C = 2
+    q = torch.randn(1, C, 2, 2, 2, generator=gen, dtype=DT)
+    hist = torch.cat([torch.randn(1, C, 2, 2, 2, generator=gen, dtype=DT) for _ in range(2)], dim=1)
+    flat_q, flat_k = q.flatten().tolist(), hist.flatten().tolist()
+    tokens_q = [flat_q[i:i + C] for i in range(0, len(flat_q), C)]
+    tokens_k = [flat_k[i:i + C] for i in range(0, len(flat_k), C)]
+    out = []
+    for tq in tokens_q:
+        scores = [sum(a * b for a, b in zip(tq, tk)) for tk in tokens_k]
+        top = max(scores)
+        e = [math.exp(s - top) for s in scores]
+        out.extend(sum(ej / sum(e) * tk[ch] for ej, tk in zip(e, tokens_k)) for ch in range(C))
+    expected = torch.tensor(out, dtype=DT).reshape(q.shape)
+    assert_close(ref.Eidetic3DLSTMCell.attn(q, hist, hist), expected, "E3D attention")
+
+
+def test_reference_e3d_keeps_its_global_memory_and_grows_its_history_on_channels():
+    cell = ref.Eidetic3DLSTMCell(3, HID, 2, H, W).to(DT)
+    randomize_(cell, 5)
+    gen = torch.Generator().manual_seed(6)
+    state = {n: torch.randn(B, HID, 2, H, W, generator=gen, dtype=DT) for n in ("h", "c", "m")}
+    m0 = state["m"]
+    for t in range(3):
+        _, state = cell.step((torch.randn(B, 3, 2, H, W, generator=gen, dtype=DT),), state)
+        assert torch.equal(state["m"], m0)
+        assert state["c.history"].shape == (B, HID * (t + 2), 2, H, W)
+
+
+def test_reference_mau_residual_mode_adds_the_spatial_input():
+    normal = ref.MAUCell(HID, HID, H, W, 3, 1, 3, "normal").to(DT)
+    randomize_(normal, 7)
+    residual = ref.MAUCell(HID, HID, H, W, 3, 1, 3, "residual").to(DT)
+    residual.load_state_dict(normal.state_dict())
+    gen = torch.Generator().manual_seed(8)
+    T_t, S_t = (torch.randn(B, HID, H, W, generator=gen, dtype=DT) for _ in range(2))
+    t_att, s_att = (torch.randn(3, B, HID, H, W, generator=gen, dtype=DT) for _ in range(2))
+    (T_a, S_a), (T_b, S_b) = normal(T_t, S_t, t_att, s_att), residual(T_t, S_t, t_att, s_att)
+    assert torch.equal(T_a, T_b)
+    assert_close(S_b - S_a, S_t, "residual S")
+
+
 def test_reference_patching_round_trips_and_orders_channels_as_openstl():
     frames = torch.arange(2 * 3 * 2 * 4 * 4, dtype=DT).reshape(2, 3, 2, 4, 4)
     patched = ref.reshape_patch(frames, 2)
