@@ -713,3 +713,85 @@ def reshape_patch_back(patches: Tensor, patch: int) -> Tensor:
     x = x.reshape(B, T, h, w, patch, patch, C).transpose(3, 4)
     x = x.reshape(B, T, h * patch, w * patch, C)
     return x.permute(0, 1, 4, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------
+# the models a stack of one spec cannot express yet: PredRNN++ (a GHU between layers 0 and 1)
+# and MIM (an ST-LSTM, then MIM blocks, with MIM-N cells between the layers)
+# ---------------------------------------------------------------------------------------------
+
+class PredRNNppModel(nn.Module):
+    """OpenSTL's PredRNNpp_Model rollout over patched NCHW frames (teacher forcing):
+    `cell_list.{l}` CausalLSTMCells, `gradient_highway` a GHU(C0, C0), `conv_last` 1×1.
+    Per step: layer 0 reads the frame; z = GHU(h⁰, z) (z = None, i.e. zeros, at t = 0);
+    layer 1 reads z; layers ≥ 2 read the layer below; one m zigzags through all layers."""
+
+    def __init__(self, frame_channel, num_hidden: Sequence[int], height, width, filter_size, layer_norm=False):
+        super().__init__()
+        self.num_hidden = list(num_hidden)
+        self.gradient_highway = GHU(num_hidden[0], num_hidden[0], height, width, filter_size, 1, False)
+        self.cell_list = nn.ModuleList(
+            CausalLSTMCell(frame_channel if i == 0 else num_hidden[i - 1], n, height, width, filter_size, 1, layer_norm)
+            for i, n in enumerate(num_hidden))
+        self.conv_last = nn.Conv2d(num_hidden[-1], frame_channel, 1, bias=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, T, _, H, W = frames.shape
+        h = [frames.new_zeros(B, n, H, W) for n in self.num_hidden]
+        c = [frames.new_zeros(B, n, H, W) for n in self.num_hidden]
+        memory = frames.new_zeros(B, self.num_hidden[0], H, W)
+        z = None
+        preds = []
+        for t in range(T - 1):
+            h[0], c[0], memory = self.cell_list[0](frames[:, t], h[0], c[0], memory)
+            z = self.gradient_highway(h[0], z)
+            h[1], c[1], memory = self.cell_list[1](z, h[1], c[1], memory)
+            for i in range(2, len(self.cell_list)):
+                h[i], c[i], memory = self.cell_list[i](h[i - 1], h[i], c[i], memory)
+            preds.append(self.conv_last(h[-1]))
+        return torch.stack(preds, dim=1)
+
+
+class MIMModel(nn.Module):
+    """OpenSTL's MIM_Model rollout over patched NCHW frames (teacher forcing):
+    `stlstm_layer.0` a SpatioTemporalLSTMCell, `stlstm_layer.{l ≥ 1}` MIMBlocks,
+    `stlstm_layer_diff.{l-1}` MIMNs between layers l-1 and l, `conv_last` 1×1. Per step t:
+    layer 0 as PredRNN (remembering its previous h as preh); for l ≥ 1, if t > 0 the MIM-N
+    below layer l steps on h⁰_t − h⁰_{t−1} (l = 1) or on the MIM-N output below (l > 1), its
+    own state starting at zeros at t = 1; at t = 0 its output is thrown away and the block
+    gets diff_h = None (zeros). Each MIMBlock's n starts at zeros and is detached every step
+    (`detach_n`), as OpenSTL's `convlstm_c` of a fresh module."""
+
+    def __init__(self, frame_channel, num_hidden: Sequence[int], height, width, filter_size, layer_norm=False,
+                 detach_n=True):
+        super().__init__()
+        self.num_hidden = list(num_hidden)
+        layers: List[nn.Module] = [SpatioTemporalLSTMCell(frame_channel, num_hidden[0], height, width, filter_size,
+                                                          1, layer_norm)]
+        layers += [MIMBlock(num_hidden[i - 1], num_hidden[i], height, width, filter_size, 1, layer_norm, detach_n)
+                   for i in range(1, len(num_hidden))]
+        self.stlstm_layer = nn.ModuleList(layers)
+        self.stlstm_layer_diff = nn.ModuleList(
+            MIMN(num_hidden[i], num_hidden[i + 1], height, width, filter_size, 1, layer_norm)
+            for i in range(len(num_hidden) - 1))
+        self.conv_last = nn.Conv2d(num_hidden[-1], frame_channel, 1, bias=False)
+
+    def forward(self, frames: Tensor) -> Tensor:
+        B, T, _, H, W = frames.shape
+        L = len(self.num_hidden)
+        zeros = [frames.new_zeros(B, n, H, W) for n in self.num_hidden]
+        h, c, n = list(zeros), list(zeros), list(zeros)
+        diff_h: List[Optional[Tensor]] = [None] * L
+        diff_c: List[Optional[Tensor]] = [None] * L
+        memory = frames.new_zeros(B, self.num_hidden[0], H, W)
+        preds = []
+        for t in range(T - 1):
+            preh = h[0]
+            h[0], c[0], memory = self.stlstm_layer[0](frames[:, t], h[0], c[0], memory)
+            for i in range(1, L):
+                if t > 0:
+                    below = h[i - 1] - preh if i == 1 else diff_h[i - 2]
+                    diff_h[i - 1], diff_c[i - 1] = self.stlstm_layer_diff[i - 1](below, diff_h[i - 1], diff_c[i - 1])
+                h[i], c[i], memory, n[i] = self.stlstm_layer[i](h[i - 1], diff_h[i - 1], h[i], c[i], memory, n[i])
+            preds.append(self.conv_last(h[-1]))
+        return torch.stack(preds, dim=1)

@@ -606,3 +606,108 @@ def test_model_level_errors():
     with pytest.raises(cellgen.CellgenError, match="cell_list.2: conv_h.0.weight has shape"):
         cellgen.load_openstl(three, broken)
     assert all(torch.equal(before[k], v) for k, v in three.state_dict().items()), "a failed load changed the model"
+
+
+# ---------------------------------------------------------------------------------------------
+# PredRNN++ and MIM: OpenSTL model checkpoints run by compiled cells wired by hand (the
+# heterogeneous stacks the language lacks), against the reference models' unroll
+# ---------------------------------------------------------------------------------------------
+
+def _sub(state, prefix):
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+def _cells_for(spec_in_first, spec, count, hidden, frame_channel, extra=None):
+    extra = extra or {}
+    first = cellgen_module().compile(spec_in_first, in_channels=frame_channel, hidden=hidden, k=3, **extra).to(DT)
+    rest = [cellgen_module().compile(spec, in_channels=hidden, hidden=hidden, k=3, **extra).to(DT)
+            for _ in range(count - 1)]
+    return [first] + rest
+
+
+def _patched_video(frame_channel, seed):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(2, 5, frame_channel, H, W, generator=gen, dtype=DT).requires_grad_(True)
+
+
+def test_an_openstl_predrnnpp_checkpoint_runs_in_cellgen_cells_with_its_ghu():
+    L, hidden, fc = 3, HID, 2
+    openstl = ref.PredRNNppModel(fc, [hidden] * L, H, W, 3).to(DT)
+    randomize_(openstl, 21)
+    state = openstl.state_dict()
+    cells = _cells_for("predrnnpp", "predrnnpp", L, hidden, fc)
+    ghu = cellgen_module().compile("ghu", in_channels=hidden, hidden=hidden, k=3).to(DT)
+    for index, cell in enumerate(cells):
+        cellgen_module().load_openstl(cell, _sub(state, f"cell_list.{index}."))
+    cellgen_module().load_openstl(ghu, _sub(state, "gradient_highway."))
+    head = state["conv_last.weight"]
+
+    video_a, video_e = _patched_video(fc, 22), _patched_video(fc, 22)
+    preds = []
+    B_, T = video_a.shape[:2]
+    zero = video_a.new_zeros(B_, hidden, H, W)
+    layer_states = [{"h": zero, "c": zero} for _ in range(L)]
+    memory, z_state = zero, {"z": zero}
+    for t in range(T - 1):
+        x = video_a[:, t]
+        for index, cell in enumerate(cells):
+            if index == 1:
+                x, z_state = ghu(x, z_state)             # layer 1 reads the highway, not h⁰
+            x, new = cell(x, {**layer_states[index], "m": memory})
+            layer_states[index], memory = {"h": new["h"], "c": new["c"]}, new["m"]
+        preds.append(torch.nn.functional.conv2d(x, head))
+    got = torch.stack(preds, dim=1)
+    expected = openstl(video_e)
+    assert_close(got, expected, "PredRNN++ predictions")
+    (grad_a,) = torch.autograd.grad((got * got).sum(), video_a)
+    (grad_e,) = torch.autograd.grad((expected * expected).sum(), video_e)
+    assert_close(grad_a, grad_e, "PredRNN++ gradient w.r.t. the frames")
+
+
+@pytest.mark.parametrize("detach_n", [True, False])
+def test_an_openstl_mim_checkpoint_runs_in_cellgen_cells_with_its_mimn(detach_n):
+    """Forward equal to OpenSTL's (detached n) and to the undetached variant; gradients equal to
+    the undetached variant only — cellgen's n is a state, OpenSTL's is detached."""
+    L, hidden, fc = 3, HID, 2
+    openstl = ref.MIMModel(fc, [hidden] * L, H, W, 3, detach_n=detach_n).to(DT)
+    randomize_(openstl, 31)
+    state = openstl.state_dict()
+    size = dict(height=H, width=W)
+    layer0 = cellgen_module().compile("predrnn_openstl", in_channels=fc, hidden=hidden, k=3).to(DT)
+    blocks = [cellgen_module().compile("mim", in_channels=hidden, hidden=hidden, k=3, **size).to(DT) for _ in range(L - 1)]
+    diffs = [cellgen_module().compile("mimn", in_channels=hidden, hidden=hidden, k=3, **size).to(DT) for _ in range(L - 1)]
+    cellgen_module().load_openstl(layer0, _sub(state, "stlstm_layer.0."))
+    for index, cell in enumerate(blocks, start=1):
+        cellgen_module().load_openstl(cell, _sub(state, f"stlstm_layer.{index}."))
+    for index, cell in enumerate(diffs):
+        cellgen_module().load_openstl(cell, _sub(state, f"stlstm_layer_diff.{index}."))
+    head = state["conv_last.weight"]
+
+    video_a, video_e = _patched_video(fc, 32), _patched_video(fc, 32)
+    B_, T = video_a.shape[:2]
+    zero = video_a.new_zeros(B_, hidden, H, W)
+    s0 = {"h": zero, "c": zero}
+    block_states = [{"h": zero, "c": zero, "n": zero} for _ in blocks]
+    diff_states = [None] * len(diffs)
+    diff_out = [zero] * len(diffs)                      # OpenSTL's diff_h = None → zeros at t = 0
+    memory = zero
+    preds = []
+    for t in range(T - 1):
+        preh = s0["h"]
+        h, new = layer0(video_a[:, t], {**s0, "m": memory})
+        s0, memory = {"h": new["h"], "c": new["c"]}, new["m"]
+        below = h
+        for i, block in enumerate(blocks):
+            if t > 0:
+                source = h - preh if i == 0 else diff_out[i - 1]
+                diff_out[i], diff_states[i] = diffs[i](source, diff_states[i])
+            below, new = block(below, diff_out[i], {**block_states[i], "m": memory})
+            block_states[i], memory = {k: new[k] for k in ("h", "c", "n")}, new["m"]
+        preds.append(torch.nn.functional.conv2d(below, head))
+    got = torch.stack(preds, dim=1)
+    expected = openstl(video_e)
+    assert_close(got, expected, "MIM predictions")
+    if not detach_n:
+        (grad_a,) = torch.autograd.grad((got * got).sum(), video_a)
+        (grad_e,) = torch.autograd.grad((expected * expected).sum(), video_e)
+        assert_close(grad_a, grad_e, "MIM gradient w.r.t. the frames")
