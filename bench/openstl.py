@@ -18,7 +18,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -30,6 +29,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the OpenSTL modules, as the tests' re
 
 import cellgen  # noqa: E402
 import reference_openstl as ref  # noqa: E402
+from seed_cells import _time_ms as _time  # noqa: E402  (bench/ is on the path when run as a script)
 
 CASES = [  # (spec, OpenSTL module factory(in, hidden, size, k), paper-style spec or None, inputs)
     ("convlstm_openstl", lambda i, c, s, k: ref.ConvLSTMCell(i, c, s, s, k, 1, False), "convlstm", 1),
@@ -43,12 +43,6 @@ CASES = [  # (spec, OpenSTL module factory(in, hidden, size, k), paper-style spe
     ("mim", lambda i, c, s, k: ref.MIMBlock(c, c, s, s, k, 1, False), None, 2),
     ("mim_ln", lambda i, c, s, k: ref.MIMBlock(c, c, s, s, k, 1, True), None, 2),
 ]
-
-
-def _time(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return (time.perf_counter() - start) * 1e3
 
 
 def main(argv=None) -> int:

@@ -267,10 +267,6 @@ def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
                            + (" …" if len(foreign) > 6 else ""),
                            hint="OpenSTL's PredRNN++ and MIM models (a GHU or MIM-N cells between layers) are not "
                                 "stacks of one cell: cellgen cannot load them yet (docs/openstl.md)")
-    stored = sorted({int(k.split(".")[1]) for k in keys if k.startswith("cell_list.") and k.split(".")[1].isdigit()})
-    if stored != list(range(len(layers))):
-        raise CellgenError(f"the checkpoint has {len(stored)} layers (cell_list.{stored}), the model {len(layers)}",
-                           hint=f"build the sequence model with --layers {len(stored)}")
     if "conv_last.weight" not in keys:
         raise CellgenError("missing key conv_last.weight (the model's 1×1 output conv)")
     head = state_dict["conv_last.weight"]
@@ -278,19 +274,35 @@ def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
         raise CellgenError(f"conv_last.weight has shape {tuple(head.shape)}, the model's head {tuple(model.head.weight.shape)}"
                            + (" with a bias" if model.head.bias is not None else ""),
                            hint="OpenSTL's frame channels are patch² × image channels; build the model with its patch size")
+    load_layers(layers, {k: v for k, v in state_dict.items() if k.startswith("cell_list.")}, layouts)
+    _copy_into(model.head, {"weight": head})
+
+
+def load_layers(layers, state_dict: Mapping[str, "torch.Tensor"], layouts: Optional[list[Layout]] = None) -> None:
+    """OpenSTL's `cell_list.{l}.…` into the layers of a CellStack (or a model's stack): every
+    layer checked before any is written."""
+    layouts = layouts or [layout_for(cell) for cell in layers]
+    foreign = sorted(k for k in state_dict if not k.startswith("cell_list."))
+    if foreign:
+        raise CellgenError(f"keys that are not OpenSTL's cell_list.{{l}}.…: {', '.join(foreign[:6])}"
+                           + (" …" if len(foreign) > 6 else ""))
+    stored = sorted({int(k.split(".")[1]) for k in state_dict if k.split(".")[1].isdigit()})
+    if stored != list(range(len(layers))):
+        raise CellgenError(f"the checkpoint has {len(stored)} layers (cell_list.{stored}), the stack {len(layers)}",
+                           hint=f"build the stack with {len(stored)} layers (--layers {len(stored)})")
     loaded = []
     for index, cell in enumerate(layers):
         prefix = f"cell_list.{index}."
         sub = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         loaded.append(_tensors_for(layouts[index], sub, dict(cell.named_parameters()), f"cell_list.{index}"))
-    for cell, tensors in zip(layers, loaded):     # everything checked before anything is written
+    for cell, tensors in zip(layers, loaded):
         _copy_into(cell, tensors)
-    _copy_into(model.head, {"weight": head})
 
 
 def load_openstl(target, state_dict: Mapping[str, torch.Tensor]):
     """Load an OpenSTL state_dict into a compiled cell (the matching OpenSTL cell module's
-    state_dict) or into a SequenceModel (an OpenSTL ConvLSTM/PredRNN/PredRNN-V2 model's).
+    state_dict), a CellStack (an OpenSTL model's `cell_list.{l}.…`) or a SequenceModel (an
+    OpenSTL ConvLSTM/PredRNN/PredRNN-V2 model's, `conv_last.weight` included).
     Returns `target`. Raises CellgenError for unknown or missing keys and for shapes that do
     not fit, before changing any parameter."""
     if not isinstance(state_dict, Mapping):
@@ -298,10 +310,13 @@ def load_openstl(target, state_dict: Mapping[str, torch.Tensor]):
                            f"{type(state_dict).__name__}")
     import torch
 
+    from cellgen.runtime.stack import CellStack
     from cellgen.sequence.model import SequenceModel
 
     if isinstance(target, SequenceModel):
         load_model(target, state_dict)
+    elif isinstance(target, CellStack):
+        load_layers(target.layers, state_dict)
     elif isinstance(target, torch.nn.Module):
         load_cell(target, state_dict)
     else:

@@ -75,18 +75,10 @@ def _cases() -> Dict[str, Case]:
     for ln in (0, 1):
         sfx = "_ln" if ln else ""
         size = dict(height=H, width=W) if ln else {}
-        cases[f"convlstm_openstl{sfx}"] = Case(
-            f"convlstm_openstl{sfx}", _p(in_channels=3, hidden=HID, k=3, **size),
-            lambda ln=ln: ref.ConvLSTMCell(3, HID, H, W, 3, 1, ln), (3,))
-        cases[f"predrnn_openstl{sfx}"] = Case(
-            f"predrnn_openstl{sfx}", _p(in_channels=3, hidden=HID, k=3, **size),
-            lambda ln=ln: ref.SpatioTemporalLSTMCell(3, HID, H, W, 3, 1, ln), (3,))
-        cases[f"predrnnv2{sfx}"] = Case(
-            f"predrnnv2{sfx}", _p(in_channels=3, hidden=HID, k=3, **size),
-            lambda ln=ln: ref.SpatioTemporalLSTMCellv2(3, HID, H, W, 3, 1, ln), (3,))
-        cases[f"predrnnpp{sfx}"] = Case(
-            f"predrnnpp{sfx}", _p(in_channels=3, hidden=HID, k=3, **size),
-            lambda ln=ln: ref.CausalLSTMCell(3, HID, H, W, 3, 1, ln), (3,))
+        for spec, module in (("convlstm_openstl", ref.ConvLSTMCell), ("predrnn_openstl", ref.SpatioTemporalLSTMCell),
+                             ("predrnnv2", ref.SpatioTemporalLSTMCellv2), ("predrnnpp", ref.CausalLSTMCell)):
+            cases[spec + sfx] = Case(spec + sfx, _p(in_channels=3, hidden=HID, k=3, **size),
+                                     lambda ln=ln, module=module: module(3, HID, H, W, 3, 1, ln), (3,))
         # OpenSTL's MIMN and MIMBlock read h with an in_channel-input conv: in_channels = hidden
         cases[f"mimn{sfx}"] = Case(
             f"mimn{sfx}", _p(in_channels=HID, hidden=HID, k=3, height=H, width=W),
@@ -737,3 +729,19 @@ def test_sa_convlstm_with_the_papers_narrower_queries_and_keys():
         outs_a, _ = run_cell(cell, steps, None)
     for t in range(STEPS):
         assert_close(outs_a[t], outs_e[t], f"step {t}")
+
+
+def test_a_cell_stack_takes_an_openstl_cell_list():
+    cellgen = cellgen_module()
+    stack = cellgen.compile_stack("convlstm_openstl", layers=2, in_channels=3, hidden=HID, k=3).to(DT)
+    openstl = ref.StackModel(ref.ConvLSTMCell, 3, [HID, HID], H, W, 3).to(DT)
+    randomize_(openstl, 60)
+    cell_list = {k: v for k, v in openstl.state_dict().items() if k.startswith("cell_list.")}
+    cellgen.load_openstl(stack, cell_list)
+    for index, layer in enumerate(stack.layers):
+        assert torch.equal(layer.state_dict()["W_h"], cell_list[f"cell_list.{index}.conv_h.0.weight"])
+    with pytest.raises(cellgen.CellgenError, match="conv_last.weight"):
+        cellgen.load_openstl(stack, openstl.state_dict())          # a stack has no head
+    three = ref.StackModel(ref.ConvLSTMCell, 3, [HID] * 3, H, W, 3).to(DT).state_dict()
+    with pytest.raises(cellgen.CellgenError, match="3 layers"):
+        cellgen.load_openstl(stack, {k: v for k, v in three.items() if k.startswith("cell_list.")})
