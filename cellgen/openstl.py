@@ -109,10 +109,7 @@ def _layouts() -> list[Layout]:
         # MIMN: conv_last unused
         layouts.append(Layout(
             "MIMN", (f"mimn{suffix}",),
-            {**_fused({"conv_x_concat": "W_x", "conv_h_concat": "W_h"}, False),
-             **({"conv_x_concat.1.weight": ("LN_x.weight",), "conv_x_concat.1.bias": ("LN_x.bias",),
-                 "conv_h_concat.1.weight": ("LN_h.weight",), "conv_h_concat.1.bias": ("LN_h.bias",)}
-                if ln else {}),
+            {**_fused({"conv_x_concat": "W_x", "conv_h_concat": "W_h"}, ln),
              "ct_weight": ("W_ct",), "oc_weight": ("W_oc",)},
             unused=frozenset({"conv_last.weight"})))
         # MIMBlock
@@ -221,13 +218,10 @@ def _is_tensor(value) -> bool:
 
 def _wanted_shape(targets: tuple[Target, ...], params: Mapping[str, torch.Tensor]) -> tuple[int, ...]:
     """The OpenSTL tensor's shape the targets imply: one parameter's, or the chunks' stacked."""
-    shapes = [tuple(params[t if isinstance(t, str) else t.param].shape) for t in targets]
-    if len(shapes) == 1 and isinstance(targets[0], str):
-        return shapes[0]
-    first = shapes[0]
-    if any(s != first for s in shapes):        # chunks of one tensor are as wide as each other
-        return (-1,) + first[1:]
-    return (first[0] * len(shapes),) + first[1:]
+    if isinstance(targets[0], str):
+        return tuple(params[targets[0]].shape)
+    first = tuple(params[targets[0].param].shape)     # the chunks of one tensor are alike
+    return (first[0] * targets[0].count,) + first[1:]
 
 
 def _copy_into(module: "torch.nn.Module", tensors: Mapping[str, "torch.Tensor"]) -> None:
