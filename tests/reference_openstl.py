@@ -555,7 +555,7 @@ def bias(b, like):
 
 
 class ConvGRU(SymbolCell):
-    """ConvGRU as Ballas et al., ICLR 2016, eq. 3 write it (no biases; ⋆ "same" k×k convs):
+    """ConvGRU as Ballas et al., ICLR 2016, write it (no biases; ⋆ "same" k×k convs):
 
         z = σ(W_xz ⋆ x + W_hz ⋆ h);  r = σ(W_xr ⋆ x + W_hr ⋆ h)
         h̃ = tanh(W_xh ⋆ x + W_hh ⋆ (r ⊙ h));  h' = (1 − z) ⊙ h + z ⊙ h̃
