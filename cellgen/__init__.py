@@ -8,12 +8,13 @@ from cellgen.errors import CellgenError, CellgenWarning
 
 __version__ = "0.1.0"
 __all__ = ["compile", "compile_stack", "load_spec", "lower_spec", "CellModule", "CellStack", "CellgenError",
-           "CellgenWarning", "__version__"]
+           "CellgenWarning", "load_openstl", "__version__"]
 
 # Imported on first use, not with the package: `cellgen check`, `list` and `--version` never
 # need torch, and importing it costs seconds (PEP 562 module __getattr__).
 _LAZY = {"compile": "cellgen.api", "compile_stack": "cellgen.api", "load_spec": "cellgen.api",
-         "lower_spec": "cellgen.api", "CellModule": "cellgen.codegen.module", "CellStack": "cellgen.runtime.stack"}
+         "lower_spec": "cellgen.api", "CellModule": "cellgen.codegen.module", "CellStack": "cellgen.runtime.stack",
+         "load_openstl": "cellgen.openstl"}
 
 
 def __getattr__(name: str):
