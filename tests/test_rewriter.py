@@ -215,8 +215,12 @@ def test_optimize_copies_its_input_once_and_leaves_it_alone(monkeypatch):
 # --- the kernel-embedding choice ------------------------------------------------------------
 
 # Today's choices (`cellgen compile SPEC -p hidden=H -p in_channels=C --explain`, default cost
-# model), for the shipped specs that have kernel groups, before the choice moved to regions.
+# model), for the shipped specs that have kernel groups, before the choice moved to regions
+# (the OpenSTL-style specs and PredRNN-V2 and SA-ConvLSTM recorded from main at 26c714a).
+SIZES = [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64), (64, 1), (64, 3), (64, 64)]
 TODAY = {
+    **{spec: {size: ["grouping"] for size in SIZES}
+       for spec in ["predrnn_openstl", "predrnn_openstl_ln", "predrnnv2", "predrnnv2_ln", "sa_convlstm"]},
     "mk_convlstm": {size: ["grouping"] for size in [(4, 1), (4, 3), (4, 64), (16, 1), (16, 3), (16, 64), (64, 1),
                                                     (64, 3), (64, 64)]},
     "mk_convlstm_1x1": {(4, 1): ["embedding", "grouping"], (4, 3): ["grouping", "grouping"],
