@@ -22,13 +22,14 @@ the group's region (its convs, their sums and what reads them, `affected_region`
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Callable, Optional
 
 from cellgen.ir.graph import CellGraph, creation_order
 from cellgen.passes.cost import CostModel, DEFAULT_COST
-from cellgen.passes.rules import (conv_bias, conv_source, conv_weight, enclosing_sum, is_inner_add, is_op,
-                                  new_conv, new_weight_op, owner, replace, stage, sum_of, sum_roots, sum_terms,
-                                  weight_symbols, wshape)
+from cellgen.passes.rules import (channels, conv_bias, conv_macs, conv_source, conv_weight, enclosing_sum,
+                                  is_inner_add, is_op, new_conv, new_weight_op, owner, replace, stage, sum_of,
+                                  sum_roots, sum_terms, weight_symbols, wshape)
 
 
 def kernel_groups(g: CellGraph) -> list[list[str]]:
@@ -126,7 +127,8 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
 
     A group whose region (`affected_region`) is less than half the graph is decided on its
     region, unless the two estimates there are within CLOSE_OPS weight-side ops; otherwise the
-    whole step is finished both ways, as `finish` will anyway: the caller may keep what
+    whole step is finished without it, and with it unless the multiply-accumulates embedding
+    would leave already cost more than that (`_embedding_floor`). `finish` runs anyway: the caller may keep what
     `finish` returned for the graph this returns (`optimize` does), so that the graph without
     embedding — or with the one group embedded — is finished once, not again after the choice.
     """
@@ -144,9 +146,16 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
         if 2 * len(region.nx) >= len(graph.nx) or abs(cost - base_cost) < CLOSE_OPS * model.ns_per_op / 1000:
             scope = "" if 2 * len(region.nx) >= len(graph.nx) else ", the whole step: too close on its convs alone"
             whole = whole or finish(graph)
+            base, base_cost = whole, model.cost(whole)
+            floor = _embedding_floor(graph, group, whole, model)
+            if floor is not None and floor >= base_cost:  # no need to finish it: it cannot be cheaper
+                notes.append(f"{_describe(graph, group)}: grouping {_convs(base)} {base_cost:.0f} µs vs "
+                             f"embedding ≥ {floor:.0f} µs in its convs' multiply-accumulates alone "
+                             f"({model.describe()}{scope}) -> grouping")
+                continue
             embedded[index] = embed(graph, [group])
-            base, alternative = whole, finish(embedded[index])
-            base_cost, cost = model.cost(base), model.cost(alternative)
+            alternative = finish(embedded[index])
+            cost = model.cost(alternative)
         pick = cost < base_cost
         if pick:
             chosen.append(index)
@@ -160,6 +169,26 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
             return embedded[chosen[0]], notes
         return embed(graph, [groups[i] for i in chosen]), notes
     return embed(graph, [groups[i] for i in chosen], in_place=in_place), notes
+
+
+def _embedding_floor(g: CellGraph, group: list[str], finished: CellGraph, model: CostModel) -> Optional[float]:
+    """A lower bound on the cost of the step finished with `group` embedded, from `finished`
+    (the step finished without): its multiply-accumulates, plus those the padding adds — if
+    no rewrite can drop any. Fusion keeps the multiply-accumulates of the convs it fuses
+    (their inputs or outputs are stacked), except where two convs of one sum read the same
+    tensor ((W₁ + W₂) ⋆ a) or two convs are the same (cse); where that could happen: None."""
+    convs = g.ops("conv")
+    if len({(conv_source(g, c), conv_weight(g, c)) for c in convs}) < len(convs):
+        return None
+    for root in sum_roots(g):
+        sources = [conv_source(g, t) for t in sum_terms(g, root) if is_op(g, t, "conv")]
+        if len(set(sources)) < len(sources):
+            return None
+    target = _target(g, group)
+    added = sum(channels(g, c) * channels(g, conv_source(g, c)) * (math.prod(target) - math.prod(g[c]["kernel"]))
+                for c in group)
+    macs = sum(conv_macs(finished, c) for c in finished.ops("conv")) + added
+    return macs * model.pixels * model.ns_per_mac / 1000
 
 
 def affected_region(g: CellGraph, group: list[str]) -> CellGraph:
