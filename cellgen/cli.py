@@ -44,7 +44,7 @@ _SUBCOMMANDS: dict[str, Subcommand] = {}
 # Tool modules that add subcommands. Each defines `register_with_cli()`, which calls `register`
 # below; they are imported when the parser is built (not at import time), so a tool may import
 # this module without an import cycle.
-_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench",
+_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.show", "cellgen.tools.bench",
                                  "cellgen.training.commands")
 _LOADED_EXTENSIONS: set[str] = set()
 

@@ -1,142 +1,21 @@
-"""Which values are stacks, and the axes a spec may name.
+"""Validation of stacks and axes: the rules a spec can break about which values are stacks,
+how long they are and how large maps are, checked on the facts the analysis wrote
+(cellgen/ir/analysis.py).
 
 A value of a step is a map, (B, C, H, W) or (B, C, T, H, W), or a *stack* of maps with one
 more axis after the batch, (B, N, C, …): a state's history `c[t-τ:t-1]`, or `stack(h, c)`.
 Elementwise ops broadcast a map against a stack (every entry of the stack meets the map);
-convs and LayerNorms apply to each entry. Whether a value is a stack follows from the graph,
-so it is computed here, not stored: a rewrite can never leave it stale.
+convs and LayerNorms apply to each entry.
 """
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional
 
 from cellgen.errors import ArityError, Note, Span, TypeMismatchError, span_text
+from cellgen.ir.analysis import AXES, analyze  # noqa: F401  (AXES: the axes a spec may name)
 from cellgen.ir.graph import CellGraph
-
-# The axes `over=` / `along=` may name: the stack axis, channels, and the map's own axes.
-AXES = ("stack", "C", "T", "H", "W")
-
-# Ops whose result is a stack only when one of their operands is: the rest say for themselves.
-_MAKES_STACK = {"stack"}
-_ENDS_STACK = {"unstack", "reduce_sum"}
-
-
-def stacked_values(graph: CellGraph) -> set[str]:
-    """The nodes whose values are stacks."""
-    stacked: set[str] = set()
-    for node in graph.order():
-        data = graph[node]
-        if data["kind"] == "history":
-            stacked.add(node)
-        elif data["kind"] == "op":
-            op = data["op"]
-            if op in _MAKES_STACK:
-                stacked.add(node)
-            elif op in _ENDS_STACK:
-                continue
-            elif op == "attention":
-                if graph.operands(node)[0] in stacked:  # the result has the query's shape
-                    stacked.add(node)
-            elif any(o in stacked for o in graph.operands(node)):
-                stacked.add(node)
-    return stacked
-
-
-def axis_dim(axis: str, stacked: bool, spatial_dims: int) -> int:
-    """The tensor dimension of a named axis, counted from the end for the map's own axes so
-    that it holds for maps and stacks alike."""
-    if axis == "stack":
-        return 1
-    if axis == "C":
-        return 2 if stacked else 1
-    return {"W": -1, "H": -2, "T": -3}[axis]
-
-
-# How many maps a stack holds: a fixed count (`stack(h, c)`: 2), or ("history", τ) for a
-# history, which holds one more past value each step until it holds τ (τ None: no limit).
-Length = Union[int, tuple]
-
-
-def stack_lengths(graph: CellGraph, stacked: set[str]) -> dict[str, Length]:
-    """The length of every stack (see `Length`); a value made from several stacks takes the first's
-    (`check_layout` makes sure that they agree)."""
-    lengths: dict[str, Length] = {}
-    for node in graph.order():
-        if node not in stacked:
-            continue
-        data = graph[node]
-        if data["kind"] == "history":
-            lengths[node] = ("history", data["size"])
-        elif data["op"] == "stack":
-            lengths[node] = len(graph.operands(node))
-        else:
-            lengths[node] = next(lengths[o] for o in graph.operands(node) if o in stacked)
-    return lengths
-
-
-# Ops that need maps (values made from the step's inputs and states), by operand position (None:
-# every operand): a number or a weight in their place would only fail when the cell first runs.
-_NEEDS_MAPS = {"conv": (0,), "layernorm": (0,), "softmax": None, "reduce_sum": None, "stack": None,
-               "unstack": None, "cat_along": None, "split_along": None, "attention": None, "concat": None,
-               "slice": None}
-_ROLES = {"conv": "`⋆` convolves", "layernorm": "a LayerNorm normalises", "softmax": "softmax takes",
-          "reduce_sum": "sum takes", "stack": "stack() stacks", "unstack": "unstack takes apart",
-          "cat_along": "cat joins", "split_along": "split cuts", "attention": "attention reads",
-          "concat": "[…] joins the channels of", "slice": "an unpack cuts the channels of"}
-
-
-def map_values(graph: CellGraph) -> set[str]:
-    """The nodes whose values are maps (or stacks of maps): made from an input, a state or a
-    history. The rest are numbers and weights (a bias, an elementwise weight) and what is
-    computed from them alone."""
-    maps: set[str] = set()
-    for node in graph.order():
-        data = graph[node]
-        if data["kind"] in ("input", "state", "history"):
-            maps.add(node)
-        elif data["kind"] == "op" and any(o in maps for o in graph.operands(node)):
-            maps.add(node)
-    return maps
-
-
-# The size of a map along its own axes, relative to the first input's (a state's size is the
-# first input's): `cat(a, b, along=W)` is 2 along W, a half of `split` 1/2; None when
-# `sum(…, over=W)` removed the axis. Convs pad to keep the size ("same").
-Extent = dict[str, Optional[Fraction]]
-
-
-def map_extents(graph: CellGraph, maps: set[str]) -> dict[str, Extent]:
-    """The extent of every map (see `Extent`)."""
-    axes = ("T", "H", "W")[3 - graph.spatial_dims:]
-    windows = [graph.input_windows.get(name) for name in graph.inputs]
-    first = windows[0] if windows and windows[0] else None
-    extents: dict[str, Extent] = {}
-    for node in graph.order():
-        if node not in maps:
-            continue
-        data = graph[node]
-        if data["kind"] != "op":
-            extent = {axis: Fraction(1) for axis in axes}
-            window = graph.input_windows.get(data.get("name")) if data["kind"] == "input" else None
-            if "T" in extent and window and first:
-                extent["T"] = Fraction(window, first)
-            extents[node] = extent
-            continue
-        operands = [o for o in graph.operands(node) if o in maps]
-        op, axis = data["op"], data.get("axis")
-        if op == "attention":
-            operands = operands[:1]  # the result is shaped like the queries
-        extent = dict(extents[operands[0]])
-        if op == "cat_along" and axis in extent:
-            parts = [extents[o][axis] for o in operands]
-            extent[axis] = None if None in parts else sum(parts)
-        elif op == "split_along" and axis in extent and extent[axis] is not None:
-            extent[axis] = extent[axis] / data["count"]
-        elif op == "reduce_sum" and axis in extent:
-            extent[axis] = None
-        extents[node] = extent
-    return extents
+from cellgen.ir.ops import OPS, Length
 
 
 def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> str:
@@ -165,10 +44,11 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
     that an equation names, where the expression itself was written (a caret under the call,
     not the whole equation)."""
     spans = spans or {}
-    stacked = stacked_values(graph)
-    lengths = stack_lengths(graph, stacked)
-    maps = map_values(graph)
-    extents = map_extents(graph, maps)
+    facts = {node: data["facts"] for node, data in analyze(graph).nx.nodes(data=True)}
+    stacked = {node for node, f in facts.items() if f.stacked}
+    lengths = {node: f.length for node, f in facts.items() if f.stacked}
+    maps = {node for node, f in facts.items() if f.map}
+    extents = {node: f.extent for node, f in facts.items() if f.map}
     first_input = next(iter(graph.inputs), None)
     frames = graph.input_windows.get(first_input) if first_input else None
 
@@ -205,11 +85,12 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
     for node in graph.ops():
         data, operands = graph[node], graph.operands(node)
         op, span = data["op"], spans.get(node) or data.get("span")
-        if op in _NEEDS_MAPS:
-            positions = _NEEDS_MAPS[op] if _NEEDS_MAPS[op] is not None else range(len(operands))
+        definition = OPS[op]
+        if definition.needs_maps != ():
+            positions = definition.needs_maps if definition.needs_maps is not None else range(len(operands))
             bad = [operands[i] for i in positions if operands[i] not in maps]
             if bad:
-                raise TypeMismatchError(f"{_ROLES[op]} maps, but {written(bad[0])} is {not_a_map(bad[0])}", span,
+                raise TypeMismatchError(f"{definition.role} maps, but {written(bad[0])} is {not_a_map(bad[0])}", span,
                                         hint="a map is a value of the step: an input, a state, or something "
                                              "computed from them")
         meeting = [o for o in (operands[1:] if op == "attention" else operands) if o in maps]

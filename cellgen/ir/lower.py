@@ -16,7 +16,8 @@ from cellgen.errors import (ArityError, CellgenError, CellgenWarning, ChannelMis
                             UnknownFunctionError, UnknownSymbolError, did_you_mean, span_text)
 from cellgen.ir.channels import ChannelSolver
 from cellgen.ir.graph import CellGraph, StateInfo, WeightInfo, creation_order
-from cellgen.ir.layout import AXES, check_layout
+from cellgen.ir.analysis import AXES
+from cellgen.ir.layout import check_layout
 from cellgen.ir.ops import BINARY_OPS, ELEMENTWISE, FUNCTIONS, STRUCTURAL_FUNCTIONS
 from cellgen.ir.params import bind_params, evaluate
 from cellgen.language import syntax as ast
@@ -49,12 +50,14 @@ class _Lowering:
         self.channel_splits: list[tuple[str, list[str]]] = []  # value, its channel-chunk nodes
         self.norms: list[tuple[str, ast.NormType]] = []  # layernorm nodes and their declarations
         self.lowered: dict[str, str] = {}  # equation key → node
-        self.in_progress: list[str] = []
+        self.in_progress: dict[str, None] = {}  # the equations being lowered, outermost first (a set, ordered)
         self.weight_nodes: dict[str, str] = {}
         self.weight_decl_used: set[int] = set()
         self.claimed_level: dict[str, int] = {}
         self.history_nodes: dict[tuple[str, Optional[int]], str] = {}
         self.expr_spans: dict[str, Span] = {}  # a node an equation names → where its expression is written
+        # spec.weights scans every statement; a lowering asks for them once per symbol it meets
+        self.weight_decls: list[ast.WeightDecl] = spec.weights
 
     def run(self) -> CellGraph:
         self._declare()
@@ -109,7 +112,7 @@ class _Lowering:
             self.graph.states[tensor.name] = StateInfo(tensor.name, channels, tensor.name in zigzag)
             self.graph.state_nodes[tensor.name] = node
             self.channels.known(node, channels, tensor.span, f"state `{tensor.name}` is declared with {channels}")
-        for decl in self.spec.weights:
+        for decl in self.weight_decls:
             for pattern in decl.patterns:
                 if not pattern.is_glob:
                     # a variant may declare again a weight its parent declares: its own wins
@@ -149,14 +152,15 @@ class _Lowering:
             return self.lowered[key]
         equation = self.equations[key]
         if key in self.in_progress:
-            cycle = self.in_progress[self.in_progress.index(key):] + [key]
+            stack = list(self.in_progress)
+            cycle = stack[stack.index(key):] + [key]
             notes = [Note(f"`{step}` uses `{after}` here", self.equations[step].span)
                      for step, after in zip(cycle[1:-1], cycle[2:])]
             raise CyclicDefinitionError(f"`{key}` depends on itself: {' → '.join(cycle)}", equation.span,
                                         related=notes,
                                         hint="a value at t may only depend on states at t-1 (`c`) and values "
                                              "defined without going through itself")
-        self.in_progress.append(key)
+        self.in_progress[key] = None
         if isinstance(equation, ast.Unpack):
             node = self._unpack(equation)[self.part_index[key]]
         elif isinstance(equation.expr, ast.PerKernel):
@@ -165,12 +169,13 @@ class _Lowering:
                                     hint=f"write `W ⋆ {key}` with a weight declared `conv {{3×3: …, 5×5: …}}`")
         else:
             node = self._expr(equation.expr)
-        self.in_progress.pop()
+        del self.in_progress[key]
         if self.graph[node]["name"] is None and self.graph[node]["kind"] == "op":
             self.graph[node]["name"] = key
             self.expr_spans[node] = self.graph[node]["span"]
             self.graph[node]["span"] = equation.span
         self.lowered[key] = node
+        self.graph.provenance[key] = node
         return node
 
     def _expr(self, expr: ast.Expr) -> str:
@@ -582,7 +587,7 @@ class _Lowering:
 
     def _suggest(self, name: str) -> Optional[str]:
         known = [*self.equations, *self.graph.inputs, *self.graph.state_nodes, *self.graph.params,
-                 *(p.text for d in self.spec.weights for p in d.patterns if not p.is_glob),
+                 *(p.text for d in self.weight_decls for p in d.patterns if not p.is_glob),
                  *self.weight_nodes]
         return did_you_mean(name, known)
 
@@ -591,7 +596,7 @@ class _Lowering:
         if ref.prime or _key(ref) in self.equations:
             return None
         best, best_len, best_pattern = None, (-1,), None
-        for decl in self.spec.weights:
+        for decl in self.weight_decls:
             for pattern in decl.patterns:
                 if pattern.matches(ref.name):
                     # a variant's own declarations first, then exact names, then the longest glob
@@ -766,13 +771,14 @@ class _Lowering:
         for name, node in graph.inputs.items():
             if node not in live:
                 warnings.warn(CellgenWarning(f"input `{name}` is never used", graph[node]["span"]), stacklevel=4)
-        for decl in self.spec.weights:
+        for decl in self.weight_decls:
             if id(decl) not in self.weight_decl_used and not decl.borrowed:
                 names = ", ".join(p.text for p in decl.patterns)
                 warnings.warn(CellgenWarning(f"weight declaration `{names}` matches no symbol in any equation",
                                              decl.span, hint="delete it, or check the names in the equations"),
                               stacklevel=4)
         graph.remove_dead()
+        graph.provenance = {key: node for key, node in graph.provenance.items() if node in graph.nx}
 
 
 # How each structural function is called, for a call with the wrong number of arguments.
