@@ -10,10 +10,11 @@ The spec is a chain of equations, each a gate of the one before:
     h' = a_N ⊙ h
 
 It is parsed and resolved once per size, outside the timing; only `lower` (AST → validated,
-channel-annotated graph) is timed. Sizes are timed interleaved (size after size, round after
-round) and the medians are printed with the ratio of the largest to the smallest and what
-linear growth would give. Lowering is linear when that ratio stays near the size ratio
-(issue 11 asks ≤ 12× for 4,000 against 500 statements).
+channel-annotated graph) is timed, as CPU time of this process (time.process_time: on a shared
+machine, wall time mostly measures the other processes) and as wall time. Sizes are timed
+interleaved (size after size, round after round); the medians are printed with the ratio of
+the largest to the smallest and what linear growth would give. Lowering is linear when that
+ratio stays near the size ratio (issue 11 asks ≤ 12× for 4,000 against 500 statements).
 """
 from __future__ import annotations
 
@@ -45,17 +46,18 @@ def resolved(statements: int):
     return load_spec(chain_spec(statements)).resolved
 
 
-def time_lowering(specs: dict[int, object], repeats: int) -> dict[int, float]:
-    """Median seconds of `lower` per size, the sizes interleaved round by round."""
-    times: dict[int, list[float]] = {size: [] for size in specs}
+def time_lowering(specs: dict[int, object], repeats: int) -> dict[int, tuple[float, float]]:
+    """Median (CPU, wall) seconds of `lower` per size, the sizes interleaved round by round."""
+    times: dict[int, list[tuple[float, float]]] = {size: [] for size in specs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for _ in range(repeats):
             for size, spec in specs.items():
-                start = time.perf_counter()
+                cpu, wall = time.process_time(), time.perf_counter()
                 lower(spec)
-                times[size].append(time.perf_counter() - start)
-    return {size: statistics.median(values) for size, values in times.items()}
+                times[size].append((time.process_time() - cpu, time.perf_counter() - wall))
+    return {size: (statistics.median(c for c, _ in values), statistics.median(w for _, w in values))
+            for size, values in times.items()}
 
 
 def main(argv=None) -> int:
@@ -78,12 +80,14 @@ def main(argv=None) -> int:
     sizes = sorted(set(args.sizes))
     specs = {size: resolved(size) for size in sizes}
     medians = time_lowering(specs, args.repeats)
-    print(f"{'statements':>10}  {'lower (s)':>10}  {'ms/statement':>12}")
+    print(f"{'statements':>10}  {'CPU s':>8}  {'wall s':>8}  {'CPU ms/statement':>16}")
     for size in sizes:
-        print(f"{size:>10}  {medians[size]:>10.3f}  {medians[size] / size * 1e3:>12.3f}")
+        cpu, wall = medians[size]
+        print(f"{size:>10}  {cpu:>8.3f}  {wall:>8.3f}  {cpu / size * 1e3:>16.3f}")
     small, large = sizes[0], sizes[-1]
-    print(f"ratio {large}/{small}: {medians[large] / medians[small]:.1f}x "
-          f"(linear: {large / small:.1f}x; median of {args.repeats}, interleaved)")
+    print(f"ratio {large}/{small}: CPU {medians[large][0] / medians[small][0]:.1f}x, wall "
+          f"{medians[large][1] / medians[small][1]:.1f}x (linear: {large / small:.1f}x; median of {args.repeats}, "
+          "interleaved)")
     return 0
 
 

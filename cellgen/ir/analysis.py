@@ -30,13 +30,14 @@ AXES = ("stack", "C", "T", "H", "W")
 _NOT_A_MAP = Facts(map=False)
 
 
-def analyze(graph: CellGraph) -> CellGraph:
-    """Write `facts` on every node of `graph` (in place; returns it)."""
+def analyze(graph: CellGraph, order: Optional[list[str]] = None) -> CellGraph:
+    """Write `facts` on every node of `graph` (in place; returns it). `order`: the graph's
+    topological order, when the caller has it already."""
     axes = ("T", "H", "W")[3 - graph.spatial_dims:]
     windows = [graph.input_windows.get(name) for name in graph.inputs]
     first = windows[0] if windows and windows[0] else None
     nodes = graph.nx.nodes
-    for node in graph.order():
+    for node in order if order is not None else graph.order():
         data = nodes[node]
         kind = data["kind"]
         if kind in ("input", "state", "history"):

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Optional, Union
 
+from cellgen.errors import ArityError, Note, TypeMismatchError
+
 # --- facts the analysis records (see cellgen/ir/analysis.py) -------------------------------------
 
 # How many maps a stack holds: a fixed count (`stack(h, c)`: 2), or ("history", τ) for a
@@ -300,6 +302,86 @@ def _interleave_cost(model, graph, node) -> float:
             + graph[node]["channels"] * model.pixels * model.ns_per_value)
 
 
+# --- validation rules of one op ---------------------------------------------------------------------
+# A check: (layout, node, data, operands, span) → None, or raises the user's error; `layout` is
+# cellgen/ir/layout.py's `Layout` (the facts as sets: maps, stacked, lengths, extents; and
+# written(node), sizes(a, b), holds(length) to word a message). The rules every op keeps (maps
+# where maps must stand, maps and stacks that meet agreeing) are check_layout's own.
+
+NO_TIME_AXIS = ("a cell is 3D when its convs are (`conv 2×5×5`) or an input reads a window of frames "
+                "(`input x[C] window T`)")
+
+
+def _needs_a_stack(what: str, hint: Optional[str]):
+    def check(layout, node, data, operands, span):
+        if (data.get("axis", "stack") == "stack") and operands[0] not in layout.stacked:
+            raise TypeMismatchError(f"{what} needs a stack (a history `c[t-τ:t-1]` or `stack(…)`), "
+                                    "but this is a single map", span, hint=hint)
+    return check
+
+
+def _check_unstack(layout, node, data, operands, span):
+    if data["index"] == 0 and operands[0] in layout.stacked:
+        length = layout.lengths[operands[0]]
+        if not isinstance(length, int):
+            raise TypeMismatchError(f"`unstack` needs a stack of a fixed length, but {layout.written(operands[0])} "
+                                    f"{layout.holds(length)}", span,
+                                    hint="reduce a history with sum(…, over=stack) or softmax(…, over=stack), "
+                                         "or unstack a stack(…) of maps")
+        if length != data["count"]:
+            names = ", ".join("abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else f"e{i}" for i in range(length))
+            raise ArityError(f"{layout.written(operands[0])} has {length} entries, but {data['count']} names "
+                             "receive them", span, hint=f"one name per entry: `{names} = unstack(…)`")
+    _needs_a_stack("unstack", None)(layout, node, data, operands, span)
+
+
+def _check_stack(layout, node, data, operands, span):
+    if any(o in layout.stacked for o in operands):
+        raise TypeMismatchError("stack() of a stack: a value has at most one stack axis", span,
+                                hint="stack maps only; reduce a stack first (`sum(…, over=stack)`), or take its "
+                                     "entries apart with `unstack`")
+
+
+def _check_concat(layout, node, data, operands, span):
+    if len({o in layout.stacked for o in operands}) > 1:
+        raise TypeMismatchError("[…] joins the channels of maps or of stacks, not of both", span,
+                                hint="unstack the stack first, or stack the maps")
+
+
+def _check_cat_along(layout, node, data, operands, span):
+    """`cat` changes the size along its axis: the maps must agree across it."""
+    maps = [o for o in operands if o in layout.maps]
+    across = {a: v for a, v in layout.extents[maps[0]].items() if a != data["axis"]}
+    for other in maps[1:]:
+        if {a: v for a, v in layout.extents[other].items() if a != data["axis"]} != across:
+            raise TypeMismatchError(f"`cat` joins maps of equal size across its axis, but "
+                                    f"{layout.sizes(maps[0], other)}", span)
+
+
+def _check_attention(layout, node, data, operands, span):
+    if len({o in layout.stacked for o in operands[1:]}) > 1:
+        raise TypeMismatchError("attention's keys and values must both be stacks or both maps", span)
+    if data["patches"] > 1 and layout.graph.spatial_dims not in (2, 3):
+        raise TypeMismatchError("patches need a map with H and W", span)
+
+
+def _check_layernorm(layout, node, data, operands, span):
+    """Errors point at the declaration, which says the axes and the shape."""
+    graph = layout.graph
+    related = [Note(f"`{data['symbol']}` is applied here", span)]
+    span = graph[operands[1]].get("decl_span") or span
+    if "T" in data.get("axes", ()) and graph.spatial_dims != 3:
+        raise TypeMismatchError(f"`{data['symbol']}` normalises over T, but this cell's maps have no time axis "
+                                "(NCHW; T exists only in 3D cells, NCTHW)", span, related=related,
+                                hint=NO_TIME_AXIS)
+    if data["mode"] == "shape" and len(data["shape"]) > 1 + graph.spatial_dims:
+        axes = "C, T, H, W" if graph.spatial_dims == 3 else "C, H, W"
+        raise TypeMismatchError(f"`{data['symbol']}` has a shape of {len(data['shape'])} axes, "
+                                f"{list(data['shape'])}, but this cell's maps have {1 + graph.spatial_dims} "
+                                f"({axes})", span, related=related,
+                                hint="the shape covers the trailing axes of a map: `layernorm [C, H, W]`")
+
+
 # --- the table -------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -320,6 +402,8 @@ class OpDef:
     extent: Callable = extent_of_first
     needs_maps: Optional[tuple] = ()  # operand ports that must be maps; None: every one
     role: str = ""  # what it does to those maps, for the message when one is not (`⋆ convolves`)
+    meets: int = 0  # the operands from this one on meet (at equal sizes; stacks at equal lengths)
+    check: Optional[Callable] = None  # the op's own validation rules (see `_check_stack`)
     macs: Optional[Callable] = None  # multiply-accumulates (None: not counted, a few per element)
     cost: Union[str, Callable] = "values"  # "values" | "dispatch" | (model, graph, node) → ns
 
@@ -370,7 +454,7 @@ _DEFS = [
     OpDef("channel_view", (1, 1), _emit_channel_view, "a (C,) bias viewed as (C, 1, …, 1) to meet maps",
           groups=_WEIGHT, cost="dispatch"),
     OpDef("concat", (2, None), _emit_concat, "[a, b]: channels side by side", groups={"arithmetic", "ordered"},
-          symbol="[ , ]", needs_maps=None, role="[…] joins the channels of"),
+          symbol="[ , ]", needs_maps=None, role="[…] joins the channels of", check=_check_concat),
     OpDef("slice", (1, 1), _emit_slice, "channels [start, stop) of a tensor (a view)", attrs=("start", "stop"),
           groups={"arithmetic", "part"}, needs_maps=None, role="an unpack cuts the channels of", cost="dispatch"),
     OpDef("split", (1, 1), _emit_split,
@@ -399,27 +483,33 @@ _DEFS = [
           attrs=("value", "size"), groups=_WEIGHT, cost="dispatch"),
     # structure: stacks and axes (attrs name axes: stack, C, T, H, W)
     OpDef("softmax", (1, 1), _emit_softmax, "softmax over one axis", attrs=("axis",), groups={"chain"},
-          needs_maps=None, role="softmax takes"),
+          needs_maps=None, role="softmax takes",
+          check=_needs_a_stack("softmax over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
+                                                         "`over=W`")),
     OpDef("reduce_sum", (1, 1), _emit_reduce_sum, "sum over one axis, which disappears", attrs=("axis",),
           groups={"chain"}, symbol="sum", stack=_stack_of_sum, extent=_extent_sum, needs_maps=None,
-          role="sum takes"),
+          role="sum takes",
+          check=_needs_a_stack("sum over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
+                                                     "`over=W`")),
     OpDef("stack", (1, None), _emit_stack, "a stack of maps (a new axis after the batch)", stack=makes_stack,
-          needs_maps=None, role="stack() stacks"),
+          groups={"stacks_own"}, needs_maps=None, role="stack() stacks", check=_check_stack),
     OpDef("unstack", (1, 1), _emit_unstack, "entry `index` of a stack of `count`", attrs=("index", "count"),
-          groups={"arithmetic", "part"}, stack=ends_stack, needs_maps=None, role="unstack takes apart"),
+          groups={"arithmetic", "part"}, stack=ends_stack, needs_maps=None, role="unstack takes apart",
+          check=_check_unstack),
     OpDef("cat_along", (2, None), _emit_cat_along, "maps side by side along T, H or W", attrs=("axis",),
-          symbol="cat", extent=_extent_cat, needs_maps=None, role="cat joins"),
+          groups={"sizes_own"}, symbol="cat", extent=_extent_cat, needs_maps=None, role="cat joins",
+          check=_check_cat_along),
     OpDef("split_along", (1, 1), _emit_split_along, "piece `index` of `count` equal pieces along T, H or W",
           attrs=("axis", "index", "count"), groups={"arithmetic", "part"}, symbol="split", extent=_extent_split,
           needs_maps=None, role="split cuts"),
     OpDef("attention", (3, 3), _emit_attention,
           "softmax(q kᵀ) v over every position (and stack entry); attr `patches`: within s×s patches",
-          attrs=("patches",), stack=stack_of_first, needs_maps=None, role="attention reads",
-          macs=_attention_macs),
+          attrs=("patches",), stack=stack_of_first, needs_maps=None, role="attention reads", meets=1,
+          check=_check_attention, macs=_attention_macs),
     OpDef("layernorm", (3, 3), _emit_layernorm,
           "LayerNorm: operands x, gain, bias; attrs `mode` (all | over | shape), `axes`, `shape`, `eps`",
           attrs=("mode", "axes", "shape", "eps", "symbol"), symbol="LayerNorm", needs_maps=(0,),
-          role="a LayerNorm normalises"),
+          role="a LayerNorm normalises", check=_check_layernorm),
 ]
 
 

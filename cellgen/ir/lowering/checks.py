@@ -43,7 +43,8 @@ class Checks:
 
     def _infer_channels(self) -> None:
         graph, solver = self.graph, self.channels
-        convs = graph.ops("conv")
+        # in creation order (the graph's node order), which is the spec's; no sort needed
+        convs = [n for n, data in graph.nx.nodes(data=True) if data["kind"] == "op" and data["op"] == "conv"]
         dims = {len(graph[n]["kernel"]) for n in convs}
         if len(dims) > 1:
             first = convs[0]
