@@ -66,6 +66,12 @@ def test_every_entry_is_complete():
         assert definition.cost in ("values", "dispatch", "conv") or callable(definition.cost)
         assert definition.cost != "conv" or definition.macs is not None
         assert definition.needs_maps == () or definition.role, f"{name}: a message needs its role"
+    # every op a spec's function or operator makes has its channel rule (convs: the lowering's)
+    for op in {f.op for f in FUNCTIONS.values()} | set(BINARY_OPS.values()) - {"conv"}:
+        assert OPS[op].channels is not None, op
+    for op in ("softmax", "reduce_sum", "stack", "unstack", "cat_along", "split_along", "attention", "layernorm",
+               "concat"):
+        assert OPS[op].channels is not None, op
 
 
 def test_groups_and_spellings_are_views_of_the_table():

@@ -302,6 +302,52 @@ def _interleave_cost(model, graph, node) -> float:
             + graph[node]["channels"] * model.pixels * model.ns_per_value)
 
 
+# --- channel rules ------------------------------------------------------------------------------------
+# A channel rule: (solver, graph, node, operands, span, where, written) → None: the constraints
+# the lowering puts on the channels of an op and its operands (cellgen/ir/channels.py), `where`
+# being the expression as written (`softmax(e, over=stack)`) and `written` its operands as
+# written, for messages. Convs and unpacks, whose rules involve weights and declarations, are
+# the lowering's own (cellgen/ir/lowering/expressions.py: `_conv_node`, `_unpack`).
+
+def elementwise_channels(solver, graph, node, operands, span, where, written) -> None:
+    """Every operand as wide as the result, except what broadcasts (a number, a (1, …) weight)."""
+    why = f"{where} needs operands with equal channels"
+    written = list(written) + [None] * (len(operands) - len(written))
+    seen: list[str] = []  # the tensor operands already joined to `node`, as written
+    for operand, text in zip(operands, written):
+        data = graph[operand]
+        if data.get("broadcast"):
+            continue
+        sides = (" and ".join(seen), text) if seen and text else None
+        solver.same(node, operand, span, why, sides=sides)
+        if text and data["kind"] != "const":
+            seen.append(text)
+
+
+def same_channels(what: str = "") -> Callable:
+    """The result as wide as each operand (`what` says why, after the expression)."""
+    def rule(solver, graph, node, operands, span, where, written) -> None:
+        for operand in operands:
+            solver.same(node, operand, span, f"{where}{what}")
+    return rule
+
+
+def first_channels(solver, graph, node, operands, span, where, written) -> None:
+    """The result as wide as the first operand (a LayerNorm's: the value it normalises)."""
+    solver.same(node, operands[0], span, where)
+
+
+def _attention_channels(solver, graph, node, operands, span, where, written) -> None:
+    query, key, value = operands
+    solver.same(query, key, span, f"{where}: queries and keys must have equal channels",
+                sides=("the query", "the key"))
+    solver.same(node, value, span, f"{where} has the channels of its values")
+
+
+def _concat_channels(solver, graph, node, operands, span, where, written) -> None:
+    solver.total(node, operands, span, where)
+
+
 # --- validation rules of one op ---------------------------------------------------------------------
 # A check: (layout, node, data, operands, span) → None, or raises the user's error; `layout` is
 # cellgen/ir/layout.py's `Layout` (the facts as sets: maps, stacked, lengths, extents; and
@@ -402,6 +448,7 @@ class OpDef:
     extent: Callable = extent_of_first
     needs_maps: Optional[tuple] = ()  # operand ports that must be maps; None: every one
     role: str = ""  # what it does to those maps, for the message when one is not (`⋆ convolves`)
+    channels: Optional[Callable] = None  # the lowering's channel constraints (see `same_channels`)
     meets: int = 0  # the operands from this one on meet (at equal sizes; stacks at equal lengths)
     check: Optional[Callable] = None  # the op's own validation rules (see `_check_stack`)
     macs: Optional[Callable] = None  # multiply-accumulates (None: not counted, a few per element)
@@ -416,7 +463,8 @@ class OpDef:
 
 
 def _elementwise(name, arity, emit, doc, *, groups=(), **fields) -> OpDef:
-    return OpDef(name, arity, emit, doc, groups={"elementwise", "chain", *groups}, **fields)
+    return OpDef(name, arity, emit, doc, groups={"elementwise", "chain", *groups}, channels=elementwise_channels,
+                 **fields)
 
 
 def _activation(name: str, doc: str, *spellings: str, symbol: Optional[str] = None, module: str = "torch") -> OpDef:
@@ -454,7 +502,8 @@ _DEFS = [
     OpDef("channel_view", (1, 1), _emit_channel_view, "a (C,) bias viewed as (C, 1, …, 1) to meet maps",
           groups=_WEIGHT, cost="dispatch"),
     OpDef("concat", (2, None), _emit_concat, "[a, b]: channels side by side", groups={"arithmetic", "ordered"},
-          symbol="[ , ]", needs_maps=None, role="[…] joins the channels of", check=_check_concat),
+          symbol="[ , ]", needs_maps=None, role="[…] joins the channels of", check=_check_concat,
+          channels=_concat_channels),
     OpDef("slice", (1, 1), _emit_slice, "channels [start, stop) of a tensor (a view)", attrs=("start", "stop"),
           groups={"arithmetic", "part"}, needs_maps=None, role="an unpack cuts the channels of", cost="dispatch"),
     OpDef("split", (1, 1), _emit_split,
@@ -483,33 +532,34 @@ _DEFS = [
           attrs=("value", "size"), groups=_WEIGHT, cost="dispatch"),
     # structure: stacks and axes (attrs name axes: stack, C, T, H, W)
     OpDef("softmax", (1, 1), _emit_softmax, "softmax over one axis", attrs=("axis",), groups={"chain"},
-          needs_maps=None, role="softmax takes",
+          needs_maps=None, role="softmax takes", channels=same_channels(),
           check=_needs_a_stack("softmax over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
                                                          "`over=W`")),
     OpDef("reduce_sum", (1, 1), _emit_reduce_sum, "sum over one axis, which disappears", attrs=("axis",),
           groups={"chain"}, symbol="sum", stack=_stack_of_sum, extent=_extent_sum, needs_maps=None,
-          role="sum takes",
+          role="sum takes", channels=same_channels(),
           check=_needs_a_stack("sum over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
                                                      "`over=W`")),
     OpDef("stack", (1, None), _emit_stack, "a stack of maps (a new axis after the batch)", stack=makes_stack,
-          groups={"stacks_own"}, needs_maps=None, role="stack() stacks", check=_check_stack),
+          groups={"stacks_own"}, needs_maps=None, role="stack() stacks", check=_check_stack,
+          channels=same_channels(" stacks values with equal channels")),
     OpDef("unstack", (1, 1), _emit_unstack, "entry `index` of a stack of `count`", attrs=("index", "count"),
           groups={"arithmetic", "part"}, stack=ends_stack, needs_maps=None, role="unstack takes apart",
-          check=_check_unstack),
+          check=_check_unstack, channels=same_channels()),
     OpDef("cat_along", (2, None), _emit_cat_along, "maps side by side along T, H or W", attrs=("axis",),
           groups={"sizes_own"}, symbol="cat", extent=_extent_cat, needs_maps=None, role="cat joins",
-          check=_check_cat_along),
+          check=_check_cat_along, channels=same_channels(" joins values with equal channels")),
     OpDef("split_along", (1, 1), _emit_split_along, "piece `index` of `count` equal pieces along T, H or W",
           attrs=("axis", "index", "count"), groups={"arithmetic", "part"}, symbol="split", extent=_extent_split,
-          needs_maps=None, role="split cuts"),
+          needs_maps=None, role="split cuts", channels=same_channels()),
     OpDef("attention", (3, 3), _emit_attention,
           "softmax(q kᵀ) v over every position (and stack entry); attr `patches`: within s×s patches",
           attrs=("patches",), stack=stack_of_first, needs_maps=None, role="attention reads", meets=1,
-          check=_check_attention, macs=_attention_macs),
+          check=_check_attention, macs=_attention_macs, channels=_attention_channels),
     OpDef("layernorm", (3, 3), _emit_layernorm,
           "LayerNorm: operands x, gain, bias; attrs `mode` (all | over | shape), `axes`, `shape`, `eps`",
           attrs=("mode", "axes", "shape", "eps", "symbol"), symbol="LayerNorm", needs_maps=(0,),
-          role="a LayerNorm normalises", check=_check_layernorm),
+          role="a LayerNorm normalises", check=_check_layernorm, channels=first_channels),
 ]
 
 

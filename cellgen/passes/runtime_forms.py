@@ -34,8 +34,14 @@ def _joins_conv_inputs(g: CellGraph, concat: str) -> bool:
                     and concat not in g.operands(u)[1:] for u in users))
 
 
+def _of_op(g: CellGraph, op: str) -> list[str]:
+    """The nodes of one op, in creation order: both rules are local, so no topological order
+    is needed to find them."""
+    return [n for n, data in g.nx.nodes(data=True) if data["kind"] == "op" and data["op"] == op]
+
+
 def _find_conv_of_concat(g: CellGraph):
-    for conv in g.ops("conv"):
+    for conv in _of_op(g, "conv"):
         source = g.operands(conv)[0]
         if g[conv].get("parts", 1) == 1 and is_op(g, source, "concat") and _joins_conv_inputs(g, source):
             yield conv
@@ -68,7 +74,7 @@ def _slices_to_split(g: CellGraph, source: str):
 
 def _find_split(g: CellGraph):
     seen = set()
-    for node in g.ops("slice"):
+    for node in _of_op(g, "slice"):
         source = g.operands(node)[0]
         if source not in seen:
             seen.add(source)

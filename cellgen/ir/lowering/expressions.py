@@ -9,7 +9,7 @@ from cellgen.errors import (ArityError, ChannelMismatchError, CyclicDefinitionEr
 from cellgen.ir.analysis import AXES
 from cellgen.ir.lowering.messages import (MAP_AXES, USAGE, axis_hint, key_of, name_span, operand_texts, type_word,
                                           word_span, written_function)
-from cellgen.ir.ops import BINARY_OPS, ELEMENTWISE, FUNCTIONS, STRUCTURAL_FUNCTIONS
+from cellgen.ir.ops import BINARY_OPS, FUNCTIONS, OPS, STRUCTURAL_FUNCTIONS
 from cellgen.ir.params import evaluate
 from cellgen.language import syntax as ast
 
@@ -60,7 +60,7 @@ class Expressions:
         if isinstance(expr, ast.Concat):
             parts = [self._expr(item) for item in expr.items]
             node = graph.add_op("concat", parts, span=expr.span)
-            self.channels.total(node, parts, expr.span, f"`{span_text(expr.span)}`")
+            self._constrain(node, parts, expr.span)
             return node
         if isinstance(expr, ast.Call):
             return self._call(expr)
@@ -76,21 +76,15 @@ class Expressions:
         raise AssertionError(f"unhandled expression {expr!r}")
 
     def _op(self, op: str, operands: list[str], expr: ast.Node) -> str:
+        """An elementwise op of a spec's expression (an operator or a function)."""
         node = self.graph.add_op(op, operands, span=expr.span)
-        assert op in ELEMENTWISE
-        why = f"`{span_text(expr.span)}` needs operands with equal channels"
-        written = operand_texts(expr)
-        written += [None] * (len(operands) - len(written))
-        seen: list[str] = []  # the tensor operands already joined to `node`, as written
-        for operand, text in zip(operands, written):
-            data = self.graph[operand]
-            if data.get("broadcast"):
-                continue
-            sides = (" and ".join(seen), text) if seen and text else None
-            self.channels.same(node, operand, expr.span, why, sides=sides)
-            if text and data["kind"] != "const":
-                seen.append(text)
+        self._constrain(node, operands, expr.span, operand_texts(expr))
         return node
+
+    def _constrain(self, node: str, operands: list[str], span, written=()) -> None:
+        """The channel constraints of an op's node, as its registry entry says."""
+        OPS[self.graph[node]["op"]].channels(self.channels, self.graph, node, operands, span,
+                                             f"`{span_text(span)}`", written)
 
     def _call(self, call: ast.Call) -> str:
         norm = self._weight_decl(ast.Ref(name=call.func, span=call.span))
@@ -128,33 +122,24 @@ class Expressions:
             raise ArityError(f"`{call.func}` takes {wanted} argument{'s' * (wanted != '1')}, "
                              f"but {len(call.args)} {were} given", call.span, hint=USAGE.get(call.func))
         operands = [self._expr(arg) for arg in call.args]
-        graph, where = self.graph, f"`{span_text(call.span)}`"
+        graph = self.graph
         if call.func in ("softmax", "sum"):
             node = graph.add_op(call.func if call.func == "softmax" else "reduce_sum", operands, span=call.span,
                                 axis=keywords["over"])
             if keywords["over"] == "C":
                 raise TypeMismatchError(f"`{call.func}` over channels is not supported", call.kwargs[0].span,
                                         hint="over=stack (a history or stack()), T, H or W")
-            self.channels.same(node, operands[0], call.span, where)
         elif call.func == "stack":
             node = graph.add_op("stack", operands, span=call.span)
-            for operand in operands:
-                self.channels.same(node, operand, call.span, f"{where} stacks values with equal channels")
         elif call.func == "cat":
             axis = keywords["along"]
             if axis in ("C", "stack"):
                 hint = "[a, b] concatenates channels" if axis == "C" else "stack(a, b) makes a stack"
                 raise TypeMismatchError(f"`cat` joins maps along T, H or W, not {axis}", call.span, hint=hint)
             node = graph.add_op("cat_along", operands, span=call.span, axis=axis)
-            for operand in operands:
-                self.channels.same(node, operand, call.span, f"{where} joins values with equal channels")
         else:  # attention
-            patches = keywords.get("patches", 1)
-            query, key, value = operands
-            node = graph.add_op("attention", operands, span=call.span, patches=patches)
-            self.channels.same(query, key, call.span, f"{where}: queries and keys must have equal channels",
-                               sides=("the query", "the key"))
-            self.channels.same(node, value, call.span, f"{where} has the channels of its values")
+            node = graph.add_op("attention", operands, span=call.span, patches=keywords.get("patches", 1))
+        self._constrain(node, operands, call.span)
         return node
 
     def _keywords(self, call: ast.Call, allowed: dict[str, str]) -> dict[str, object]:
@@ -230,7 +215,7 @@ class Expressions:
         mode = "shape" if shape else "over" if kind.over else "all"
         node = self.graph.add_op("layernorm", [operand, gain, bias], span=call.span, mode=mode, shape=shape,
                                  axes=tuple(kind.over), eps=eps, symbol=symbol)
-        self.channels.same(node, operand, call.span, f"`{span_text(call.span)}`")
+        self._constrain(node, [operand], call.span)
         self.norms.append((node, kind))
         return node
 
@@ -283,7 +268,7 @@ class Expressions:
             parts = [graph.add_op(op, [value], span=unpack.span, index=i, count=count, **attrs)
                      for i in range(count)]
             for part in parts:
-                self.channels.same(part, value, unpack.span, f"`{span_text(expr.span)}`")
+                OPS[op].channels(self.channels, graph, part, [value], unpack.span, f"`{span_text(expr.span)}`", ())
         else:
             value = self._expr(expr)
             parts = [graph.add_op("slice", [value], span=unpack.span, start=None, stop=None) for _ in range(count)]
