@@ -23,16 +23,15 @@ Graphviz (`dot`) must be installed for svg and png; `--format dot` needs nothing
 """
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import networkx as nx
 
+from cellgen import files
 from cellgen.errors import CellgenError
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.ops import OPS, in_group
@@ -497,33 +496,9 @@ def emit(source: str, fmt: str, output: Optional[str], *, force: bool = False) -
 
 def write_output(data, output: Optional[str], *, force: bool = False) -> None:
     """Text or bytes to stdout, or atomically to a file (refusing to replace one without --force)."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     if output is None:
         sys.stdout.flush()
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(data.encode("utf-8") if isinstance(data, str) else data)
         sys.stdout.buffer.flush()
         return
-    path = Path(output)
-    if path.is_dir():
-        raise CellgenError(f"cannot write {path}: it is a directory")
-    if os.path.lexists(path) and not force:
-        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    files.write_output_file(Path(output), data, force=force)

@@ -9,7 +9,6 @@ import sys
 from typing import Optional, Sequence
 
 from cellgen.errors import CellgenError
-from cellgen.tools.diff import run_with_warnings
 from cellgen.tools.render import emit, graph_dot, picture_title
 
 
@@ -17,9 +16,9 @@ from cellgen.tools.render import emit, graph_dot, picture_title
 
 def configure_show(parser: argparse.ArgumentParser) -> None:
     """The arguments of `cellgen show`."""
-    parser.add_argument("spec", metavar="SPEC", help="a .cell file, or the name of a shipped spec (see `cellgen list`)")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set one of the spec's params (repeatable), e.g. --param in_channels=3")
+    from cellgen.cli import add_spec_arguments
+
+    add_spec_arguments(parser)
     parser.add_argument("--format", "-f", choices=("svg", "png", "dot"), default="svg",
                         help="svg (default) or png (need Graphviz), or dot (the Graphviz source)")
     parser.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=0, metavar="LEVEL",
@@ -50,13 +49,15 @@ def run_show(args: argparse.Namespace) -> int:
 
 def show_main(argv: Optional[Sequence[str]] = None) -> int:
     """`cellgen show SPEC …` as a function: parses `argv`, writes the picture, returns the exit status."""
+    from cellgen.cli import run_reporting_warnings
+
     parser = argparse.ArgumentParser(prog="cellgen show", description="draw a cell's graph")
     configure_show(parser)
     try:
         args = parser.parse_args(argv)
     except SystemExit as stop:
         return int(stop.code or 0)
-    return run_with_warnings(run_show, args)
+    return run_reporting_warnings(run_show, args)
 
 
 HELP = "draw a cell's graph (svg, png or Graphviz dot); -O 2 shows the fused convs"

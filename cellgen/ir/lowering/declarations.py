@@ -158,7 +158,7 @@ class Declarations:
         """The declaration covering a weight symbol: its exact name, else the longest glob."""
         if ref.prime or key_of(ref) in self.equations:
             return None
-        best, best_len, best_pattern = None, (-1,), None
+        best, best_len, best_pattern = None, (-float("inf"),), None  # level 2+: a grandparent's
         for decl in self.weight_decls:
             for pattern in decl.patterns:
                 if pattern.matches(ref.name):
