@@ -364,9 +364,9 @@ def format_comparison(evaluation: dict) -> list[str]:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            for row in rows]
+    from cellgen.table import numbers_right
+
+    return numbers_right(rows)
 
 
 # --- export ----------------------------------------------------------------------------------
