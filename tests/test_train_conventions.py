@@ -169,3 +169,15 @@ def test_tensorboard_events_hold_the_runs_scalars(tmp_path):
     losses = [e.value for e in events.Scalars("train/loss")]
     rows = [float(r["loss"]) for r in _rows(out) if r["kind"] == "train"]
     assert losses == pytest.approx(rows, rel=1e-6)
+
+
+def test_the_saved_config_repeats_the_run(configured_run, tmp_path):
+    """`cellgen train --config DIR/config.toml --out OTHER`: the same run, loss for loss."""
+    import json
+
+    _, out = configured_run
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "config.toml"), "--out", str(again)]) == 0
+    first, second = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (out, again))
+    assert second["loss"] == first["loss"] and second["train"] == first["train"]
+    assert second["model"] == first["model"] and second["data"] == first["data"]
