@@ -181,3 +181,21 @@ def test_the_saved_config_repeats_the_run(configured_run, tmp_path):
     first, second = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (out, again))
     assert second["loss"] == first["loss"] and second["train"] == first["train"]
     assert second["model"] == first["model"] and second["data"] == first["data"]
+
+
+def test_eval_recomputes_in_the_runs_convention_or_the_one_asked_for(configured_run, capsys):
+    import json
+
+    _, out = configured_run
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["model"]["ssim_convention"] == "skimage"
+    last = load_checkpoint(out)["evaluations"][-1]["model"]
+    assert own["model"]["ssim"] == pytest.approx(last["ssim"], abs=1e-6)
+    assert main(["eval", str(out), "--json", "--ssim", "gaussian"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["model"]["ssim_convention"] == "gaussian" and other["model"]["mse"] == own["model"]["mse"]
+    assert other["model"]["ssim"] != pytest.approx(own["model"]["ssim"], abs=1e-4)
+    assert main(["eval", str(out)]) == 0
+    assert "SSIM convention skimage" in capsys.readouterr().out
