@@ -92,8 +92,7 @@ def _read_and_format(path: Path, ascii: Optional[bool]) -> tuple[str, str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cellgen.cli import _mode_for
-    from cellgen.files import write_atomically
+    from cellgen.files import write_output_file
 
     status = 0
     for path in args.files:
@@ -112,9 +111,8 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), formatted.splitlines(True),
                                                        f"{path} (now)", f"{path} (formatted)"))
         elif args.write:
-            if changed:
-                mode = _mode_for(path)
-                write_atomically(path, lambda handle: handle.write(formatted.encode("utf-8")), mode=mode)
+            if changed:  # --write is the asking: replace it (through a symlink, the file it names)
+                write_output_file(path.resolve(), formatted, force=True)
                 print(f"reformatted {path}", file=sys.stderr)
         else:
             sys.stdout.write(formatted)
