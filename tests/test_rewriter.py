@@ -21,6 +21,7 @@ import networkx as nx
 import pytest
 
 from cellgen.api import lower_spec
+from cellgen.ir.analysis import analyze
 from cellgen.ir.graph import CellGraph, creation_order
 from cellgen.passes import PIPELINE, Report, optimize
 from cellgen.passes import rules as rules_module
@@ -35,20 +36,21 @@ RULE_PASSES = {  # pass name → its module's rules (cse builds its rule per run
     "sum-fusion": "cellgen.passes.sum_fusion", "same-operand-fusion": "cellgen.passes.same_operand",
     "bias-folding": "cellgen.passes.bias_folding", "concat-split": "cellgen.passes.concat_split",
     "simplify": "cellgen.passes.simplify", "kernel-grouping": "cellgen.passes.kernel_grouping",
-    "activation-grouping": "cellgen.passes.activation_grouping",
+    "activation-grouping": "cellgen.passes.activation_grouping", "runtime-forms": "cellgen.passes.runtime_forms",
 }
 VARIANTS = [dict(level=1), dict(level=2), dict(level=2, enable=["activation-grouping"]),
             dict(level=2, enable=["kernel-embedding"])]
 
 
-def restart_driver(graph: CellGraph, rules: list[Rule]) -> tuple[CellGraph, list[str]]:
+def restart_driver(graph: CellGraph, rules: list[Rule], by_creation: bool = False) -> tuple[CellGraph, list[str]]:
     """The driver as it was: find the first match of the first rule that has one, scanning
-    the whole graph in order; apply it; sweep the dead; start again from the beginning."""
+    the whole graph in order (or in creation order); apply it; sweep the dead; start again."""
     g = graph.copy()
     notes = []
     while True:
         for rule in rules:
-            match = next((m for m in (rule.match(g, n) for n in g.order()
+            nodes = sorted(g.nx, key=creation_order) if by_creation else g.order()
+            match = next((m for m in (rule.match(g, n) for n in nodes
                                       if ANY in rule.anchor or anchor_of(g, n) in rule.anchor) if m is not None),
                          None)
             if match is not None:
@@ -103,10 +105,12 @@ def _selected(level: int, enable=()):
 def test_worklist_reaches_the_restart_drivers_fixed_point(spec, variant):
     g = lowered(spec)
     for info in _selected(variant["level"], variant.get("enable", ())):
+        if info.name == "runtime-forms":  # its rules read the analysis' facts
+            g = analyze(g.copy())
         if info.name in RULE_PASSES:
             module = sys.modules[RULE_PASSES[info.name]]
-            expected, expected_notes = restart_driver(g, module.RULES)
-            got, notes = rewrite(g, module.RULES)
+            expected, expected_notes = restart_driver(g, module.RULES, by_creation=info.name == "runtime-forms")
+            got, notes = rewrite(g, module.RULES, by_creation=info.name == "runtime-forms")
         elif info.name == "cse":
             expected, expected_notes = sweep_cse(g)
             got, notes = rewrite(g, [sys.modules["cellgen.passes.cse"]._rule()])

@@ -26,8 +26,9 @@ import math
 from typing import Callable, Optional
 
 from cellgen.ir.graph import CellGraph, creation_order
+from cellgen.ir.ops import OPS
 from cellgen.passes.cost import CostModel, DEFAULT_COST
-from cellgen.passes.rules import (channels, conv_bias, conv_macs, conv_source, conv_weight, enclosing_sum,
+from cellgen.passes.rules import (channels, conv_bias, conv_source, conv_weight, enclosing_sum,
                                   is_inner_add, is_op, new_conv, new_weight_op, owner, replace, stage, sum_of,
                                   sum_roots, sum_terms, weight_symbols, wshape)
 
@@ -187,7 +188,7 @@ def _embedding_floor(g: CellGraph, group: list[str], finished: CellGraph, model:
     target = _target(g, group)
     added = sum(channels(g, c) * channels(g, conv_source(g, c)) * (math.prod(target) - math.prod(g[c]["kernel"]))
                 for c in group)
-    macs = sum(conv_macs(finished, c) for c in finished.ops("conv")) + added
+    macs = sum(OPS["conv"].macs(finished, c, lambda _: (1, ())) for c in finished.ops("conv")) + added
     return macs * model.pixels * model.ns_per_mac / 1000
 
 

@@ -35,7 +35,6 @@ Vocabulary:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -67,7 +66,7 @@ def anchor_of(g: CellGraph, node: str) -> str:
 
 
 def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, sweep: bool = False,
-            limit: int = 10_000) -> tuple[CellGraph, list[str]]:
+            by_creation: bool = False, limit: int = 10_000) -> tuple[CellGraph, list[str]]:
     """Apply `rules` until none matches; return the graph and the rules' notes.
 
     Works on a copy of `graph` unless `in_place`. Each step applies the first rule, in list
@@ -80,6 +79,8 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
     `sweep=True` keeps the order the graph had at the start instead (a node created since goes
     right after the node whose rewrite created it): one pass over the graph in that order, for
     a rule that only ever re-points users to a node before them (cse), where it is the same.
+    `by_creation=True` tries nodes in the order they were created instead, for rules that are
+    local and need no order (runtime_forms).
     """
     g = graph if in_place else graph.copy()
     everywhere = [rule for rule in rules if ANY in rule.anchor]
@@ -92,7 +93,7 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
     notes: list[str] = []
     initial = {n: (i, 0) for i, n in enumerate(g.order())} if sweep else None
     for _ in range(limit):
-        place = initial if sweep else {n: i for i, n in enumerate(g.order())}
+        place = initial if sweep else _Creation() if by_creation else {n: i for i, n in enumerate(g.order())}
         step = _first_match(g, rules, queued, place)
         if step is None:
             g.remove_dead()
@@ -113,6 +114,16 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
             for n in again:
                 initial.setdefault(n, (initial[node][0], creation_order(n)))
     raise RuntimeError(f"rewriting {graph.name} did not reach a fixed point after {limit} steps")
+
+
+class _Creation(dict):
+    """Every node's place is its creation order."""
+
+    def __contains__(self, node) -> bool:
+        return True
+
+    def __getitem__(self, node: str) -> int:
+        return creation_order(node)
 
 
 def _first_match(g: CellGraph, rules: list[Rule], queued: list[set], place: dict) -> Optional[tuple[str, Rule, Any]]:
@@ -425,11 +436,6 @@ def owner(g: CellGraph, node: str) -> str:
 
 def conv_label(g: CellGraph, conv: str) -> str:
     return " ".join(weight_symbols(g, conv_weight(g, conv)))
-
-
-def conv_macs(g: CellGraph, conv: str) -> int:
-    """Multiply-accumulates per output pixel."""
-    return channels(g, conv) * channels(g, conv_source(g, conv)) * math.prod(g[conv]["kernel"])
 
 
 def summary(before: CellGraph, after: CellGraph) -> str:
