@@ -12,8 +12,8 @@ Conventions (PredRNN, E3D-LSTM and their successors on Moving MNIST, frames in [
               default; what the first cellgen runs reported)
     skimage   scikit-image's `structural_similarity` default: a 7×7 uniform window and sample
               covariances (× N/(N-1), N = 49). predrnn-pytorch and OpenSTL call that function,
-              so this is the convention of most Moving MNIST tables (see docs/training.md for
-              how their calls differ in data range)
+              so this is the convention of the SSIMs they report (docs/training.md says how
+              their calls differ in data range)
   Frames smaller than the window use the largest odd window that fits.
 - PSNR per frame with data range 1: 10·log10(1 / per-pixel MSE), averaged over sequences;
   a frame predicted exactly (MSE 0) counts as 100 dB instead of infinity.
