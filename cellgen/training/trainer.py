@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from cellgen.data.sources import DataConfig, open_splits
 from cellgen.errors import CellgenError
 from cellgen.sequence import ScheduledSampling, SequenceConfig, SequenceModel
-from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch
+from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch, to_device
 from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
-from cellgen.training.evaluate import Evaluation, evaluate
+from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate
+from cellgen.training.execution import Execution
+from cellgen.training.precision import TrainStep
 from cellgen.files import remove_stale_temp_files, write_json_atomically
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
@@ -59,6 +60,7 @@ class Run:
     dist: Distributed
     resume: Optional[dict] = None      # a loaded checkpoint to continue from
     show_progress: bool = True
+    execution: Execution = field(default_factory=Execution)  # precision, layout, checkpointing, compile
 
 
 def train(run: Run) -> dict:
@@ -66,6 +68,7 @@ def train(run: Run) -> dict:
     cfg, data, dist = run.train_config, run.data_config, run.dist
     check_batch_size(cfg.batch_size, dist.world)
     splits = open_splits(data)
+    test = MadeOnce(splits.test)
     if tuple(run.model_config.frame_size) != tuple(splits.frame_size) or \
             run.model_config.frame_channels != splits.channels:
         raise CellgenError(f"the model is built for {run.model_config.frame_size} frames with "
@@ -73,6 +76,7 @@ def train(run: Run) -> dict:
                            f"{splits.channels}")
     torch.manual_seed(cfg.seed)
     model = SequenceModel(run.model_config).to(dist.device)
+    precision = run.execution.prepare(model, dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = RunState()
     if run.resume is not None:
@@ -84,6 +88,7 @@ def train(run: Run) -> dict:
         run.out.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run.out)
     network = dist.wrap(model)
+    train_step = TrainStep(network, optimizer, precision, data.context)
     schedule = BatchSchedule(cfg.batch_size, cfg.seed, dataset_length(splits.train))
     sampling = ScheduledSampling(cfg.scheduled_sampling)
     per_process = cfg.batch_size // dist.world
@@ -98,15 +103,10 @@ def train(run: Run) -> dict:
     try:
         for step in range(state.step, cfg.steps):
             began = time.perf_counter()
-            video = load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)).to(dist.device)
+            video = to_device(load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)), dist.device)
             mask = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed)
             mask = None if mask is None else mask[rows].to(dist.device)
-            predictions = network(video, data.context, mask)
-            loss = F.mse_loss(predictions, video[:, 1:])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            value = dist.average(loss)
+            value = dist.average(train_step(video, mask))
             state.step = step + 1
             state.train_seconds += time.perf_counter() - began
             if not math.isfinite(value):
@@ -118,7 +118,7 @@ def train(run: Run) -> dict:
             evaluated = last or state.step % cfg.evaluation_interval == 0
             if evaluated and dist.is_main:
                 began = time.perf_counter()
-                result = evaluate(model, splits.test, context=data.context, future=data.future,
+                result = evaluate(model, test, context=data.context, future=data.future,
                                   sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
                                   device=dist.device, keep=cfg.picture_sequences)
                 state.eval_seconds += time.perf_counter() - began
@@ -159,6 +159,7 @@ def metrics_document(model: SequenceModel, run: Run, state: RunState) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": run.data_config.to_dict(),
         "train": run.train_config.to_dict(),
+        "execution": run.execution.to_dict(),
         "processes": run.dist.world,
         "step": state.step,
         "train_seconds": round(state.train_seconds, 3),
