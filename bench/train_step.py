@@ -44,7 +44,8 @@ from cellgen.training.precision import TrainStep, resolve_precision  # noqa: E40
 from zoo_predrnn import ZooPredRNN  # noqa: E402
 
 LAYERS, HIDDEN, K, BATCH, FRAMES, SIZE, PATCH, CONTEXT = 2, 64, 5, 4, 20, 64, 4, 10
-VARIANTS = ("hand-fp32", "hand-bf16", "cellgen-fp32", "cellgen-bf16", "cellgen-fp32-cl", "cellgen-bf16-cl")
+VARIANTS = ("hand-fp32", "hand-bf16", "cellgen-fp32", "cellgen-bf16", "cellgen-fp32-cl", "cellgen-bf16-cl",
+            "cellgen-fp32-compile", "cellgen-bf16-compile", "cellgen-fp32-ckpt", "cellgen-bf16-ckpt")
 DEFAULT_VARIANTS = ("hand-fp32", "hand-bf16", "cellgen-fp32", "cellgen-bf16")
 
 
@@ -118,13 +119,14 @@ def build_variants(names) -> dict:
     weights = {k: v.detach().clone() for k, v in base.state_dict().items()}
     steps = {}
     for name in names:
-        kind, precision, *layout = name.split("-")
+        kind, precision, *how = name.split("-")
         if kind == "hand":
             model = hand_model(weights)
         else:
             model = cellgen_model()
             model.load_state_dict(weights)
-            model.set_execution(channels_last=bool(layout))
+            model.set_execution(channels_last="cl" in how, compile_layers="compile" in how,
+                                checkpoint_activations="ckpt" in how)
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
         steps[name] = TrainStep(model, optimizer, resolve_precision(precision, torch.device("cpu")), CONTEXT)
     return steps
@@ -150,13 +152,17 @@ def run_table(args) -> None:
     steps = build_variants(args.variants)
     peaks = {"fp32": [], "bf16": []}
     times = {name: [] for name in steps}
+    first = {}
     for round_ in range(args.warmup + args.reps):
         for name, step in steps.items():
             began = time.perf_counter()
             step(video)
             elapsed = time.perf_counter() - began
+            first.setdefault(name, elapsed)
             if round_ >= args.warmup:
                 times[name].append(elapsed)
+        print(f"  round {round_ + 1}: " + ", ".join(f"{n} {t[-1] * 1e3:.0f} ms" for n, t in times.items() if t),
+              flush=True)
         if round_ >= args.warmup and (round_ - args.warmup) % 3 == 0:  # the peak, interleaved with the steps too
             peaks["fp32"].append(conv_peak(torch.float32))
             peaks["bf16"].append(conv_peak(torch.bfloat16))
@@ -178,6 +184,16 @@ def run_table(args) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+    # the load on a shared machine moves whole rounds: a ratio within each round, then its median
+    for base in ("hand-fp32", "hand-bf16"):
+        if base in times:
+            ratios = ", ".join(f"{name} {statistics.median(a / b for a, b in zip(times[name], times[base])):.2f}"
+                               for name in times if name != base)
+            print(f"median of per-round ratios to {base}: {ratios}")
+    for name in medians:
+        if "compile" in name:
+            print(f"{name}: first step (compiles) {first[name]:.1f} s, {first[name] - medians[name]:.1f} s more "
+                  "than a compiled step")
     if args.json:
         print(json.dumps({"medians_ms": {k: v * 1e3 for k, v in medians.items()}, "peak": peak, "flops": flops}))
 

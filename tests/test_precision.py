@@ -87,7 +87,8 @@ def test_fused_conv_under_torch_func_grad_vmap_and_vjp():
     def plain(w, b, h):
         return _plain([x, h], w, b, (1, 1)).square().sum()
 
-    for got, want in zip(grad(fused, argnums=(0, 1, 2))(weight, bias, h), grad(plain, argnums=(0, 1, 2))(weight, bias, h)):
+    every = (0, 1, 2)
+    for got, want in zip(grad(fused, argnums=every)(weight, bias, h), grad(plain, argnums=every)(weight, bias, h)):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4)
     hs = torch.randn(3, *h.shape)
     torch.testing.assert_close(vmap(grad(fused, argnums=2), in_dims=(None, None, 0))(weight, bias, hs),
@@ -170,7 +171,8 @@ def test_a_sequence_model_trains_in_bf16_at_every_level(level):
     losses = {}
     for name in ("fp32", "bf16"):
         model = _tiny_model(level=level)
-        step = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-2), resolve_precision(name, torch.device("cpu")), 3)
+        step = TrainStep(model, torch.optim.Adam(model.parameters(), lr=1e-2),
+                         resolve_precision(name, torch.device("cpu")), 3)
         losses[name] = [float(step(video)) for _ in range(3)]
         assert all(p.dtype == torch.float32 for p in model.parameters())  # master weights stay fp32
     torch.testing.assert_close(torch.tensor(losses["bf16"]), torch.tensor(losses["fp32"]), rtol=3e-2, atol=0)

@@ -96,7 +96,8 @@ def choose_device(device: str, local_rank: int = 0, world: int = 1) -> torch.dev
                                "take one GPU each (cuda:LOCAL_RANK)",
                                hint="pass --device cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES")
         if index >= count:
-            raise CellgenError(f"--device {device}: this machine has {count} CUDA device(s), cuda:0 … cuda:{count - 1}")
+            raise CellgenError(f"--device {device}: this machine has {count} CUDA device(s), "
+                               f"cuda:0 … cuda:{count - 1}")
         return torch.device("cuda", index)
     return torch.device("cuda", local_rank % count)
 

@@ -29,7 +29,7 @@ from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_le
 from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
-from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate
+from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate, sequences_to_evaluate
 from cellgen.training.execution import Execution
 from cellgen.training.precision import TrainStep
 from cellgen.files import remove_stale_temp_files, write_json_atomically
@@ -119,7 +119,8 @@ def train(run: Run) -> dict:
             if evaluated and dist.is_main:
                 began = time.perf_counter()
                 result = evaluate(model, test, context=data.context, future=data.future,
-                                  sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
+                                  sequences=sequences_to_evaluate(cfg.eval_sequences, last),
+                                  batch_size=cfg.eval_batch_size,
                                   device=dist.device, keep=cfg.picture_sequences)
                 state.eval_seconds += time.perf_counter() - began
                 state.evaluations.append({"step": state.step, **result.results})
