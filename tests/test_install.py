@@ -88,3 +88,15 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert commands[1] in ci
     assert commands[1].endswith("python -m pytest") and "'.[test]'" in commands[1]
+
+
+def test_no_doc_installs_cellgen_from_the_index_by_its_bare_name():
+    """PyPI's `cellgen` is an unrelated project: the docs install this one from a checkout."""
+    import re
+
+    bare = re.compile(r"pip install[^\n`]*?(?<![\w.-])['\"]?cellgen(\[[\w,]+\])?['\"]?(?![\w-])")
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not bare.search(line), f"{path.name}:{number} installs PyPI's cellgen: {line.strip()}"
+    assert bare.search("pip install 'cellgen[export]'") and bare.search("pip install cellgen")
+    assert not bare.search("pip install -e '.[export]'") and not bare.search("pip install cellgen-stl")

@@ -590,7 +590,7 @@ class _Lowering:
         """The declaration covering a weight symbol: its exact name, else the longest glob."""
         if ref.prime or _key(ref) in self.equations:
             return None
-        best, best_len, best_pattern = None, (-1,), None
+        best, best_len, best_pattern = None, (-float("inf"),), None  # level 2+: a grandparent's
         for decl in self.spec.weights:
             for pattern in decl.patterns:
                 if pattern.matches(ref.name):

@@ -20,15 +20,16 @@ import json
 import math
 import os
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from cellgen.errors import CellgenError, CellgenWarning, ParamError
+from cellgen.errors import CellgenError, ParamError
 from cellgen.ir.graph import CellGraph
 from cellgen.language import syntax as ast
 from cellgen.language.printer import format_expr
+from cellgen.language.walk import transform, walk
 from cellgen.tools import stats, wl
+from cellgen.table import align as _table
 from cellgen.tools.align import Alignment, align, category, label, references
 
 SCHEMA = "cellgen-diff"
@@ -648,14 +649,7 @@ def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> li
 
 def _names_read(expr) -> list[str]:
     """Every name an expression refers to (`c'` as `c'`)."""
-    if isinstance(expr, ast.Ref):
-        return [expr.text]
-    if isinstance(expr, ast.Node):
-        return [name for key in type(expr).model_fields if key != "span"
-                for name in _names_read(getattr(expr, key))]
-    if isinstance(expr, list):
-        return [name for item in expr for name in _names_read(item)]
-    return []
+    return [node.text for node in walk(expr) if isinstance(node, ast.Ref)]
 
 
 class _Equations:
@@ -896,15 +890,8 @@ def _chain(graph: CellGraph, node: str, op: str) -> list[str]:
 
 def _rename(node, names: dict[str, str]):
     """A copy of an AST with every reference to a key of `names` renamed."""
-    if isinstance(node, ast.Ref):
-        return node.model_copy(update={"name": names.get(node.name, node.name)}) if node.name in names else node
-    if isinstance(node, ast.Node):
-        updates = {key: _rename(getattr(node, key), names) for key in type(node).model_fields
-                   if isinstance(getattr(node, key), (ast.Node, list))}
-        return node.model_copy(update=updates) if updates else node
-    if isinstance(node, list):
-        return [_rename(item, names) for item in node]
-    return node
+    return transform(node, lambda n: n.model_copy(update={"name": names[n.name]})
+                     if isinstance(n, ast.Ref) and n.name in names else None)
 
 
 # --- node statuses (for pictures) ------------------------------------------------------------------
@@ -1179,10 +1166,6 @@ def _totals(diff: CellDiff, paint: _Paint) -> list[str]:
     return [paint(lines[0], "head"), *lines[1:]]
 
 
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in rows]
 
 
 def format_json(diff: CellDiff) -> str:
@@ -1222,8 +1205,9 @@ def configure_diff(parser: argparse.ArgumentParser) -> None:
     """The arguments of `cellgen diff`."""
     parser.add_argument("spec_a", metavar="A", help="the first cell: a .cell file or a shipped spec's name")
     parser.add_argument("spec_b", metavar="B", help="the second cell")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a param of every cell that declares it (repeatable), e.g. -p in_channels=3")
+    from cellgen.cli import add_param_argument
+
+    add_param_argument(parser, help="set a param of every cell that declares it (repeatable), e.g. -p in_channels=3")
     parser.add_argument("--format", "-f", choices=FORMATS, default="text",
                         help="text (default), json (schema in docs/diff.md), or a picture of both graphs: "
                              "svg, png (need Graphviz) or dot")
@@ -1268,23 +1252,9 @@ def diff_main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2)
         return int(stop.code or 0)
-    return run_with_warnings(run_diff, args)
+    from cellgen.cli import run_reporting_warnings
 
-
-def run_with_warnings(run, args) -> int:
-    """Run a command, printing each distinct CellgenWarning (an unused gate…) once on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return run(args)
-        finally:
-            seen = set()
-            for record in caught:
-                message = record.message
-                text = message.diagnostic.render() if isinstance(message, CellgenWarning) else str(message)
-                if text not in seen:
-                    seen.add(text)
-                    print(text, file=sys.stderr)
+    return run_reporting_warnings(run_diff, args)
 
 
 HELP = "compare two cells: states, gates, weights, equations, parameters, MACs and convs (exit 0 same, 1 different)"

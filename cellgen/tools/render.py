@@ -25,16 +25,15 @@ Graphviz (`dot`) must be installed for svg and png; `--format dot` needs nothing
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Optional, Sequence
 
 import networkx as nx
 
+from cellgen import files
 from cellgen.errors import CellgenError
 from cellgen.ir.graph import CellGraph
 
@@ -497,45 +496,21 @@ def emit(source: str, fmt: str, output: Optional[str], *, force: bool = False) -
 
 def write_output(data, output: Optional[str], *, force: bool = False) -> None:
     """Text or bytes to stdout, or atomically to a file (refusing to replace one without --force)."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     if output is None:
         sys.stdout.flush()
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(data.encode("utf-8") if isinstance(data, str) else data)
         sys.stdout.buffer.flush()
         return
-    path = Path(output)
-    if path.is_dir():
-        raise CellgenError(f"cannot write {path}: it is a directory")
-    if os.path.lexists(path) and not force:
-        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    files.write_output_file(Path(output), data, force=force)
 
 
 # --- the command -----------------------------------------------------------------------------------------
 
 def configure_show(parser: argparse.ArgumentParser) -> None:
     """The arguments of `cellgen show`."""
-    parser.add_argument("spec", metavar="SPEC", help="a .cell file, or the name of a shipped spec (see `cellgen list`)")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set one of the spec's params (repeatable), e.g. --param in_channels=3")
+    from cellgen.cli import add_spec_arguments
+
+    add_spec_arguments(parser)
     parser.add_argument("--format", "-f", choices=("svg", "png", "dot"), default="svg",
                         help="svg (default) or png (need Graphviz), or dot (the Graphviz source)")
     parser.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=0, metavar="LEVEL",
@@ -566,7 +541,7 @@ def run_show(args: argparse.Namespace) -> int:
 
 def show_main(argv: Optional[Sequence[str]] = None) -> int:
     """`cellgen show SPEC …` as a function: parses `argv`, writes the picture, returns the exit status."""
-    from cellgen.tools.diff import run_with_warnings
+    from cellgen.cli import run_reporting_warnings
 
     parser = argparse.ArgumentParser(prog="cellgen show", description="draw a cell's graph")
     configure_show(parser)
@@ -574,7 +549,7 @@ def show_main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:
         return int(stop.code or 0)
-    return run_with_warnings(run_show, args)
+    return run_reporting_warnings(run_show, args)
 
 
 HELP = "draw a cell's graph (svg, png or Graphviz dot); -O 2 shows the fused convs"

@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Optional, Sequence
 
+from cellgen.table import align as _align
 from cellgen.errors import CellgenError
 from cellgen.ir.graph import CellGraph
 
@@ -575,11 +576,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _align(table: list[list[str]], right: set[int]) -> list[str]:
-    """Rows of cells as lines of padded columns; columns in `right` are right-aligned."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in table]
 
 
 def _short(number: int) -> str:

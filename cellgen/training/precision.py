@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -74,12 +74,16 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
 
 class TrainStep:
     """One optimizer step on a batch: forward under the precision's autocast, fp32 MSE loss on
-    frames 1 … T-1, backward (scaled for fp16), Adam. Returns the loss (a 0-d fp32 tensor)."""
+    frames 1 … T-1, backward (scaled for fp16), then `on_gradients` (e.g. clipping; for fp16 it
+    sees the gradients unscaled), then the optimizer. Returns the loss (a 0-d fp32 tensor);
+    `on_gradients`' result is kept as `gradients_result`."""
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                 context: int):
+                 context: int, on_gradients: Optional[Callable[[], object]] = None):
         self.network, self.optimizer, self.precision, self.context = network, optimizer, precision, context
+        self.on_gradients = on_gradients
         self.scaler = precision.grad_scaler()
+        self.gradients_result = None
 
     def __call__(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         with self.precision.autocast():
@@ -88,9 +92,16 @@ class TrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()
+            self._gradients_done()
             self.optimizer.step()
         else:
             self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.optimizer)
+            self._gradients_done()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         return loss.detach()
+
+    def _gradients_done(self) -> None:
+        if self.on_gradients is not None:
+            self.gradients_result = self.on_gradients()
