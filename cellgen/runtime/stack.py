@@ -81,14 +81,15 @@ class CellStack(nn.Module):
         """
         from torch.func import functional_call
 
-        compiled = torch.compile(_step_with, **options)
-        templates: dict[tuple, nn.Module] = {}
+        templates: dict[tuple, tuple[nn.Module, Callable]] = {}
         steps = []
         for cell in self.layers:
             key = (getattr(cell, "code", id(cell)), type(cell).__name__,
                    tuple((name, tuple(p.shape)) for name, p in cell.named_parameters()),
                    tuple((name, tuple(b.shape)) for name, b in cell.named_buffers()))
-            template = templates.setdefault(key, cell)
+            if key not in templates:
+                templates[key] = (cell, torch.compile(_own_copy(_step_with, len(templates)), **options))
+            template, compiled = templates[key]
             steps.append(_LayerStep(compiled, template, cell, functional_call))
         self._steps = steps
         return len(templates)
@@ -109,6 +110,18 @@ def _in_layout_of(x: torch.Tensor, state: dict[str, torch.Tensor]) -> dict[str, 
     if x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
         return state
     return {name: value.contiguous(memory_format=torch.channels_last) for name, value in state.items()}
+
+
+def _own_copy(function, index: int):
+    """`function` with a code object of its own. Dynamo keeps its compiled graphs, and its limit
+    of 8 recompiles, per code object: one shared by every template (and every model in the
+    process) ran out of it (x and states with and without gradients, fp32 and bf16 states at
+    t = 0 and after), and the steps past the limit fell back to eager without a word."""
+    import types
+
+    code = function.__code__.replace(co_name=f"{function.__name__}_{index}")
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__,
+                              function.__closure__)
 
 
 def _step_with(functional_call, template: nn.Module, tensors: dict, args: tuple):
