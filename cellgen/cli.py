@@ -47,7 +47,7 @@ _SUBCOMMANDS: dict[str, Subcommand] = {}
 # commands runs (or when every command must be listed: `cellgen --help`, a usage error), never
 # at import time: so a tool may import this module without an import cycle, and `cellgen check`
 # does not pay for bench's torch.
-_EXTENSIONS: dict[str, tuple[str, ...]] = {"cellgen.tools.diff": ("diff",), "cellgen.tools.render": ("show",),
+_EXTENSIONS: dict[str, tuple[str, ...]] = {"cellgen.tools.diff": ("diff",), "cellgen.tools.show": ("show",),
                                            "cellgen.tools.bench": ("bench",),
                                            "cellgen.training.commands": ("train", "eval", "export"),
                                            "cellgen.tools.fmt": ("fmt",)}

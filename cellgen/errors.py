@@ -13,6 +13,7 @@ An error may point at a second place (`related`), e.g. both sides of a channel m
 from __future__ import annotations
 
 import difflib
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -25,8 +26,14 @@ class Source:
     text: str
 
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
+        lines = self._lines
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+
+    @functools.cached_property
+    def _lines(self) -> list[str]:
+        # split once: lowering quotes the source in every message it prepares (a spec of N
+        # lines would otherwise be split N times, quadratic in its length)
+        return self.text.splitlines()
 
 
 @dataclass(frozen=True)

@@ -123,6 +123,9 @@ def test_fmt_prints_checks_and_writes_only_when_asked(tmp_path):
 
     broken = tmp_path / "broken.cell"
     broken.write_text("cell X\n  $\n", encoding="utf-8")
-    bad = _cellgen("fmt", "-w", broken)
+    other = tmp_path / "other.cell"
+    other.write_text(TRICKY, encoding="utf-8")
+    bad = _cellgen("fmt", "-w", broken, other)    # one bad file does not stop the others
     assert bad.returncode == 1 and "broken.cell:2:3: error" in bad.stderr and "Traceback" not in bad.stderr
     assert broken.read_text(encoding="utf-8") == "cell X\n  $\n"
+    assert other.read_text(encoding="utf-8") == format_text(TRICKY)

@@ -460,7 +460,8 @@ def test_cost_model_choice_is_visible_and_follows_the_size():
 
 def test_activation_grouping_reorders_gates_and_shares_one_sigmoid():
     graph = lowered("convlstm", **SPECS["convlstm"])
-    fused = optimize(graph, 2, disable=["activation-grouping"])
+    # the graph activation grouping meets in the pipeline: before runtime-forms cuts the slices by a split
+    fused = optimize(graph, 2, disable=["activation-grouping", "runtime-forms"])
     assert len(fused.ops("sigmoid")) == 3
     after, notes = activation_grouping(fused)
     (sigmoid,) = after.ops("sigmoid")

@@ -169,3 +169,33 @@ def test_tensorboard_events_hold_the_runs_scalars(tmp_path):
     losses = [e.value for e in events.Scalars("train/loss")]
     rows = [float(r["loss"]) for r in _rows(out) if r["kind"] == "train"]
     assert losses == pytest.approx(rows, rel=1e-6)
+
+
+def test_the_saved_config_repeats_the_run(configured_run, tmp_path):
+    """`cellgen train --config DIR/config.toml --out OTHER`: the same run, loss for loss."""
+    import json
+
+    _, out = configured_run
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(out / "config.toml"), "--out", str(again)]) == 0
+    first, second = (json.loads((d / "metrics.json").read_text(encoding="utf-8")) for d in (out, again))
+    assert second["loss"] == first["loss"] and second["train"] == first["train"]
+    assert second["model"] == first["model"] and second["data"] == first["data"]
+
+
+def test_eval_recomputes_in_the_runs_convention_or_the_one_asked_for(configured_run, capsys):
+    import json
+
+    _, out = configured_run
+    capsys.readouterr()
+    assert main(["eval", str(out), "--json"]) == 0
+    own = json.loads(capsys.readouterr().out)
+    assert own["model"]["ssim_convention"] == "skimage"
+    last = load_checkpoint(out)["evaluations"][-1]["model"]
+    assert own["model"]["ssim"] == pytest.approx(last["ssim"], abs=1e-6)
+    assert main(["eval", str(out), "--json", "--ssim", "gaussian"]) == 0
+    other = json.loads(capsys.readouterr().out)
+    assert other["model"]["ssim_convention"] == "gaussian" and other["model"]["mse"] == own["model"]["mse"]
+    assert other["model"]["ssim"] != pytest.approx(own["model"]["ssim"], abs=1e-4)
+    assert main(["eval", str(out)]) == 0
+    assert "SSIM convention skimage" in capsys.readouterr().out

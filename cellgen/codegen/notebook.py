@@ -52,10 +52,10 @@ def svg(module) -> Optional[str]:
     """The `cellgen show` picture as SVG text, or None where Graphviz is not installed (the
     notebook then prints the repr)."""
     from cellgen.errors import CellgenError
-    from cellgen.tools.render import _title, graph_dot, run_dot
+    from cellgen.tools.render import graph_dot, picture_title, run_dot
 
     try:
-        return run_dot(graph_dot(module.cell_graph, _title(module.cell_graph, None, module.opt_level)),
+        return run_dot(graph_dot(module.cell_graph, picture_title(module.cell_graph, None, module.opt_level)),
                        "svg").decode("utf-8")
     except CellgenError:
         return None

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Optional
 
+from cellgen.ir.ops import OPS
 from cellgen.language import syntax as ast
 from cellgen.language.comments import Notes, SpecComments
 
@@ -34,7 +35,7 @@ _ASCII_OPS = {"add": "+", "sub": "-", "hadamard": ".*", "conv": "*", "div": "/"}
 # Binding strength of expressions, loosest first: `a + b`, then `a ⊙ b` (also ⋆ and /), then
 # `-a` and `2σ(a)`, then atoms (names, numbers, calls, (…), […]).
 _SUM, _PRODUCT, _UNARY, _ATOM = range(4)
-_LEVEL = {"add": _SUM, "sub": _SUM, "hadamard": _PRODUCT, "conv": _PRODUCT, "div": _PRODUCT}
+_LEVEL = {d.operator: d.precedence - 1 for d in OPS.values() if d.operator}  # the op registry's precedences
 
 # Section order of the canonical layout, by statement type.
 _DEFINITIONS = (ast.Equation, ast.Unpack, ast.Loop)

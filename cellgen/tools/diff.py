@@ -25,11 +25,12 @@ from typing import Any, Optional, Sequence
 
 from cellgen.errors import CellgenError, ParamError
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import OPS, in_group
 from cellgen.language import syntax as ast
 from cellgen.language.printer import format_expr
 from cellgen.language.walk import transform, walk
-from cellgen.tools import stats, wl
 from cellgen.table import align as _table
+from cellgen.tools import render, stats, wl
 from cellgen.tools.align import Alignment, align, category, label, references
 
 SCHEMA = "cellgen-diff"
@@ -38,9 +39,7 @@ VERSION = 1
 # Ops that are the arithmetic of an equation; everything else (σ, tanh, a norm, a softmax…)
 # is a "function" whose appearance or disappearance is reported as an attribute change.
 # Ops that only move values (a channel chunk, a stack's entry) are not functions either.
-_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "conv", "concat", "channel_view", "slice", "unstack",
-                         "split_along"})
-_SPELLING = {"sigmoid": "σ", "layernorm": "LayerNorm"}
+_ARITHMETIC = in_group("arithmetic")
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -569,64 +568,37 @@ class _Row:
 
 
 def _rows(graph: CellGraph, spec: ast.CellSpec) -> list[_Row]:
-    """The definitions of `spec` that are part of the lowered cell, in spec order.
+    """The definitions of `spec` that are part of the lowered cell, in spec order, each with
+    its nodes as the lowering recorded them (`graph.provenance`).
 
     A variant's inherited definitions (`borrowed`) count only where something uses them, as
     the lowering drops them otherwise; a definition the lowering dropped as dead is not there.
     """
-    named = {data["name"]: node for node, data in graph.nx.nodes(data=True)
-             if data.get("name") and data["kind"] == "op"}
-    definitions = {}
+    rows = {}
     for statement in spec.definitions:
         refs = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
         targets = [ref.text for ref in refs]
-        definitions[", ".join(targets)] = (statement, targets)
-    rows = {}
-    for key, (statement, targets) in definitions.items():
-        row = _row(graph, statement, key, targets, named, definitions)
+        key = ", ".join(targets)
+        row = _row(graph, statement, key, targets)
         if row is not None:
             rows[key] = row
     return [rows[key] for key in _included(rows, spec, graph)]
 
 
-def _row(graph: CellGraph, statement, key: str, targets: list[str], named: dict, definitions: dict
-         ) -> Optional[_Row]:
+def _row(graph: CellGraph, statement, key: str, targets: list[str]) -> Optional[_Row]:
     """The row of one definition, or None if its value is not in the graph (dropped unused)."""
+    made = graph.provenance
     if isinstance(statement, ast.Unpack):
-        parts = {t: named[t] for t in targets if t in named}
+        parts = {t: made[t] for t in targets if t in made}
         if not parts:
             return None
         return _Row(key, targets, statement, graph.operands(next(iter(parts.values())))[0], parts, own=True)
     if isinstance(statement.expr, ast.PerKernel):
         return _Row(key, targets, statement, None)
-    node = _value_node(graph, key, statement.expr, named, definitions, depth=0)
-    if node is None or node not in graph.nx:
+    node = made.get(key)
+    if node is None:
         return None
     return _Row(key, targets, statement, node, own=graph[node].get("name") == key and graph[node]["kind"] == "op")
-
-
-def _value_node(graph: CellGraph, key: str, expr, named: dict, definitions: dict, depth: int) -> Optional[str]:
-    """The node of a definition's value: its own op, or (for `h' = SE.h_hat`, `C = c[t-τ:t-1]`,
-    `CE.x = x`) the node of the value it names."""
-    if key.endswith("'") and key[:-1] in graph.next_state:
-        return graph.next_state[key[:-1]]
-    if key in named:
-        return named[key]
-    if depth > len(definitions):
-        return None
-    if isinstance(expr, ast.History):
-        nodes = [n for n, d in graph.nx.nodes(data=True) if d["kind"] == "history" and d.get("state") == expr.state]
-        return nodes[0] if len(nodes) == 1 else None
-    if not isinstance(expr, ast.Ref):
-        return None
-    text = expr.text
-    if text in definitions and isinstance(definitions[text][0], ast.Equation):
-        return _value_node(graph, text, definitions[text][0].expr, named, definitions, depth + 1)
-    if text in named:
-        return named[text]
-    if expr.prime:
-        return graph.next_state.get(expr.name)
-    return graph.inputs.get(expr.name) or graph.state_nodes.get(expr.name)
 
 
 def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> list[str]:
@@ -1108,7 +1080,7 @@ def _attribute_line(change: AttributeChange) -> str:
         return f"{where}: {before} → {after}"
     if what == "functions":
         def spell(ops):
-            return ", ".join(_SPELLING.get(op, op) for op in ops) or "none"
+            return ", ".join(OPS[op].shown if op in OPS else op for op in ops) or "none"
         return f"{where}: functions {spell(before)} → {spell(after)}"
     if what == "constants":
         def spell(values):
@@ -1225,7 +1197,6 @@ def configure_diff(parser: argparse.ArgumentParser) -> None:
 def run_diff(args: argparse.Namespace) -> int:
     """Print the diff; 0 if the cells are equivalent, 1 if not, 2 (with a message) on an error."""
     from cellgen.cli import parse_params
-    from cellgen.tools import render
 
     try:
         if args.context < 0:

@@ -81,19 +81,27 @@ def _code_is_ascii(text: str) -> bool:
     return re.sub(r'"[^"\n]*"', "", "\n".join(lines)).isascii()
 
 
+def _read_and_format(path: Path, ascii: Optional[bool]) -> tuple[str, str]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise CellgenError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except OSError as error:
+        raise CellgenError(f"cannot read {path}: {error.strerror}") from None
+    return text, format_text(text, str(path), ascii)
+
+
 def run(args: argparse.Namespace) -> int:
-    from cellgen.cli import _mode_for
-    from cellgen.files import write_atomically
+    from cellgen.files import write_output_file
 
     status = 0
     for path in args.files:
         try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as error:
-            raise CellgenError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start})") from None
-        except OSError as error:
-            raise CellgenError(f"cannot read {path}: {error.strerror}") from None
-        formatted = format_text(text, str(path), args.ascii)
+            text, formatted = _read_and_format(path, args.ascii)
+        except CellgenError as error:  # one bad file: say so, and go on with the others
+            print(error.render(), file=sys.stderr)
+            status = 1
+            continue
         changed = formatted != text
         if args.check:
             if changed:
@@ -103,15 +111,16 @@ def run(args: argparse.Namespace) -> int:
             sys.stdout.writelines(difflib.unified_diff(text.splitlines(True), formatted.splitlines(True),
                                                        f"{path} (now)", f"{path} (formatted)"))
         elif args.write:
-            if changed:
-                mode = _mode_for(path)
-                write_atomically(path, lambda handle: handle.write(formatted.encode("utf-8")), mode=mode)
+            if changed:  # --write is the asking: replace it (through a symlink, the file it names)
+                write_output_file(path.resolve(), formatted, force=True)
                 print(f"reformatted {path}", file=sys.stderr)
         else:
             sys.stdout.write(formatted)
     if args.check and status == 0:
         count = len(args.files)
         print(f"{count} file{'s' if count != 1 else ''} already formatted", file=sys.stderr)
+    if status and args.write:
+        print("the files named above were left as they were", file=sys.stderr)
     sys.stdout.flush()
     return status
 
