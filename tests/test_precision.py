@@ -288,13 +288,6 @@ def test_the_test_split_is_made_once():
     assert Counting.made == 4 and first.results == second.results
 
 
-def test_evaluations_before_the_last_read_a_quarter_of_the_sequences():
-    from cellgen.training.evaluate import sequences_to_evaluate
-
-    assert [sequences_to_evaluate(256, last) for last in (False, True)] == [64, 256]
-    assert [sequences_to_evaluate(2, last) for last in (False, True)] == [1, 2]
-
-
 def _python(code):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True,
                           timeout=300).stdout.split()

@@ -32,16 +32,6 @@ class Evaluation:
                 f"MAE/frame {m['mae']:.2f}, SSIM {m['ssim']:.4f}, PSNR {m['psnr']:.2f} dB")
 
 
-def sequences_to_evaluate(eval_sequences: int, last: bool) -> int:
-    """How many test sequences an evaluation during training reads: all `eval_sequences` at the
-    end of the run, the first quarter of them before it. An evaluation is forward passes only,
-    but 256 sequences cost as much as 14 training steps of 8 (ConvLSTM, hidden 32): five full
-    ones took 26 % of a default 200-step run, a quarter-size one before the end keeps it near
-    12 %. The intermediate ones are a learning curve over the same first sequences, the last
-    one the run's result (metrics.json records each one's `sequences`)."""
-    return eval_sequences if last else max(1, eval_sequences // 4)
-
-
 class MadeOnce(Dataset):
     """A test split whose sequences are made once per run: an evaluation reads the same first
     N sequences every time, and generating them again (moving digits) cost more than running

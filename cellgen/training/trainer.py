@@ -34,7 +34,7 @@ from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_le
 from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
-from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate, sequences_to_evaluate
+from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate
 from cellgen.training.execution import Execution
 from cellgen.training.precision import TrainStep
 from cellgen.files import remove_stale_temp_files, write_json_atomically
@@ -143,8 +143,7 @@ def train(run: Run) -> dict:
             if evaluated and dist.is_main:
                 began = time.perf_counter()
                 result = evaluate(model, test, context=data.context, future=data.future,
-                                  sequences=sequences_to_evaluate(cfg.eval_sequences, last),
-                                  batch_size=cfg.eval_batch_size,
+                                  sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
                                   device=dist.device, keep=cfg.picture_sequences, ssim=cfg.ssim)
                 state.eval_seconds += time.perf_counter() - began
                 state.evaluations.append({"step": state.step, **result.results})
