@@ -106,10 +106,27 @@ def conv_of_concat(parts, weight, bias, padding):
     the concatenation would compute the gradient of all of it, x's share included, although a
     first layer's x needs none: that waste made the fused step slower to train than the two
     convs it replaces. Traced or exported steps take the plain conv, which has no Python op.
+
+    Under `torch.autocast` it computes as autocast's conv would (inputs, weight and bias cast
+    to the autocast dtype, output in it) and its backward in that dtype too, each gradient
+    returned in its input's own dtype (fp32 master weights get fp32 gradients). It also
+    runs under torch.func (grad, vjp, vmap): the vmap rule is generated from the ops.
     """
     if not torch.is_grad_enabled() or torch.jit.is_tracing() or torch.compiler.is_exporting():
         return _conv(torch.cat(parts, 1), weight, bias, padding)
-    return _ConvOfConcat.apply(weight, bias, tuple(padding), *parts)
+    return _ConvOfConcat.apply(weight, bias, tuple(padding), _autocast_dtype(weight), *parts)
+
+
+def _autocast_dtype(tensor):
+    """The dtype autocast computes a conv in on this tensor's device, or None outside autocast."""
+    device = tensor.device.type
+    if device not in ("cpu", "cuda", "xpu", "mps") or not torch.is_autocast_enabled(device):
+        return None
+    return torch.get_autocast_dtype(device)
+
+
+def _cast(tensor, dtype):
+    return tensor if dtype is None or tensor is None or not tensor.is_floating_point() else tensor.to(dtype)
 
 
 def _conv(x, weight, bias, padding):
@@ -118,20 +135,34 @@ def _conv(x, weight, bias, padding):
 
 
 class _ConvOfConcat(torch.autograd.Function):
+    # forward without ctx + setup_context: the form torch.func transforms accept
+    generate_vmap_rule = True
+
     @staticmethod
-    def forward(ctx, weight, bias, padding, *parts):
-        joined = torch.cat(parts, 1)
-        ctx.save_for_backward(joined, weight, *parts)
-        ctx.widths, ctx.padding, ctx.has_bias = [p.shape[1] for p in parts], padding, bias is not None
-        return _conv(joined, weight, bias, padding)
+    def forward(weight, bias, padding, dtype, *parts):
+        # the join is cast part by part (a part autocast already made bf16 is not copied twice)
+        joined = torch.cat([_cast(part, dtype) for part in parts], 1)
+        return _conv(joined, _cast(weight, dtype), _cast(bias, dtype), padding)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        weight, bias, padding, dtype, *parts = inputs
+        # the parts, not their join: they are alive anyway (states, inputs), so the step keeps
+        # no copy of its inputs for backward, which joins them again (one cheap cat)
+        ctx.save_for_backward(weight, *parts)
+        ctx.widths, ctx.padding, ctx.dtype = [p.shape[1] for p in parts], padding, dtype
+        ctx.bias_dtype = None if bias is None else bias.dtype
 
     @staticmethod
     def backward(ctx, grad):
-        joined, weight, *parts = ctx.saved_tensors
-        if torch.is_grad_enabled():  # a double backward: join again, so that the join is on the graph
-            joined = torch.cat(parts, 1)
+        weight, *parts = ctx.saved_tensors
+        dtype = ctx.dtype
+        joined = torch.cat([_cast(part, dtype) for part in parts], 1)
+        compute_weight = _cast(weight, dtype)
+        grad = grad.to(joined.dtype)
         needs = ctx.needs_input_grad
         spatial = weight.dim() - 2
+        has_bias = ctx.bias_dtype is not None
 
         def backward_of(x, w, mask):  # aten's conv backward; mask: (input, weight, bias)
             return torch.ops.aten.convolution_backward(
@@ -139,17 +170,20 @@ class _ConvOfConcat(torch.autograd.Function):
                 [1] * spatial, False, [0] * spatial, 1, list(mask))
 
         grad_weight = grad_bias = None
-        if needs[0] or (needs[1] and ctx.has_bias):
-            _, grad_weight, grad_bias = backward_of(joined, weight, (False, needs[0], needs[1] and ctx.has_bias))
+        if needs[0] or (needs[1] and has_bias):
+            _, grad_weight, grad_bias = backward_of(joined, compute_weight, (False, needs[0], needs[1] and has_bias))
+            grad_weight = None if grad_weight is None else grad_weight.to(weight.dtype)
+            grad_bias = None if grad_bias is None else grad_bias.to(ctx.bias_dtype)
         # one backward per run of adjacent parts that need a gradient: all of them at once
         # when every part does (an upper layer), h alone when x needs none (the first layer)
         part_grads, offset = [], 0
-        for needed, run in groupby(zip(ctx.widths, needs[3:]), key=lambda width_need: width_need[1]):
+        for needed, run in groupby(zip(ctx.widths, needs[4:]), key=lambda width_need: width_need[1]):
             widths = [width for width, _ in run]
             if needed:
-                x, w = joined.narrow(1, offset, sum(widths)), weight.narrow(1, offset, sum(widths))
+                x, w = joined.narrow(1, offset, sum(widths)), compute_weight.narrow(1, offset, sum(widths))
                 part_grads += backward_of(x, w, (True, False, False))[0].split(widths, 1)
             else:
                 part_grads += [None] * len(widths)
             offset += sum(widths)
-        return (grad_weight, grad_bias, None, *part_grads)
+        part_grads = [None if g is None else g.to(part.dtype) for g, part in zip(part_grads, parts)]
+        return (grad_weight, grad_bias, None, None, *part_grads)

@@ -12,7 +12,7 @@ both go through the same code.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import nn
@@ -39,6 +39,7 @@ class CellStack(nn.Module):
         self.layers = nn.ModuleList(cells)
         self.zigzag = list(cells[0].zigzag_states)
         self.window = getattr(cells[0], "input_window", 1)
+        self._steps: Optional[list[Callable]] = None  # compiled layer steps (compile_layers)
 
     def forward(self, xs: torch.Tensor, states: Optional[States] = None):
         outputs = []
@@ -58,14 +59,40 @@ class CellStack(nn.Module):
         output and the new states, zigzag states moved as the class docstring says.
         """
         if states is None:
-            states = [cell.zero_state(x) for cell in self.layers]
+            states = [_in_layout_of(x, cell.zero_state(x)) for cell in self.layers]
         carried = {name: states[-1][name] for name in self.zigzag}
         new_states: States = []
-        for cell, state in zip(self.layers, states):
+        steps = self._steps or self.layers
+        for cell, state in zip(steps, states):
             x, state = cell(x, *extra, {**state, **carried})
             new_states.append(state)
             carried = {name: state[name] for name in self.zigzag}
         return x, new_states
+
+    def compile_layers(self, **options) -> int:
+        """torch.compile each layer's step, one compile per distinct layer; returns how many.
+
+        The unit compiled is one step of one layer, not the unrolled rollout: a rollout of T
+        steps traced whole would be a graph T·L times the size of a step, recompiled for every
+        sequence length. Layers whose generated code and parameter shapes are the same (all
+        layers above the first, usually) share one compiled function: it runs a template
+        layer with each layer's own parameters (`torch.func.functional_call`), so dynamo sees
+        the same code and the same guards, and compiles it once. `options` go to torch.compile.
+        """
+        from torch.func import functional_call
+
+        templates: dict[tuple, tuple[nn.Module, Callable]] = {}
+        steps = []
+        for cell in self.layers:
+            key = (getattr(cell, "code", id(cell)), type(cell).__name__,
+                   tuple((name, tuple(p.shape)) for name, p in cell.named_parameters()),
+                   tuple((name, tuple(b.shape)) for name, b in cell.named_buffers()))
+            if key not in templates:
+                templates[key] = (cell, torch.compile(_own_copy(_step_with, len(templates)), **options))
+            template, compiled = templates[key]
+            steps.append(_LayerStep(compiled, template, cell, functional_call))
+        self._steps = steps
+        return len(templates)
 
     def _input(self, xs: torch.Tensor, t: int) -> torch.Tensor:
         """The bottom layer's input at step t: frame t, or the window of frames ending at t."""
@@ -76,3 +103,37 @@ class CellStack(nn.Module):
         if first < 0:
             frames = torch.cat([frames.new_zeros((frames.shape[0], -first) + frames.shape[2:]), frames], 1)
         return frames.transpose(1, 2)  # (B, W, C, H, W') → (B, C, W, H, W')
+
+
+def _in_layout_of(x: torch.Tensor, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A zero state in x's layout (channels-last when x is): see `initial_state`."""
+    if x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        return state
+    return {name: value.contiguous(memory_format=torch.channels_last) for name, value in state.items()}
+
+
+def _own_copy(function, index: int):
+    """`function` with a code object of its own. Dynamo keeps its compiled graphs, and its limit
+    of 8 recompiles, per code object: one shared by every template (and every model in the
+    process) ran out of it (x and states with and without gradients, fp32 and bf16 states at
+    t = 0 and after), and the steps past the limit fell back to eager without a word."""
+    import types
+
+    code = function.__code__.replace(co_name=f"{function.__name__}_{index}")
+    return types.FunctionType(code, function.__globals__, code.co_name, function.__defaults__,
+                              function.__closure__)
+
+
+def _step_with(functional_call, template: nn.Module, tensors: dict, args: tuple):
+    return functional_call(template, tensors, args)
+
+
+class _LayerStep:
+    """One layer's compiled step: the shared compiled function, given this layer's tensors."""
+
+    def __init__(self, compiled, template, cell, functional_call):
+        self.compiled, self.template, self.cell, self.functional_call = compiled, template, cell, functional_call
+
+    def __call__(self, *args):
+        tensors = {**dict(self.cell.named_parameters()), **dict(self.cell.named_buffers())}
+        return self.compiled(self.functional_call, self.template, tensors, args)

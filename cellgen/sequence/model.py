@@ -105,6 +105,30 @@ class SequenceModel(nn.Module):
                                   stride=(self.window, 1, 1))
         else:
             self.head = nn.Conv2d(built.out_channels, self.patched_channels, 1, bias=False)
+        # how it runs, not what it computes (so not in the config): see `set_execution`
+        self.channels_last = False
+        self.checkpoint_activations = False
+
+    def set_execution(self, *, channels_last: Optional[bool] = None, checkpoint_activations: Optional[bool] = None,
+                      compile_layers: bool = False) -> "SequenceModel":
+        """How the model runs; none of it changes what it computes (up to float rounding).
+
+        - channels_last: weights and frames NHWC (2D cells), the layout oneDNN's convs use;
+        - checkpoint_activations: keep only each time step's carry for backward and recompute
+          the step's inside (`torch.utils.checkpoint`): activation memory of a rollout falls
+          from all its steps' intermediates to its carries, for one more forward per step;
+        - compile_layers: torch.compile one step of each distinct layer (`CellStack.compile_layers`).
+        """
+        if channels_last is not None:
+            if channels_last and self.spatial_dims != 2:
+                raise CellgenError("--channels-last is for 2D cells; a 3D cell's NCTHW tensors have no such layout")
+            self.channels_last = channels_last
+            self.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        if checkpoint_activations is not None:
+            self.checkpoint_activations = checkpoint_activations
+        if compile_layers:
+            self.stack.compile_layers()
+        return self
 
     # --- one step ----------------------------------------------------------------------------
 
@@ -126,6 +150,9 @@ class SequenceModel(nn.Module):
         if self.spatial_dims == 3:
             prediction = prediction.squeeze(2)
         return prediction, new_carry
+
+    def _layout(self, frame: torch.Tensor) -> torch.Tensor:
+        return frame.contiguous(memory_format=torch.channels_last) if self.channels_last else frame
 
     def _windowed(self, name: str, x: torch.Tensor, carry: Optional[Carry], new_carry: Carry) -> torch.Tensor:
         """The cell's input: x itself (2D), or the last `window` inputs on a time axis (3D)."""
@@ -175,15 +202,21 @@ class SequenceModel(nn.Module):
         carry: Optional[Carry] = None
         predictions = []
         prediction = None
+        checkpointed = self.checkpoint_activations and torch.is_grad_enabled()
         for t in range(total - 1):
             if t < context:
-                frame = patched[:, t]
+                frame = self._layout(patched[:, t])
             elif teacher_mask is None:
                 frame = prediction
             else:
                 use_truth = teacher_mask[:, t - context].to(patched.dtype).view(-1, 1, 1, 1)
-                frame = use_truth * patched[:, t] + (1 - use_truth) * prediction
-            prediction, carry = self.step(frame, carry)
+                frame = use_truth * self._layout(patched[:, t]) + (1 - use_truth) * prediction
+            if checkpointed:
+                from torch.utils.checkpoint import checkpoint
+
+                prediction, carry = checkpoint(self.step, frame, carry, use_reentrant=False)
+            else:
+                prediction, carry = self.step(frame, carry)
             predictions.append(prediction)
         return reshape_patch_back(torch.stack(predictions, dim=1), self.config.patch)
 
@@ -206,7 +239,7 @@ class SequenceModel(nn.Module):
         carry: Optional[Carry] = None
         prediction = None
         for t in range(patched.shape[1]):
-            prediction, carry = self.step(patched[:, t], carry)
+            prediction, carry = self.step(self._layout(patched[:, t]), carry)
         predictions = [prediction]
         for _ in range(future - 1):
             prediction, carry = self.step(prediction, carry)

@@ -58,5 +58,13 @@ def load_batch(dataset: Dataset, indices: list[int]) -> torch.Tensor:
     return torch.stack([dataset[i] for i in indices])
 
 
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch on the training device: through pinned memory to a GPU (an asynchronous copy that
+    overlaps the step already queued), as is on the CPU."""
+    if device.type != "cuda":
+        return batch
+    return batch.pin_memory().to(device, non_blocking=True)
+
+
 def dataset_length(dataset: Dataset) -> Optional[int]:
     return None if getattr(dataset, "unbounded", False) else len(dataset)

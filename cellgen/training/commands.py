@@ -32,12 +32,15 @@ RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "metrics.csv", "config.
 def register_with_cli() -> None:
     from cellgen.cli import register
 
-    register("train", "train a sequence model of a cell to predict video frames", configure_train, run_train)
+    from cellgen.runtime.denormals import flushing_denormals
+
+    register("train", "train a sequence model of a cell to predict video frames", configure_train,
+             flushing_denormals(run_train))
     register("eval", "re-compute a checkpoint's test metrics (MSE, MAE, SSIM, PSNR per frame)", configure_eval,
-             run_eval)
+             flushing_denormals(run_eval))
     register("export", "export a checkpoint's model (one step, or the whole rollout) to ONNX or TorchScript, "
                        "checked against PyTorch",
-             configure_export, run_export)
+             configure_export, flushing_denormals(run_export))
 
 
 # --- train -----------------------------------------------------------------------------------
@@ -54,8 +57,10 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                      help="run directory: checkpoint.pt, best.pt, metrics.csv/json, config.toml, pictures")
     run.add_argument("--resume", action="store_true", help="continue the run in DIR from its checkpoint")
     run.add_argument("--force", action="store_true", help="start a new run in a DIR that holds files")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                     help="auto: CUDA if available, else CPU")
+    from cellgen.training.execution import add_execution_arguments, parse_device
+
+    run.add_argument("--device", type=parse_device, default="auto", metavar="auto|cpu|cuda|cuda:N",
+                     help="auto: CUDA if available, else CPU; under torchrun each process takes cuda:LOCAL_RANK")
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="CPU threads per process (default: torch's; 1 is often faster on a busy machine)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -97,6 +102,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                             "and OpenSTL)")
     train.add_argument("--log", choices=("csv", "tensorboard"), default=None,
                        help="metrics.csv always; tensorboard adds TensorBoard events (needs tensorboard)")
+    add_execution_arguments(parser)
     from cellgen.training.runconfig import defer_defaults
 
     defer_defaults(parser, required=("spec", "steps", "out"))   # last: it sees every option above
@@ -105,6 +111,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from cellgen.training.checkpoint import load_checkpoint
     from cellgen.training.distributed import setup_distributed
+    from cellgen.training.execution import execution_of
     from cellgen.training.runconfig import apply_config
     from cellgen.training.trainer import Run, train
 
@@ -146,7 +153,7 @@ def run_train(args: argparse.Namespace) -> int:
             _save_resolved_config(args, model_config, data_config, train_config)
         dist.barrier()
         document = train(Run(args.out, model_config, data_config, train_config, dist, payload,
-                             show_progress=not args.quiet))
+                             show_progress=not args.quiet, execution=execution_of(args)))
         if dist.is_main:
             print(format_final(document, args.out))
     finally:

@@ -79,19 +79,42 @@ class Distributed:
             dist.destroy_process_group()
 
 
+def choose_device(device: str, local_rank: int = 0, world: int = 1) -> torch.device:
+    """The device `--device` names for this process; under torchrun process r takes cuda:LOCAL_RANK."""
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        why = (f"this torch ({torch.__version__}) is built without CUDA" if torch.version.cuda is None
+               else "torch finds no GPU")
+        raise CellgenError(f"--device {device}: no CUDA device is available ({why})",
+                           hint="train on the CPU: --device cpu (or leave --device out)")
+    count = torch.cuda.device_count()
+    if ":" in device:
+        index = int(device.partition(":")[2])
+        if world > 1:
+            raise CellgenError(f"--device {device} names one GPU, but torchrun started {world} processes, which "
+                               "take one GPU each (cuda:LOCAL_RANK)",
+                               hint="pass --device cuda, and choose the GPUs with CUDA_VISIBLE_DEVICES")
+        if index >= count:
+            raise CellgenError(f"--device {device}: this machine has {count} CUDA device(s), "
+                               f"cuda:0 … cuda:{count - 1}")
+        return torch.device("cuda", index)
+    return torch.device("cuda", local_rank % count)
+
+
 def setup_distributed(device: str = "auto") -> Distributed:
     """Join the process group torchrun describes, or run alone; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if use_cuda and not torch.cuda.is_available():
-        raise CellgenError("--device cuda: no CUDA device is available")
-    torch_device = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
+    torch_device = choose_device(device, local_rank, world)
+    use_cuda = torch_device.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(torch_device)
     if world <= 1:
         return Distributed(device=torch_device)
     backend = "nccl" if use_cuda else "gloo"
+    if use_cuda and not dist.is_nccl_available():
+        raise CellgenError("torchrun on GPUs needs NCCL, which this torch is built without")
     dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30))
     return Distributed(rank, world, local_rank, torch_device, backend)

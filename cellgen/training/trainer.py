@@ -26,16 +26,17 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 from cellgen.data.sources import DataConfig, Splits, open_splits
 from cellgen.errors import CellgenError
 from cellgen.sequence import ScheduledSampling, SequenceConfig, SequenceModel
-from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch
+from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch, to_device
 from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
-from cellgen.training.evaluate import Evaluation, evaluate
+from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate
+from cellgen.training.execution import Execution
+from cellgen.training.precision import TrainStep
 from cellgen.files import remove_stale_temp_files, write_json_atomically
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
@@ -74,6 +75,7 @@ class Run:
     resume: Optional[dict] = None      # a loaded checkpoint to continue from
     show_progress: bool = True
     splits: Optional[Splits] = None    # datasets given in Python (cellgen.training.train), else from data_config
+    execution: Execution = field(default_factory=Execution)  # precision, layout, checkpointing, compile
 
 
 def train(run: Run) -> dict:
@@ -81,6 +83,7 @@ def train(run: Run) -> dict:
     cfg, data, dist = run.train_config, run.data_config, run.dist
     check_batch_size(cfg.batch_size, dist.world)
     splits = run.splits or open_splits(data)
+    test = MadeOnce(splits.test)
     if tuple(run.model_config.frame_size) != tuple(splits.frame_size) or \
             run.model_config.frame_channels != splits.channels:
         raise CellgenError(f"the model is built for {run.model_config.frame_size} frames with "
@@ -88,6 +91,7 @@ def train(run: Run) -> dict:
                            f"{splits.channels}")
     torch.manual_seed(cfg.seed)
     model = SequenceModel(run.model_config).to(dist.device)
+    precision = run.execution.prepare(model, dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = RunState()
     if run.resume is not None:
@@ -101,6 +105,8 @@ def train(run: Run) -> dict:
         remove_stale_temp_files(run.out)
     board = logs.open_tensorboard(cfg.log, run.out, state.step, describe_conventions(cfg.ssim)) if dist.is_main else None
     network = dist.wrap(model)
+    train_step = TrainStep(network, optimizer, precision, data.context,
+                           on_gradients=lambda: clip_gradients(model.parameters(), cfg.clip_grad))
     schedule = BatchSchedule(cfg.batch_size, cfg.seed, dataset_length(splits.train))
     sampling = ScheduledSampling(cfg.scheduled_sampling)
     per_process = cfg.batch_size // dist.world
@@ -115,18 +121,13 @@ def train(run: Run) -> dict:
     try:
         for step in range(state.step, cfg.steps):
             began = time.perf_counter()
-            video = load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)).to(dist.device)
+            video = to_device(load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)), dist.device)
             mask = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed)
             mask = None if mask is None else mask[rows].to(dist.device)
             rate = learning_rate(cfg.lr_schedule, cfg.lr, step, cfg.steps)
             set_learning_rate(optimizer, rate)
-            predictions = network(video, data.context, mask)
-            loss = F.mse_loss(predictions, video[:, 1:])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = clip_gradients(model.parameters(), cfg.clip_grad)
-            optimizer.step()
-            value = dist.average(loss)
+            value = dist.average(train_step(video, mask))
+            grad_norm = train_step.gradients_result
             state.step = step + 1
             state.train_seconds += time.perf_counter() - began
             if not math.isfinite(value):
@@ -141,7 +142,7 @@ def train(run: Run) -> dict:
             evaluated = last or state.step % cfg.evaluation_interval == 0
             if evaluated and dist.is_main:
                 began = time.perf_counter()
-                result = evaluate(model, splits.test, context=data.context, future=data.future,
+                result = evaluate(model, test, context=data.context, future=data.future,
                                   sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
                                   device=dist.device, keep=cfg.picture_sequences, ssim=cfg.ssim)
                 state.eval_seconds += time.perf_counter() - began
@@ -193,6 +194,7 @@ def metrics_document(model: SequenceModel, run: Run, state: RunState) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": run.data_config.to_dict(),
         "train": run.train_config.to_dict(),
+        "execution": run.execution.to_dict(),
         "processes": run.dist.world,
         "step": state.step,
         "train_seconds": round(state.train_seconds, 3),
