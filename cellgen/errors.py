@@ -13,6 +13,7 @@ An error may point at a second place (`related`), e.g. both sides of a channel m
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -44,15 +45,17 @@ class Span:
 
     @property
     def location(self) -> str:
-        return f"{self.source.name}:{self.line}:{self.column}"
+        return f"{terminal_safe(self.source.name)}:{self.line}:{self.column}"
 
     def excerpt(self) -> str:
-        """The source line and a caret line under the span (to the end of the line if it wraps)."""
+        """The source line and a caret line under the span (to the end of the line if it wraps).
+        Control characters are shown escaped (`\\x1b`), and the caret counts their escapes."""
         text = self.source.line(self.line)
         end = self.end_column if self.end_line == self.line else len(text) + 1
-        width = max(1, end - self.column)
-        indent = "".join(ch if ch == "\t" else " " for ch in text[: self.column - 1])
-        return f"    {text}\n    {indent}{'^' * width}"
+        before = terminal_safe(text[: self.column - 1])
+        width = max(1, len(terminal_safe(text[self.column - 1 : end - 1])))
+        indent = "".join(ch if ch == "\t" else " " for ch in before)
+        return f"    {terminal_safe(text)}\n    {indent}{'^' * width}"
 
 
 @dataclass
@@ -73,20 +76,22 @@ class Diagnostic:
     related: list[Note] = field(default_factory=list)
 
     def render(self) -> str:
-        head = f"{self.severity}: {self.message}"
+        """The diagnostic as the terminal shows it. Spec text and paths in it are the user's (or
+        an attacker's): control characters are escaped, so no ANSI sequence reaches the terminal."""
+        head = f"{self.severity}: {terminal_safe(self.message)}"
         parts = [f"{self.span.location}: {head}" if self.span else head]
         if self.span:
             parts.append(self.span.excerpt())
         if self.expected:
-            parts.append(f"  expected {self.expected}")
+            parts.append(f"  expected {terminal_safe(self.expected)}")
         for note in self.related:
             if note.span:
-                parts.append(f"{note.span.location}: note: {note.message}")
+                parts.append(f"{note.span.location}: note: {terminal_safe(note.message)}")
                 parts.append(note.span.excerpt())
             else:
-                parts.append(f"  note: {note.message}")
+                parts.append(f"  note: {terminal_safe(note.message)}")
         if self.hint:
-            parts.append(f"  {self.hint}")
+            parts.append(f"  {terminal_safe(self.hint)}")
         return "\n".join(parts)
 
 
@@ -168,6 +173,17 @@ class CellgenWarning(UserWarning):
     def __init__(self, message: str, span: Optional[Span] = None, hint: Optional[str] = None):
         self.diagnostic = Diagnostic("warning", message, span, hint=hint)
         super().__init__(self.diagnostic.render())
+
+
+# C0 and C1 controls (ESC starts every ANSI sequence; BEL, backspace and CR rewrite what is
+# shown), DEL, and the bidirectional overrides that make text read otherwise than it runs.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character but tab and newline written as its escape
+    (`\\x1b`, `\\u202e`), so that echoing user text cannot drive the terminal."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> Optional[str]:

@@ -22,6 +22,7 @@ from typing import Callable
 import torch
 from torch import fx
 
+from cellgen.codegen.identifiers import argument_names
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.layout import axis_dim, stacked_values
 from cellgen.runtime import ops as runtime_ops
@@ -42,8 +43,9 @@ def python_name(name: str) -> str:
 def build_fx_graph(graph: CellGraph) -> fx.Graph:
     out = fx.Graph()
     values: dict[str, object] = {}
+    arguments = argument_names(graph.inputs)  # `lambda` → `lambda_`: see cellgen/codegen/identifiers.py
     for name in graph.inputs:
-        values[graph.inputs[name]] = out.placeholder(name)
+        values[graph.inputs[name]] = out.placeholder(arguments[name])
     state_arg = out.placeholder("state", default_value=None)
     names = tuple(graph.states)
     if names:
