@@ -10,6 +10,7 @@ from cellgen.codegen.module import CellModule, build_module
 from cellgen.errors import CellgenError, SpecNotFoundError, did_you_mean
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.lower import lower
+from cellgen.language import limits
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
@@ -85,7 +86,9 @@ def resolved_spec(loaded: LoadedSpec) -> ast.CellSpec:
         origins[id(found.ast)] = found.origin
         return found.ast
 
-    return resolve(loaded.ast, load)
+    resolved = resolve(loaded.ast, load)
+    limits.check_resolved(resolved)  # unrolled loops and chains of equations: see cellgen/language/limits.py
+    return resolved
 
 
 def lower_spec(spec: SpecLike, **params) -> CellGraph:

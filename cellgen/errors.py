@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -28,6 +29,9 @@ class Source:
     def line(self, lineno: int) -> str:
         lines = self.text.splitlines()
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+
+
+_EXCERPT_WIDTH = 160  # characters of a source line an excerpt shows
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,15 @@ class Span:
         """The source line and a caret line under the span (to the end of the line if it wraps).
         Control characters are shown escaped (`\\x1b`), and the caret counts their escapes."""
         text = self.source.line(self.line)
-        end = self.end_column if self.end_line == self.line else len(text) + 1
-        before = terminal_safe(text[: self.column - 1])
-        width = max(1, len(terminal_safe(text[self.column - 1 : end - 1])))
+        start, end = self.column, self.end_column if self.end_line == self.line else len(text) + 1
+        if len(text) > _EXCERPT_WIDTH:  # a line of thousands of characters: show the part around the span
+            first = max(0, start - 1 - _EXCERPT_WIDTH // 4)
+            last = min(len(text), first + _EXCERPT_WIDTH)
+            text = ("…" if first else "") + text[first:last] + ("…" if last < len(text) else "")
+            shift = first - (1 if first else 0)
+            start, end = start - shift, min(end - shift, len(text) + 1)
+        before = terminal_safe(text[: start - 1])
+        width = max(1, len(terminal_safe(text[start - 1 : end - 1])))
         indent = "".join(ch if ch == "\t" else " " for ch in before)
         return f"    {terminal_safe(text)}\n    {indent}{'^' * width}"
 
@@ -92,6 +102,7 @@ class Diagnostic:
                 parts.append(f"  note: {terminal_safe(note.message)}")
         if self.hint:
             parts.append(f"  {terminal_safe(self.hint)}")
+        parts += lookalike_notes(self.span)
         return "\n".join(parts)
 
 
@@ -184,6 +195,45 @@ def terminal_safe(text: str) -> str:
     """`text` with every control character but tab and newline written as its escape
     (`\\x1b`, `\\u202e`), so that echoing user text cannot drive the terminal."""
     return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+# Characters that look like ASCII (or like nothing) and so make a spec fail for no visible
+# reason: the Latin letter each Greek or Cyrillic one passes for, or what an invisible one is.
+_LOOKALIKES = {
+    **{greek: latin for greek, latin in zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοινυκρ", "ABEZHIKMNOPTYXoivukp")},
+    **{cyrillic: latin for cyrillic, latin in zip("АВЕКМНОРСТХаеорсухіјѕԁԛԝ", "ABEKMHOPCTXaeopcyxijsdqw")},
+    "\u00a0": " ", "\u2000": " ", "\u2001": " ", "\u2002": " ", "\u2003": " ", "\u2007": " ", "\u2009": " ",
+    "\u200a": " ", "\u202f": " ", "\u3000": " ", "\u200b": "", "\u200c": "", "\u200d": "", "\u2060": "",
+    "\ufeff": "", "\u00ad": "", "\u2010": "-", "\u2011": "-", "\u2013": "-", "\uff1d": "=",
+}
+
+
+def lookalike_notes(span: Optional[Span], limit: int = 3) -> list[str]:
+    """Notes naming the lookalike or invisible characters of the span's line (else of the whole
+    source), so that `unknown symbol `о`` says that this `о` is Cyrillic."""
+    if span is None:
+        return []
+    found, seen = [], set()
+    lines = span.source.text.splitlines()
+    order = [span.line] + [n for n in range(1, len(lines) + 1) if n != span.line]
+    for lineno in order:
+        for column, char in enumerate(span.source.line(lineno), start=1):
+            if char in _LOOKALIKES and char not in seen:
+                seen.add(char)
+                found.append((lineno, column, char))
+        if found and lineno == span.line:
+            break  # the line of the error explains it; other lines would only distract
+        if len(found) >= limit:
+            break
+    notes = []
+    for lineno, column, char in found[:limit]:
+        name = unicodedata.name(char, f"U+{ord(char):04X}")
+        looks = _LOOKALIKES[char]
+        what = (f"which looks like `{looks}`" if looks.strip() else
+                "a space that is not one" if looks == " " else "an invisible character")
+        notes.append(f"{terminal_safe(span.source.name)}:{lineno}:{column}: note: this line holds U+{ord(char):04X} "
+                     f"{name}, {what}")
+    return notes
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> Optional[str]:
