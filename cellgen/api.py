@@ -37,6 +37,9 @@ class LoadedSpec:
 
 def load_spec(spec: SpecLike) -> LoadedSpec:
     """A spec from a path, the name of a shipped spec (`"convlstm"`), or spec text."""
+    if not isinstance(spec, (str, Path)):
+        raise CellgenError(f"a spec is a path, a shipped spec's name or spec text, not {type(spec).__name__} "
+                           f"{spec!r:.60}")
     if isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("cell ")):
         return LoadedSpec(parse(spec, "<string>"), "<string>", spec)
     path = Path(spec)
