@@ -303,13 +303,15 @@ def train_force_keeps_user_tmp(tmp):
 @case("data loss", slow=True)
 def two_trainings_one_out(tmp):
     out = tmp / "run"
-    argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN, "--steps", "30", "--out", str(out)]
+    argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN, "--steps", "100000", "--out", str(out)]
     first = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(8)  # the first holds the directory by now
+    time.sleep(12)  # the first is training by now
     second = cli("train", "convlstm", *TINY_TRAIN, "--steps", "30", "--out", out, "--force", timeout=300)
-    first_out, first_err = first.communicate(timeout=600)
+    running = first.poll() is None
+    first.kill()
+    first.communicate()
     ok, note = user_error(second)
-    return ok and first.returncode == 0, f"second: {note}; first rc={first.returncode}"
+    return ok and running, f"second: {note}; first still running then: {running}"
 
 
 def _trained_run(tmp: Path, steps: int = 1) -> Path:
@@ -383,9 +385,21 @@ def sigterm_during_training(tmp):
 def kill9_during_first_checkpoint(tmp):
     out = tmp / "run"
     out.mkdir()
-    (out / ".checkpoint.pt.x1y2z3.tmp").write_bytes(b"PK\x03\x04 half a checkpoint")  # what a kill -9 leaves
+    # kill -9 a process in the middle of writing the run's first checkpoint, as this cellgen writes it
+    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from cellgen.files import write_atomically
+        def write(handle):
+            handle.write(b"PK half a checkpoint"); handle.flush(); print("writing", flush=True); time.sleep(600)
+        write_atomically(Path({str(out / 'checkpoint.pt')!r}), write)
+        """)], env=_env(), stdout=subprocess.PIPE, text=True)
+    writer.stdout.readline()
+    writer.kill()
+    writer.wait()
+    left = sorted(p.name for p in out.iterdir())
     fresh = cli("train", "convlstm", *TINY_TRAIN, "--steps", "1", "--out", out, timeout=300)
-    return fresh.returncode == 0, f"a new run there without --force: rc={fresh.returncode} " \
+    return fresh.returncode == 0, f"kill -9 left {left}; a new run there without --force: rc={fresh.returncode} " \
                                   f"{fresh.stderr.strip().splitlines()[-1][:120] if fresh.stderr.strip() else ''}"
 
 

@@ -199,19 +199,18 @@ def _align(table: list[list[str]], right: set[int]) -> list[str]:
 
 # --- writing -o FILE -------------------------------------------------------------------------
 
-def _check_writable(path: Path, force: bool) -> None:
-    if path.is_dir():
-        raise CellgenError(f"cannot write {path}: it is a directory")
-    if os.path.lexists(path) and not force:
-        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
+def _check_writable(path: Path, force: bool) -> Path:
+    """The file to write for `path`: see cellgen/targets.py (no device, FIFO or directory, ever)."""
+    from cellgen.targets import check_target
+
+    return check_target(path, force)
 
 
 def write_atomically(path: Path, text: str, *, force: bool = False) -> None:
     """Write `text` to `path` so that a reader sees the old file or the new one, never half of one
     (see cellgen/files.py); an existing file is replaced only with `force`, and the new file gets
     the usual permissions (umask), or those of the file it replaces."""
-    path = Path(path)
-    _check_writable(path, force)
+    path = _check_writable(Path(path), force)
     files.write_atomically(path, lambda handle: handle.write(text.encode("utf-8")), mode=_mode_for(path))
 
 
@@ -292,8 +291,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except CellgenError as error:
         print(error.render(), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM as cellgen/training/signals.py raises it
+        return 128 + getattr(error, "signum", 2)
     except BrokenPipeError:
         # The reader went away (`cellgen compile … | head`): stop quietly, and keep Python
         # from complaining again when it flushes stdout at exit.

@@ -32,6 +32,7 @@ from cellgen.training.config import TrainConfig
 from cellgen.training.distributed import Distributed
 from cellgen.training.evaluate import Evaluation, evaluate
 from cellgen.files import remove_stale_temp_files, write_json_atomically
+from cellgen.training import signals
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
 
@@ -125,9 +126,12 @@ def train(run: Run) -> dict:
                 state.evaluations.append({"step": state.step, **result.results})
                 write_prediction_strip(run.out / PICTURE_FILE, result.truth, result.prediction, data.context)
                 progress.message(f"step {state.step}: {result.summary_line()}")
-            if (evaluated or last or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
+            stopping = signals.stop_agreed(dist)  # SIGINT/SIGTERM: checkpoint this step, then stop
+            if (evaluated or last or stopping or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
                 save_checkpoint(run.out / FILENAME, checkpoint_payload(model, optimizer, run, state))
                 write_json_atomically(run.out / METRICS_FILE, metrics_document(model, run, state))
+            if stopping and not last:
+                raise signals.stopped_at(state.step, run.out / FILENAME)
     finally:
         progress.close()
     return metrics_document(model, run, state)
