@@ -90,7 +90,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cellgen.training.checkpoint import load_checkpoint
+    from cellgen.training.checkpoint import check_resumable, load_checkpoint
     from cellgen.training.distributed import peer_timeout, setup_distributed
     from cellgen.training.runlock import run_lock
     from cellgen.training.signals import Interrupted, stop_requests
@@ -110,6 +110,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise CellgenError(f"nothing to resume: {args.out / 'checkpoint.pt'} does not exist",
                                hint="start the run without --resume")
         payload = load_checkpoint(args.out)
+        check_resumable(payload, args.out / "checkpoint.pt")  # its parts fit each other: say which does not
         model_config, data_config, train_config = _resumed_configs(args, payload)
         if payload["step"] >= train_config.steps:
             print(f"{args.out}: already trained {payload['step']} steps (--steps {train_config.steps}); nothing to do")
