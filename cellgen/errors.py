@@ -215,9 +215,11 @@ def lookalike_notes(span: Optional[Span], limit: int = 3) -> list[str]:
         return []
     found, seen = [], set()
     lines = span.source.text.splitlines()
+    if not any(char in _LOOKALIKES for char in span.source.text):  # the usual case: one scan, nothing to say
+        return []
     order = [span.line] + [n for n in range(1, len(lines) + 1) if n != span.line]
     for lineno in order:
-        for column, char in enumerate(span.source.line(lineno), start=1):
+        for column, char in enumerate(lines[lineno - 1] if 1 <= lineno <= len(lines) else "", start=1):
             if char in _LOOKALIKES and char not in seen:
                 seen.add(char)
                 found.append((lineno, column, char))

@@ -55,7 +55,11 @@ def _where(name: str) -> str:
 def check_call(module, args: tuple, kwargs: dict) -> None:
     """Validate one call `cell(x, …, state)` of a CellModule against its cell graph."""
     graph = module.cell_graph
-    names = list(graph.inputs)
+    facts = module.__dict__.get("_boundary_facts")
+    if facts is None or facts[0] is not graph:  # read once per cell graph: the graph lookups cost more than the check
+        facts = (graph, list(graph.inputs), {n: graph[node]["channels"] for n, node in graph.inputs.items()})
+        module.__dict__["_boundary_facts"] = facts
+    _, names, input_channels = facts
     inputs = list(args[: len(names)])
     for name in names[len(inputs):]:
         if name in kwargs:
@@ -75,7 +79,7 @@ def check_call(module, args: tuple, kwargs: dict) -> None:
         if x.dim() != rank:
             raise CellgenError(f"{_where(name)} of cell {graph.name} has {x.dim()} dimensions "
                                f"{tuple(x.shape)}; it needs {rank} ({layout})")
-        channels = graph[graph.inputs[name]]["channels"]
+        channels = input_channels[name]
         if x.shape[1] != channels:
             raise CellgenError(f"{_where(name)} of cell {graph.name} has {x.shape[1]} channels; the cell declares "
                                f"{channels}", hint=f"its shape is {tuple(x.shape)}; dimension 1 is the channels")
