@@ -25,7 +25,7 @@ import re
 
 from lark import Token, Tree
 
-from cellgen.errors import CellgenError, Source, Span
+from cellgen.errors import CellgenSyntaxError, Source, Span
 from cellgen.language import syntax as ast
 
 MAX_STATEMENTS = 10_000
@@ -37,8 +37,8 @@ _DOCS = "see docs/limits.md"
 _STATEMENT_LINE = re.compile(r"[ \t]*[^\s#]")
 
 
-class LimitError(CellgenError):
-    """A spec past one of cellgen's documented size limits."""
+class LimitError(CellgenSyntaxError):
+    """A spec past one of cellgen's documented size limits: text cellgen does not read."""
 
 
 def check_text(source: Source) -> None:
