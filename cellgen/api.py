@@ -3,36 +3,36 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Optional, Union
+from typing import TYPE_CHECKING, Iterable, Optional, Union
 
-from cellgen.codegen.module import CellModule, build_module
 from cellgen.errors import CellgenError, SpecNotFoundError, did_you_mean
-from cellgen.ir.graph import CellGraph
-from cellgen.ir.lower import lower
 from cellgen.language import limits
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
-from cellgen.passes import Report, optimize
 from cellgen.resources import shipped_specs
-from cellgen.runtime.stack import CellStack
+
+if TYPE_CHECKING:  # torch (and the passes) are imported by compiling, networkx by lowering, not by loading
+    from cellgen.codegen.module import CellModule
+    from cellgen.ir.graph import CellGraph
+    from cellgen.passes import Report
+    from cellgen.runtime.stack import CellStack
 
 SpecLike = Union[str, Path]
 
 
 @dataclass
 class LoadedSpec:
-    ast: ast.CellSpec  # as written
+    ast: ast.CellSpec  # as written; it carries its origin and path too
     origin: str  # a path, `specs/NAME.cell`, or `<string>`
     text: str
 
     @property
     def resolved(self) -> ast.CellSpec:
         """The flat spec: parents merged, blocks inlined, loops unrolled (see `resolved_spec`)."""
-        if not hasattr(self, "_resolved"):
-            self._resolved = resolved_spec(self)
-        return self._resolved
+        return resolved_spec(self)
 
 
 def load_spec(spec: SpecLike) -> LoadedSpec:
@@ -41,20 +41,28 @@ def load_spec(spec: SpecLike) -> LoadedSpec:
         raise CellgenError(f"a spec is a path, a shipped spec's name or spec text, not {type(spec).__name__} "
                            f"{spec!r:.60}")
     if isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("cell ")):
-        return LoadedSpec(parse(spec, "<string>"), "<string>", spec)
+        return _loaded(spec, "<string>", None)
     path = Path(spec)
     if path.is_file():
-        text = _read(path)
-        return LoadedSpec(parse(text, str(path)), str(path), text)
+        return _loaded(_read(path), str(path), path)
     shipped = shipped_specs()
     name = str(spec)
     if name in shipped:
-        text = shipped[name].read_text(encoding="utf-8")
-        return LoadedSpec(parse(text, f"specs/{name}.cell"), f"specs/{name}.cell", text)
+        return _loaded(shipped[name].read_text(encoding="utf-8"), f"specs/{name}.cell", shipped[name])
     if path.suffix == ".cell" or "/" in name:
         raise SpecNotFoundError(f"no such spec file: {name}")
     hint = did_you_mean(name, shipped) or f"shipped specs: {', '.join(shipped)} (see `cellgen list`)"
     raise SpecNotFoundError(f"no spec named `{name}`", hint=hint)
+
+
+def _loaded(text: str, origin: str, path: Optional[Path]) -> LoadedSpec:
+    return LoadedSpec(_parse(text, origin, str(path.resolve()) if path is not None else None), origin, text)
+
+
+@lru_cache(maxsize=256)
+def _parse(text: str, origin: str, path: Optional[str]) -> ast.CellSpec:
+    """The AST of one spec file (frozen, so shared by every load of the same text)."""
+    return parse(text, origin).model_copy(update={"origin": origin, "path": path})
 
 
 def _read(path: Path) -> str:
@@ -66,51 +74,82 @@ def _read(path: Path) -> str:
         raise CellgenError(f"cannot read {path}: {error.strerror}") from None
 
 
+def _find(name: str, referrer: ast.CellSpec) -> LoadedSpec:
+    """The spec `referrer` names (`extends name`, `use … from name`): `name.cell` beside the
+    referrer's file, else the shipped spec `name`."""
+    if referrer.path is not None:
+        sibling = Path(referrer.path).parent / f"{name}.cell"
+        if sibling.is_file():
+            return _loaded(_read(sibling), str(Path(referrer.origin or ".").parent / f"{name}.cell"), sibling)
+    if name in shipped_specs():
+        return load_spec(name)
+    hint = did_you_mean(name, shipped_specs()) or "name a shipped spec or a .cell file beside this one"
+    raise SpecNotFoundError(f"spec {referrer.name} names `{name}`, but there is no such spec", referrer.span,
+                            hint=hint)
+
+
+# (text, origin, path) of a spec → its resolved spec, and the (path, text) of every spec file
+# resolution read: a hit is good while each of those files still holds the same text.
+_RESOLVED: dict[tuple, tuple[ast.CellSpec, tuple[tuple[str, str], ...]]] = {}
+_RESOLVED_MAX = 256
+
+
 def resolved_spec(loaded: LoadedSpec) -> ast.CellSpec:
     """`loaded` with its parent specs merged, borrowed blocks inlined and loops unrolled. A
     spec named by `extends` or `use … from` is looked up next to the spec that names it,
-    then among the shipped specs."""
-    origins = {id(loaded.ast): loaded.origin}
+    then among the shipped specs. Resolved once per text and origin (a stack's layers, a
+    test's opt levels, `diff`'s two sides share it), and again only if a spec it read changed."""
+    key = (loaded.text, loaded.origin, loaded.ast.path)
+    hit = _RESOLVED.get(key)
+    if hit is not None and all(_text_now(path) == text for path, text in hit[1]):
+        return hit[0]
+    read: list[tuple[str, str]] = []
 
     def load(name: str, referrer: ast.CellSpec) -> ast.CellSpec:
-        origin = origins.get(id(referrer), "<string>")
-        sibling = Path(origin).parent / f"{name}.cell"
-        if origin not in ("<string>",) and not origin.startswith("specs/") and sibling.is_file():
-            found = load_spec(sibling)
-        else:
-            try:
-                found = load_spec(name) if name in shipped_specs() else None
-            except SpecNotFoundError:
-                found = None
-            if found is None:
-                hint = did_you_mean(name, shipped_specs()) or "name a shipped spec or a .cell file beside this one"
-                raise SpecNotFoundError(f"spec {referrer.name} names `{name}`, but there is no such spec",
-                                        referrer.span, hint=hint)
-        origins[id(found.ast)] = found.origin
+        found = _find(name, referrer)
+        if found.ast.path is not None:
+            read.append((found.ast.path, found.text))
         return found.ast
 
     resolved = resolve(loaded.ast, load)
     limits.check_resolved(resolved)  # unrolled loops and chains of equations: see cellgen/language/limits.py
+    if len(_RESOLVED) >= _RESOLVED_MAX:
+        _RESOLVED.pop(next(iter(_RESOLVED)))
+    _RESOLVED[key] = (resolved, tuple(read))
     return resolved
 
 
-def lower_spec(spec: SpecLike, **params) -> CellGraph:
+def _text_now(path: str) -> Optional[str]:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def lower_spec(spec: SpecLike, **params) -> "CellGraph":
     """The unoptimised, validated graph of one step of `spec`."""
+    from cellgen.ir.lower import lower
+
     return lower(load_spec(spec).resolved, params)
 
 
 def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), disable: Iterable[str] = (),
-            report: Optional[Report] = None, **params) -> CellModule:
+            report: Optional["Report"] = None, **params) -> "CellModule":
     """Compile a spec into a torch module computing one time step: `h, state = cell(x, state)`.
 
     `spec` is a path, a shipped spec's name (`"convlstm"`) or spec text; `params` set the
     spec's `param`s. Parameters are named by the spec's weight symbols at every opt level.
     """
-    graph = optimize(lower_spec(spec, **params), opt_level, enable=enable, disable=disable, report=report)
-    return build_module(graph, opt_level)
+    from cellgen.codegen.module import build_module
+    from cellgen.passes import optimize
+
+    source = lower_spec(spec, **params)
+    module = build_module(optimize(source, opt_level, enable=enable, disable=disable, report=report), opt_level)
+    module.source_graph = source  # for module.summary(): the spec's gates as written
+    return module
 
 
-def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> CellStack:
+def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> "CellStack":
     """`layers` copies of a cell stacked: layer 0 reads the input, layer l > 0 reads layer l-1's
     output. Parameters are named `layers.{l}.{symbol}`."""
     if not isinstance(layers, int) or layers < 1:
@@ -127,4 +166,6 @@ def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **para
         first = compile(source, opt_level=opt_level, **params)
         upper = {**params, channel_param: first.out_channels}
         cells = [first] + [compile(source, opt_level=opt_level, **upper) for _ in range(layers - 1)]
+    from cellgen.runtime.stack import CellStack
+
     return CellStack(cells)

@@ -25,6 +25,7 @@ from typing import Callable, Optional, Sequence
 
 from cellgen import files
 from cellgen.errors import CellgenError, CellgenWarning, ParamError
+from cellgen.table import align
 
 
 # --- the subcommand registry -----------------------------------------------------------------
@@ -41,18 +42,27 @@ class Subcommand:
 
 _SUBCOMMANDS: dict[str, Subcommand] = {}
 
-# Tool modules that add subcommands. Each defines `register_with_cli()`, which calls `register`
-# below; they are imported when the parser is built (not at import time), so a tool may import
-# this module without an import cycle.
-_EXTENSIONS: tuple[str, ...] = ("cellgen.tools.diff", "cellgen.tools.render", "cellgen.tools.bench",
-                                 "cellgen.training.commands")
+# Tool modules that add subcommands, and the commands each adds. Each module defines
+# `register_with_cli()`, which calls `register` below. A module is imported only when one of its
+# commands runs (or when every command must be listed: `cellgen --help`, a usage error), never
+# at import time: so a tool may import this module without an import cycle, and `cellgen check`
+# does not pay for bench's torch.
+_EXTENSIONS: dict[str, tuple[str, ...]] = {"cellgen.tools.diff": ("diff",), "cellgen.tools.show": ("show",),
+                                           "cellgen.tools.bench": ("bench",),
+                                           "cellgen.training.commands": ("train", "eval", "export"),
+                                           "cellgen.tools.fmt": ("fmt",)}
 _LOADED_EXTENSIONS: set[str] = set()
 
 
-def _load_extensions() -> None:
+def _load_extensions(command: Optional[str] = None) -> None:
+    """Import the extension that adds `command`; with no command (or one no extension adds but
+    that is not built in either), import them all."""
     import importlib
 
-    for name in _EXTENSIONS:
+    owners = [m for m, names in _EXTENSIONS.items() if command in names]
+    if not owners and (command in _BUILT_IN or command == "--version"):
+        return
+    for name in owners or _EXTENSIONS:
         if name not in _LOADED_EXTENSIONS:
             importlib.import_module(name).register_with_cli()
             _LOADED_EXTENSIONS.add(name)
@@ -70,8 +80,14 @@ def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser]
 def add_spec_arguments(parser: argparse.ArgumentParser) -> None:
     """SPEC and --param, shared by every command that compiles a spec."""
     parser.add_argument("spec", metavar="SPEC", help="a .cell file, or the name of a shipped spec (see `cellgen list`)")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set one of the spec's params (repeatable), e.g. --param hidden=64")
+    add_param_argument(parser)
+
+
+def add_param_argument(parser: argparse.ArgumentParser,
+                       help: str = "set one of the spec's params (repeatable), e.g. --param hidden=64") -> None:
+    """`--param/-p NAME=VALUE` (repeatable), for every command that takes one: `args.params` is
+    the list as given, which `parse_params` turns into values (or a clear ParamError)."""
+    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE", help=help)
 
 
 def parse_params(items: Sequence[str]) -> dict[str, int]:
@@ -190,37 +206,14 @@ def _emit_summary(args, cell, params) -> str:
 _EMITTERS = {"code": _emit_code, "summary": _emit_summary, "module": _emit_module}
 
 
-def _align(table: list[list[str]], right: set[int]) -> list[str]:
-    """Rows of cells as lines of padded columns; columns in `right` are right-aligned."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in table]
-
-
 # --- writing -o FILE -------------------------------------------------------------------------
 
-def _check_writable(path: Path, force: bool) -> Path:
-    """The file to write for `path`: see cellgen/targets.py (no device, FIFO or directory, ever)."""
-    from cellgen.targets import check_target
-
-    return check_target(path, force)
+_check_writable = files.check_writable  # (path, force): fail before the work, not after it
 
 
 def write_atomically(path: Path, text: str, *, force: bool = False) -> None:
-    """Write `text` to `path` so that a reader sees the old file or the new one, never half of one
-    (see cellgen/files.py); an existing file is replaced only with `force`, and the new file gets
-    the usual permissions (umask), or those of the file it replaces."""
-    path = _check_writable(Path(path), force)
-    files.write_atomically(path, lambda handle: handle.write(text.encode("utf-8")), mode=_mode_for(path))
-
-
-def _mode_for(path: Path) -> int:
-    try:
-        return os.stat(path).st_mode & 0o7777
-    except OSError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+    """`-o FILE` of any command: see cellgen/files.py `write_output_file`."""
+    files.write_output_file(path, text, force=force)
 
 
 # --- list ------------------------------------------------------------------------------------
@@ -246,7 +239,7 @@ def _run_list(args: argparse.Namespace) -> int:
                           p.name if p.default is None else f"{p.name}={p.default}" for p in spec.params)
         rows.append([name, spec.name, f'"{spec.citation}"' if spec.citation else "-", params or "-"])
     if rows:
-        print("\n".join(_align(rows, right=set())))
+        print("\n".join(align(rows)))
     return status
 
 
@@ -254,12 +247,14 @@ register("check", "parse and validate a spec; print a one-line summary", _config
 register("compile", "compile a spec: print its forward code, a summary, or a standalone module",
          _configure_compile, _run_compile)
 register("list", "list the shipped specs", _configure_list, _run_list)
+_BUILT_IN = frozenset(_SUBCOMMANDS)
 
 
 # --- main ------------------------------------------------------------------------------------
 
-def build_parser() -> argparse.ArgumentParser:
-    _load_extensions()
+def build_parser(argv: Optional[Sequence[str]] = None) -> argparse.ArgumentParser:
+    """The parser of every command, or (given the arguments to parse) of the one they name."""
+    _load_extensions(_command_of(argv) if argv is not None else None)
     parser = argparse.ArgumentParser(prog="cellgen", description="Compile recurrent-cell gate equations to "
                                      "torch.fx modules.")
     from cellgen import __version__
@@ -273,21 +268,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_of(argv: Sequence[str]) -> Optional[str]:
+    """The command `argv` names (its first word that is not an option), `--version` when that
+    comes first (it needs no command), else None."""
+    for word in argv:
+        if word == "--version":
+            return word
+        if not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one cellgen command; returns the exit status (0 ok, 1 user error, 2 usage error)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     if sys.stdout is None:  # started with stdout closed (`cellgen list >&-`): what it prints would vanish
         print("error: standard output is closed; nothing can be printed", file=sys.stderr)
         return 1
     try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                status = args.run(args)
-                sys.stdout.flush()  # here, not at exit, so that a full disk is an error we report
-                return status
-            finally:
-                _print_warnings(caught)
+        status = run_reporting_warnings(args.run, args)
+        sys.stdout.flush()  # here, not at exit, so that a full disk is an error we report
+        return status
     except CellgenError as error:
         print(error.render(), file=sys.stderr)
         return 1
@@ -311,6 +313,18 @@ def _is_stdout_failure(error: OSError) -> bool:
     import errno
 
     return error.errno in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EPIPE) and error.filename is None
+
+
+def run_reporting_warnings(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """`run(args)`, with every warning it raised rendered on stderr once it is done (or has
+    failed): the one path by which a CellgenWarning (an unused gate…) reaches the user, for
+    every command and for the `*_main` functions of the tools."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            return run(args)
+        finally:
+            _print_warnings(caught)
 
 
 def _print_warnings(caught: list[warnings.WarningMessage]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
+import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -27,8 +28,14 @@ class Source:
     text: str
 
     def line(self, lineno: int) -> str:
-        lines = self.text.splitlines()
+        lines = self._lines
         return lines[lineno - 1] if 1 <= lineno <= len(lines) else ""
+
+    @functools.cached_property
+    def _lines(self) -> list[str]:
+        # split once: lowering quotes the source in every message it prepares (a spec of N
+        # lines would otherwise be split N times, quadratic in its length)
+        return self.text.splitlines()
 
 
 _EXCERPT_WIDTH = 160  # characters of a source line an excerpt shows

@@ -43,6 +43,33 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None], mode: int =
         raise
 
 
+def check_writable(path: Path, force: bool) -> Path:
+    """That `path` may be written as a command's `-o FILE`, and the file to write for it: never a
+    directory, device or FIFO, an existing file only with `force`, a symlink to a file written
+    through (see cellgen/targets.py)."""
+    from cellgen.targets import check_target
+
+    return check_target(Path(path), force)
+
+
+def write_output_file(path: Path, data, *, force: bool = False) -> None:
+    """A command's `-o FILE` (text or bytes), written atomically (see above): an existing file is
+    replaced only with `force`, and the new file gets the usual permissions (umask), or those of
+    the file it replaces."""
+    path = check_writable(path, force)
+    data = data.encode("utf-8") if isinstance(data, str) else data
+    write_atomically(path, lambda handle: handle.write(data), mode=_mode_for(path))
+
+
+def _mode_for(path: Path) -> int:
+    try:
+        return os.stat(path).st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
 def write_bytes_atomically(path: Path, data: bytes) -> None:
     write_atomically(path, lambda handle: handle.write(data))
 

@@ -45,7 +45,7 @@ def run(command: str) -> tuple[int, str, str]:
 
     from cellgen.cli import main as cellgen_main
     from cellgen.tools.diff import diff_main
-    from cellgen.tools.render import show_main
+    from cellgen.tools.show import show_main
 
     words = shlex.split(command)
     if words[:1] != ["cellgen"] or len(words) < 2 or words[1] not in ("diff", "show", "compile"):

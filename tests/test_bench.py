@@ -154,7 +154,7 @@ def test_add_parser_for_the_cli():
     bench.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["bench", "predrnn", "--forward-only", "--batch", "4", "--param", "k=3"])
     assert args.handler is bench.run_from_args
-    assert (args.spec, args.backward, args.batch, args.param, args.compile) == ("predrnn", False, 4, [("k", 3)], True)
+    assert (args.spec, args.backward, args.batch, args.params, args.compile) == ("predrnn", False, 4, ["k=3"], True)
     defaults = parser.parse_args(["bench"])
     assert (defaults.spec, defaults.batch, defaults.channels, defaults.in_channels, defaults.size) == \
         ("convlstm", 8, 64, 64, 64)

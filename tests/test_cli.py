@@ -1,8 +1,10 @@
-"""The `cellgen` command, run as a user runs it: the real executable in a subprocess.
+"""The `cellgen` command. Each command runs once as a user runs it, the real executable in a
+subprocess (`run`); what a command prints or refuses is tested in this process (`cellgen`,
+tests/cli_runner.py: `cellgen.cli.main` with stdout and stderr captured), which saves a fresh
+Python and torch per case.
 
 `cellgen` on PATH is used when installed (as in CI after `pip install -e .`), else
-`python -m cellgen` with the repository on PYTHONPATH. Each run imports torch (~2 s), so
-the tests share runs where they can.
+`python -m cellgen` with the repository on PYTHONPATH.
 """
 import os
 import shutil
@@ -17,6 +19,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from tests.cli_runner import run_in_process as cellgen  # noqa: E402
 
 SMALL = ["--param", "in_channels=3", "--param", "hidden=8", "--param", "k=3"]
 SMALL_PARAMS = {"in_channels": 3, "hidden": 8, "k": 3}
@@ -58,7 +62,7 @@ def test_check_bad_spec_points_at_the_mistake(tmp_path):
           param hidden = 4
           input x[hiden]
         """), encoding="utf-8")
-    result = run("check", str(spec))
+    result = cellgen("check", str(spec))
     assert_user_error(result, f"{spec}:3:11: error: unknown param `hiden`", "did you mean `hidden`?")
     lines = result.stderr.splitlines()
     source = next(i for i, line in enumerate(lines) if "input x[hiden]" in line)
@@ -71,7 +75,7 @@ def test_check_warnings_are_rendered_on_stderr(tmp_path):
     spec = tmp_path / "unused.cell"
     spec.write_text((ROOT / "specs" / "convlstm.cell").read_text(encoding="utf-8") + "  z = σ(h)\n",
                     encoding="utf-8")
-    result = run("check", str(spec), "--param", "in_channels=3")
+    result = cellgen("check", str(spec), "--param", "in_channels=3")
     assert result.returncode == 0, result.stderr
     assert f"{spec}:" in result.stderr and "warning: `z` is computed but never used" in result.stderr
     assert result.stdout.startswith("ok: ConvLSTM")
@@ -81,15 +85,15 @@ def test_check_warnings_are_rendered_on_stderr(tmp_path):
 def test_non_utf8_spec_is_a_user_error(tmp_path, content):
     spec = tmp_path / "latin1.cell"
     spec.write_bytes(content)
-    assert_user_error(run("check", str(spec)), "not UTF-8")
+    assert_user_error(cellgen("check", str(spec)), "not UTF-8")
 
 
 def test_missing_file_is_a_user_error(tmp_path):
-    assert_user_error(run("check", str(tmp_path / "nope.cell")), "no such spec file")
+    assert_user_error(cellgen("check", str(tmp_path / "nope.cell")), "no such spec file")
 
 
 def test_unknown_spec_name_suggests_the_closest():
-    assert_user_error(run("check", "convlsm", "--param", "in_channels=3"), "no spec named `convlsm`",
+    assert_user_error(cellgen("check", "convlsm", "--param", "in_channels=3"), "no spec named `convlsm`",
                       "did you mean `convlstm`?")
 
 
@@ -101,12 +105,13 @@ def test_unknown_spec_name_suggests_the_closest():
     ("hidden=0", "must be positive"),
 ])
 def test_bad_param_forms(param, message):
-    assert_user_error(run("check", "convlstm", "--param", "in_channels=3", "--param", param), message)
+    assert_user_error(cellgen("check", "convlstm", "--param", "in_channels=3", "--param", param), message)
 
 
 def test_usage_errors_exit_2():
     result = run("compile", "convlstm", "-O", "7")
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid choice: 7" in result.stderr
 
 
 # --- compile ---------------------------------------------------------------------------------
@@ -120,7 +125,7 @@ def test_compile_emits_forward_code_with_spec_names():
 
 
 def test_compile_summary_counts():
-    result = run("compile", "convlstm", *SMALL, "--emit", "summary", "--size", "4", "5")
+    result = cellgen("compile", "convlstm", *SMALL, "--emit", "summary", "--size", "4", "5")
     assert result.returncode == 0, result.stderr
     out = result.stdout
     total = 4 * (8 * 3 * 9) + 4 * (8 * 8 * 9) + 4 * 8
@@ -142,11 +147,11 @@ def test_compile_summary_counts():
 
 
 def test_size_without_summary_is_a_user_error():
-    assert_user_error(run("compile", "convlstm", *SMALL, "--size", "4", "4"), "--size")
+    assert_user_error(cellgen("compile", "convlstm", *SMALL, "--size", "4", "4"), "--size")
 
 
 def test_compile_summary_marks_zigzag_states():
-    result = run("compile", "predrnn", *SMALL, "--emit", "summary")
+    result = cellgen("compile", "predrnn", *SMALL, "--emit", "summary")
     assert result.returncode == 0, result.stderr
     assert "m        8 channels, zigzag" in result.stdout
     assert "MACs at 64x64" in result.stdout
@@ -213,19 +218,19 @@ def test_output_file_is_not_overwritten_without_force(tmp_path):
     target = tmp_path / "cell.py"
     original = b"# precious\n\xe2\x8b\x86 not to be lost\n"
     target.write_bytes(original)
-    refused = run("compile", "convlstm", *SMALL, "-o", str(target))
+    refused = cellgen("compile", "convlstm", *SMALL, "-o", str(target))
     assert_user_error(refused, "already exists", "--force")
     assert target.read_bytes() == original
     assert os.listdir(tmp_path) == ["cell.py"]
 
-    forced = run("compile", "convlstm", *SMALL, "-o", str(target), "--force")
+    forced = cellgen("compile", "convlstm", *SMALL, "-o", str(target), "--force")
     assert forced.returncode == 0, forced.stderr
     assert target.read_text(encoding="utf-8").startswith("def forward")
     assert os.listdir(tmp_path) == ["cell.py"]
 
 
 def test_output_into_a_missing_directory_is_a_user_error(tmp_path):
-    assert_user_error(run("compile", "convlstm", *SMALL, "-o", str(tmp_path / "no" / "cell.py")), "cannot write")
+    assert_user_error(cellgen("compile", "convlstm", *SMALL, "-o", str(tmp_path / "no" / "cell.py")), "cannot write")
 
 
 def test_failed_write_leaves_no_temp_file(tmp_path, monkeypatch):
@@ -257,3 +262,84 @@ def test_list_shows_the_shipped_specs():
     assert '"Shi et al.' in rows["convlstm"]
     assert rows["convlstm"].split()[-3:] == ["in_channels", "hidden=64", "k=5"]
     assert rows["predrnn"].split()[1] == "STLSTM"
+
+
+# --- start-up --------------------------------------------------------------------------------
+
+def test_commands_that_compile_nothing_do_not_import_torch():
+    """check, list, diff (text and json) and --version never need torch (it costs seconds to
+    import): each runs in one fresh Python, which must not have imported it afterwards."""
+    script = textwrap.dedent("""\
+        import sys
+        import cellgen.cli
+        for argv in (["--version"], ["list"], ["check", "convlstm", "-p", "in_channels=1"],
+                     ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=1"],
+                     ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=1", "-f", "json"]):
+            try:
+                status = cellgen.cli.main(argv)
+            except SystemExit as stop:  # --version
+                status = stop.code
+            assert status in (0, 1), (argv, status)
+            assert "torch" not in sys.modules, argv
+        print("torch-free")
+        """)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("torch-free")
+
+
+# --- what every command shares -----------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [
+    ["compile", "convlstm", *SMALL],
+    ["show", "convlstm", "-p", "in_channels=3", "-f", "dot"],
+    ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=3"],
+    ["diff", "convlstm", "convlstm_peephole", "-p", "in_channels=3", "-f", "json"],
+], ids=["compile", "show", "diff", "diff-json"])
+def test_every_output_file_is_written_whole_and_never_replaced_unasked(tmp_path, monkeypatch, command):
+    """-o goes through one writer: synced to disk before it replaces anything, and only with --force."""
+    from cellgen import files
+
+    synced = []
+    real_fsync = files.os.fsync
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd) or real_fsync(fd))
+    target = tmp_path / "out"
+    target.write_text("precious\n", encoding="utf-8")
+    refused = cellgen(*command, "-o", target)
+    assert refused.returncode in (1, 2) and "already exists; not overwriting it" in refused.stderr
+    assert target.read_text(encoding="utf-8") == "precious\n" and not synced
+
+    written = cellgen(*command, "-o", target, "--force")
+    assert written.returncode in (0, 1), written.stderr  # diff: 1 = the cells differ
+    assert written.stdout == "" and synced
+    text = target.read_text(encoding="utf-8")
+    assert text.endswith("\n") and text != "precious\n"
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_warnings_reach_stderr_the_same_way_from_every_command(tmp_path):
+    """check, compile and diff render a CellgenWarning with its source line, once each."""
+    spec = tmp_path / "unused.cell"
+    spec.write_text((ROOT / "specs" / "convlstm.cell").read_text(encoding="utf-8") + "  z = σ(h)\n",
+                    encoding="utf-8")
+    rendered = set()
+    for command in (["check", spec, "-p", "in_channels=3"], ["compile", spec, *SMALL, "--emit", "summary"],
+                    ["diff", spec, "convlstm", "-p", "in_channels=3"], ["show", spec, "-p", "in_channels=3",
+                                                                         "-f", "dot"]):
+        result = cellgen(*command)
+        warning = [line for line in result.stderr.splitlines() if "warning:" in line]
+        assert warning == [f"{spec}:20:3: warning: `z` is computed but never used"], (command, result.stderr)
+        rendered.add(result.stderr[result.stderr.index(str(spec)):])
+    assert len(rendered) == 1
+
+
+def test_the_cli_knows_which_module_adds_each_command():
+    """cellgen.cli imports a tool only for its own commands: its table must name them all."""
+    from cellgen import cli
+
+    cli.build_parser()  # every extension registered
+    added = set(cli._SUBCOMMANDS) - cli._BUILT_IN
+    assert added == {name for names in cli._EXTENSIONS.values() for name in names}
+    assert cellgen("diff", "--help").stdout.startswith("usage: cellgen diff")

@@ -88,3 +88,25 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert commands[1] in ci
     assert commands[1].endswith("python -m pytest") and "'.[test]'" in commands[1]
+
+
+def _installs_pypi_cellgen(line: str) -> bool:
+    """Whether a shell line runs `pip install` with PyPI's `cellgen` (bare, or with extras)."""
+    import re
+
+    for command in re.split(r"&&|\|\||[;|()`]", line):
+        words = command.split()
+        if "install" in words and any(w.endswith("pip") for w in words[:words.index("install")]):
+            if any(re.fullmatch(r"cellgen(\[[\w,]+\])?", w.strip("'\"")) for w in words[words.index("install") + 1:]):
+                return True
+    return False
+
+
+def test_no_doc_installs_cellgen_from_the_index_by_its_bare_name():
+    """PyPI's `cellgen` is an unrelated project: the docs install this one from a checkout."""
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            assert not _installs_pypi_cellgen(line), f"{path.name}:{number} installs PyPI's cellgen: {line.strip()}"
+    assert _installs_pypi_cellgen("pip install 'cellgen[export]' && cellgen export")
+    assert _installs_pypi_cellgen("x && python -m pip install -U cellgen")
+    assert not _installs_pypi_cellgen("pip install -e '.[export]'") and not _installs_pypi_cellgen("pip install cellgen-stl")

@@ -9,6 +9,7 @@ cellgen is imported lazily inside the tests, so this file collects (and the
 reference-only tests run) even when the compiler is missing.
 """
 
+import functools
 import math
 import os
 import sys
@@ -61,6 +62,7 @@ def ref_params(spec, in_channels=CIN):
     return ref.make_params(spec, **kw)
 
 
+@functools.lru_cache(maxsize=None)  # one compile per (spec, level): every test loads its own weights
 def compile_cell(spec, opt_level):
     return cellgen_module().compile(spec, opt_level=opt_level, **spec_kwargs(spec))
 
@@ -261,6 +263,7 @@ def stack_state_dict(layer_params):
     return {f"layers.{l}.{name}": t for l, p in enumerate(layer_params) for name, t in p.items()}
 
 
+@functools.lru_cache(maxsize=None)
 def compile_stack(spec, opt_level):
     return cellgen_module().compile_stack(spec, layers=LAYERS, opt_level=opt_level,
                                           in_channels=CIN, hidden=HIDDEN, k=K)

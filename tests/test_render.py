@@ -20,7 +20,7 @@ from cellgen.passes import optimize  # noqa: E402
 from cellgen.resources import shipped_specs  # noqa: E402
 from cellgen.tools import render  # noqa: E402
 from cellgen.tools.diff import diff_cells, diff_main  # noqa: E402
-from cellgen.tools.render import show_main  # noqa: E402
+from cellgen.tools.show import show_main  # noqa: E402
 
 # Skipped on a developer machine without Graphviz, never in CI (which installs it): there a
 # missing `dot` must fail, not pass quietly.

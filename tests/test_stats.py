@@ -33,11 +33,10 @@ def lower(spec, **params):
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    """`python -m cellgen …`, as a user runs it."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return subprocess.run([sys.executable, "-m", "cellgen", *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, encoding="utf-8", timeout=300)
+    """`cellgen …` in this process (tests/cli_runner.py; tests/test_cli.py runs the executable)."""
+    from tests.cli_runner import run_in_process
+
+    return run_in_process(*args)
 
 
 def summary_rows(out: str) -> list[tuple[str, str, int]]:

@@ -15,6 +15,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from tests.cli_runner import run_in_process  # noqa: E402
 
 SIZES = ["-p", "k=3", "--frame-size", "16", "--context", "4", "--future", "4", "--batch-size", "2",
          "--eval-sequences", "4", "--eval-batch-size", "4", "--test-sequences", "8", "--threads", "1", "--quiet"]
@@ -50,17 +54,17 @@ def assert_user_error(result, *fragments):
         assert fragment in result.stderr, result.stderr
 
 
-# --- mistakes (fast) -------------------------------------------------------------------------
+# --- mistakes (fast: in this process, tests/cli_runner.py) --------------------------------------
 
 def test_unknown_data_is_a_clear_error(tmp_path):
-    result = cellgen("train", "convlstm", "--data", "moving-mnst", "--steps", "1", "--out", tmp_path / "run")
+    result = run_in_process("train", "convlstm", "--data", "moving-mnst", "--steps", "1", "--out", tmp_path / "run")
     assert_user_error(result, "unknown --data `moving-mnst`", "did you mean `moving-mnist`?")
     assert not (tmp_path / "run").exists()
 
 
 def test_a_non_empty_out_dir_is_not_overwritten(tmp_path):
     (tmp_path / "notes.txt").write_text("mine", encoding="utf-8")
-    result = cellgen("train", "convlstm", *TINY, "--steps", "1", "--out", tmp_path)
+    result = run_in_process("train", "convlstm", *TINY, "--steps", "1", "--out", tmp_path)
     assert_user_error(result, "is not empty", "--resume", "--force")
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
@@ -69,12 +73,12 @@ def test_a_non_empty_out_dir_is_not_overwritten(tmp_path):
 def test_eval_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
-    assert_user_error(cellgen("eval", corrupt), "is not a readable checkpoint")
+    assert_user_error(run_in_process("eval", corrupt), "is not a readable checkpoint")
 
 
 def test_missing_moving_mnist_file(tmp_path):
-    result = cellgen("train", "convlstm", "--data", f"moving-mnist:{tmp_path / 'absent.npy'}", "--steps", "1",
-                     "--out", tmp_path / "run")
+    result = run_in_process("train", "convlstm", "--data", f"moving-mnist:{tmp_path / 'absent.npy'}", "--steps",
+                            "1", "--out", tmp_path / "run")
     assert_user_error(result, "no such Moving MNIST file")
 
 
@@ -86,7 +90,8 @@ def test_train_eval_resume_export(tmp_path):
     first = cellgen("train", "predrnn", *TINY, "--steps", "4", "--eval-every", "2", "--scheduled-sampling", "3",
                     "--out", run)
     assert first.returncode == 0, first.stderr
-    assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "metrics.json", "predictions.png"}
+    assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "best.pt", "metrics.json", "metrics.csv", "config.toml",
+                                               "curves.png", "predictions.png", "predictions.gif"}
     assert "copy last frame" in first.stdout
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert [s for s, _ in metrics["loss"]] == [1, 2, 3, 4]

@@ -72,3 +72,37 @@ def test_totals_average_over_sequences_across_batches():
     assert result["per_frame"]["mse"] == pytest.approx([16 * 0.25 * 2 / 3] * 2)
     assert result["mse"] == pytest.approx(16 * 0.25 * 2 / 3)
     assert math.isfinite(result["psnr"])
+
+
+def numpy_ssim_uniform(a: np.ndarray, b: np.ndarray, size=7) -> float:
+    """scikit-image's default SSIM written out window by window: a uniform 7×7 window, sample
+    (ddof = 1) variances and covariance, L = 1, averaged over the windows that fit the frame
+    (skimage filters the whole frame, then crops (size - 1) / 2 pixels off each side)."""
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    values = []
+    for i in range(a.shape[0] - size + 1):
+        for j in range(a.shape[1] - size + 1):
+            x, y = a[i:i + size, j:j + size].ravel(), b[i:i + size, j:j + size].ravel()
+            mx, my = x.mean(), y.mean()
+            vx, vy = np.var(x, ddof=1), np.var(y, ddof=1)
+            cov = np.cov(x, y, ddof=1)[0, 1]
+            values.append(((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2)))
+    return float(np.mean(values))
+
+
+@pytest.mark.parametrize("shape", [(24, 24), (16, 20)])
+def test_skimage_convention_matches_an_independent_uniform_window_ssim(shape):
+    rng = np.random.default_rng(2)
+    truth = rng.random(shape)
+    noisy = np.clip(truth + rng.normal(0, 0.2, truth.shape), 0, 1)
+    ours = ssim_per_frame(torch.tensor(noisy)[None, None], torch.tensor(truth)[None, None], "skimage").item()
+    assert abs(ours - numpy_ssim_uniform(noisy, truth)) < 1e-5
+    # and it is a different number from the Gaussian convention's: the switch matters
+    assert abs(ours - numpy_ssim(noisy, truth)) > 1e-3
+
+
+def test_the_convention_is_named_in_every_result():
+    for convention in ("gaussian", "skimage"):
+        totals = MetricTotals(convention)
+        totals.add(torch.zeros(1, 1, 1, 8, 8), torch.zeros(1, 1, 1, 8, 8))
+        assert totals.result()["ssim_convention"] == convention

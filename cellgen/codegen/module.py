@@ -22,6 +22,24 @@ class CellModule(fx.GraphModule):
 
     cell_graph: CellGraph
     opt_level: int
+    source_graph: Optional[CellGraph] = None   # the spec's graph before optimisation (summary())
+
+    # In a REPL and a notebook (cellgen/codegen/notebook.py).
+    def __repr__(self) -> str:
+        from cellgen.codegen import notebook
+
+        return notebook.describe(self)
+
+    def summary(self, size=None):
+        """The table of `cellgen compile --emit summary`: weights and parameters by gate, MACs at `size`."""
+        from cellgen.codegen import notebook
+
+        return notebook.summary(self, size)
+
+    def _repr_svg_(self):
+        from cellgen.codegen import notebook
+
+        return notebook.svg(self)
 
     @property
     def state_names(self) -> list[str]:
@@ -56,6 +74,7 @@ class CellModule(fx.GraphModule):
     # (which branches on `state is None`): rebuild from the cell graph instead.
     def __deepcopy__(self, memo):
         clone = _rebuild(copy.deepcopy(self.cell_graph, memo), self.opt_level, self.state_dict(), self.training)
+        clone.source_graph = self.source_graph  # never changed after compile: shared
         memo[id(self)] = clone
         return clone
 

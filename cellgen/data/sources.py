@@ -4,6 +4,12 @@
                            the fly (no download); --frame-size sets the square's side
     moving-mnist:PATH      the standard Moving MNIST file (mnist_test_seq.npy); its last
                            test_sequences are held out for testing
+    npy:PATH               any .npy array of sequences, (T, N, H, W) as Moving MNIST or
+                           (N, T, C, H, W) (cellgen/data/arrays.py)
+    frames:DIR             folders of PNG frames, one folder a sequence (cellgen/data/frames.py)
+
+The file sources hold out their last test_sequences sequences for testing and take the frame
+size and channels from the data.
 
 A `DataConfig` says everything needed to draw the same sequences again; checkpoints store
 it, so that `cellgen eval` tests on exactly the frames the run was tested on.
@@ -17,7 +23,8 @@ from torch.utils.data import Dataset
 
 from cellgen.errors import CellgenError, did_you_mean
 
-SOURCES = ("moving-digits", "moving-mnist")
+SOURCES = ("moving-digits", "moving-mnist", "npy", "frames")
+FILE_SOURCES = {"moving-mnist": "PATH/mnist_test_seq.npy", "npy": "PATH.npy", "frames": "DIR"}
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,8 @@ class DataConfig:
         return cls(**data)
 
     def describe(self) -> str:
+        if self.name == "python":
+            return f"a Python dataset: {self.context} → {self.future} frames, {self.test_sequences} test sequences"
         where = f" from {self.path}" if self.path else f", {self.frame_size}×{self.frame_size}, seed {self.seed}"
         return f"{self.name}{where}: {self.context} → {self.future} frames"
 
@@ -54,8 +63,9 @@ def parse_data_argument(text: str) -> tuple[str, Optional[str]]:
     if name not in SOURCES:
         hint = did_you_mean(name, SOURCES) or f"known data: {', '.join(SOURCES)}"
         raise CellgenError(f"unknown --data `{text}`", hint=hint)
-    if name == "moving-mnist" and not path:
-        raise CellgenError("--data moving-mnist needs the file: --data moving-mnist:PATH/mnist_test_seq.npy")
+    if name in FILE_SOURCES and not path:
+        what = "directory" if name == "frames" else "file"
+        raise CellgenError(f"--data {name} needs the {what}: --data {name}:{FILE_SOURCES[name]}")
     if name == "moving-digits" and sep:
         raise CellgenError(f"--data moving-digits is generated on the fly and reads no file (got `{text}`)")
     return name, path or None
@@ -89,4 +99,16 @@ def open_splits(config: DataConfig) -> Splits:
         common = dict(test_sequences=config.test_sequences, frames=config.frames)
         train = MovingMNIST(config.path, split="train", **common)
         return Splits(train, MovingMNIST(config.path, split="test", **common), train.frame_size, 1)
+    if config.name in ("npy", "frames"):
+        from cellgen.data.arrays import ArraySequences
+        from cellgen.data.frames import FrameFolders
+
+        kind = ArraySequences if config.name == "npy" else FrameFolders
+        common = dict(test_sequences=config.test_sequences, frames=config.frames)
+        train = kind(config.path, split="train", **common)
+        return Splits(train, kind(config.path, split="test", **common), train.frame_size, train.channels)
+    if config.name == "python":
+        raise CellgenError("this run was trained on datasets given in Python (cellgen.training.train), which "
+                           "cannot be opened again from the command line",
+                           hint="evaluate it in Python (cellgen.training.evaluate.evaluate), or export with --no-check")
     raise CellgenError(f"unknown data source `{config.name}`", hint=f"known data: {', '.join(SOURCES)}")

@@ -55,6 +55,10 @@ class CellGraph:
     spatial_dims: int = 2
     nx: nx.MultiDiGraph = field(default_factory=nx.MultiDiGraph)
     _ids: Any = field(default_factory=itertools.count, repr=False)
+    # Provenance, from lowering: each name a definition of the spec defines (`i`, `c'`, each
+    # target of an unpack) → the node of its value (for an alias, `C = c[t-τ:t-1]`, the node
+    # it names). It describes the lowered graph; passes move a value's `name`, not this map.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     # --- building ---------------------------------------------------------------------------
     def add(self, kind: str, operands: Iterable[str] = (), *, name: Optional[str] = None, **attrs) -> str:
@@ -115,7 +119,7 @@ class CellGraph:
                           {k: StateInfo(**vars(v)) for k, v in self.states.items()}, dict(self.state_nodes),
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,
-                          self.nx.copy())
+                          self.nx.copy(), provenance=dict(self.provenance))
         clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
         return clone
 

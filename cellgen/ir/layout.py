@@ -1,142 +1,21 @@
-"""Which values are stacks, and the axes a spec may name.
+"""Validation of stacks and axes: the rules a spec can break about which values are stacks,
+how long they are and how large maps are, checked on the facts the analysis wrote
+(cellgen/ir/analysis.py).
 
 A value of a step is a map, (B, C, H, W) or (B, C, T, H, W), or a *stack* of maps with one
 more axis after the batch, (B, N, C, …): a state's history `c[t-τ:t-1]`, or `stack(h, c)`.
 Elementwise ops broadcast a map against a stack (every entry of the stack meets the map);
-convs and LayerNorms apply to each entry. Whether a value is a stack follows from the graph,
-so it is computed here, not stored: a rewrite can never leave it stale.
+convs and LayerNorms apply to each entry.
 """
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Mapping, Optional, Union
+from typing import Mapping, Optional
 
-from cellgen.errors import ArityError, Note, Span, TypeMismatchError, span_text
+from cellgen.errors import Span, TypeMismatchError, span_text
+from cellgen.ir.analysis import AXES, analyze  # noqa: F401  (AXES: the axes a spec may name)
 from cellgen.ir.graph import CellGraph
-
-# The axes `over=` / `along=` may name: the stack axis, channels, and the map's own axes.
-AXES = ("stack", "C", "T", "H", "W")
-
-# Ops whose result is a stack only when one of their operands is: the rest say for themselves.
-_MAKES_STACK = {"stack"}
-_ENDS_STACK = {"unstack", "reduce_sum"}
-
-
-def stacked_values(graph: CellGraph) -> set[str]:
-    """The nodes whose values are stacks."""
-    stacked: set[str] = set()
-    for node in graph.order():
-        data = graph[node]
-        if data["kind"] == "history":
-            stacked.add(node)
-        elif data["kind"] == "op":
-            op = data["op"]
-            if op in _MAKES_STACK:
-                stacked.add(node)
-            elif op in _ENDS_STACK:
-                continue
-            elif op == "attention":
-                if graph.operands(node)[0] in stacked:  # the result has the query's shape
-                    stacked.add(node)
-            elif any(o in stacked for o in graph.operands(node)):
-                stacked.add(node)
-    return stacked
-
-
-def axis_dim(axis: str, stacked: bool, spatial_dims: int) -> int:
-    """The tensor dimension of a named axis, counted from the end for the map's own axes so
-    that it holds for maps and stacks alike."""
-    if axis == "stack":
-        return 1
-    if axis == "C":
-        return 2 if stacked else 1
-    return {"W": -1, "H": -2, "T": -3}[axis]
-
-
-# How many maps a stack holds: a fixed count (`stack(h, c)`: 2), or ("history", τ) for a
-# history, which holds one more past value each step until it holds τ (τ None: no limit).
-Length = Union[int, tuple]
-
-
-def stack_lengths(graph: CellGraph, stacked: set[str]) -> dict[str, Length]:
-    """The length of every stack (see `Length`); a value made from several stacks takes the first's
-    (`check_layout` makes sure that they agree)."""
-    lengths: dict[str, Length] = {}
-    for node in graph.order():
-        if node not in stacked:
-            continue
-        data = graph[node]
-        if data["kind"] == "history":
-            lengths[node] = ("history", data["size"])
-        elif data["op"] == "stack":
-            lengths[node] = len(graph.operands(node))
-        else:
-            lengths[node] = next(lengths[o] for o in graph.operands(node) if o in stacked)
-    return lengths
-
-
-# Ops that need maps (values made from the step's inputs and states), by operand position (None:
-# every operand): a number or a weight in their place would only fail when the cell first runs.
-_NEEDS_MAPS = {"conv": (0,), "layernorm": (0,), "softmax": None, "reduce_sum": None, "stack": None,
-               "unstack": None, "cat_along": None, "split_along": None, "attention": None, "concat": None,
-               "slice": None}
-_ROLES = {"conv": "`⋆` convolves", "layernorm": "a LayerNorm normalises", "softmax": "softmax takes",
-          "reduce_sum": "sum takes", "stack": "stack() stacks", "unstack": "unstack takes apart",
-          "cat_along": "cat joins", "split_along": "split cuts", "attention": "attention reads",
-          "concat": "[…] joins the channels of", "slice": "an unpack cuts the channels of"}
-
-
-def map_values(graph: CellGraph) -> set[str]:
-    """The nodes whose values are maps (or stacks of maps): made from an input, a state or a
-    history. The rest are numbers and weights (a bias, an elementwise weight) and what is
-    computed from them alone."""
-    maps: set[str] = set()
-    for node in graph.order():
-        data = graph[node]
-        if data["kind"] in ("input", "state", "history"):
-            maps.add(node)
-        elif data["kind"] == "op" and any(o in maps for o in graph.operands(node)):
-            maps.add(node)
-    return maps
-
-
-# The size of a map along its own axes, relative to the first input's (a state's size is the
-# first input's): `cat(a, b, along=W)` is 2 along W, a half of `split` 1/2; None when
-# `sum(…, over=W)` removed the axis. Convs pad to keep the size ("same").
-Extent = dict[str, Optional[Fraction]]
-
-
-def map_extents(graph: CellGraph, maps: set[str]) -> dict[str, Extent]:
-    """The extent of every map (see `Extent`)."""
-    axes = ("T", "H", "W")[3 - graph.spatial_dims:]
-    windows = [graph.input_windows.get(name) for name in graph.inputs]
-    first = windows[0] if windows and windows[0] else None
-    extents: dict[str, Extent] = {}
-    for node in graph.order():
-        if node not in maps:
-            continue
-        data = graph[node]
-        if data["kind"] != "op":
-            extent = {axis: Fraction(1) for axis in axes}
-            window = graph.input_windows.get(data.get("name")) if data["kind"] == "input" else None
-            if "T" in extent and window and first:
-                extent["T"] = Fraction(window, first)
-            extents[node] = extent
-            continue
-        operands = [o for o in graph.operands(node) if o in maps]
-        op, axis = data["op"], data.get("axis")
-        if op == "attention":
-            operands = operands[:1]  # the result is shaped like the queries
-        extent = dict(extents[operands[0]])
-        if op == "cat_along" and axis in extent:
-            parts = [extents[o][axis] for o in operands]
-            extent[axis] = None if None in parts else sum(parts)
-        elif op == "split_along" and axis in extent and extent[axis] is not None:
-            extent[axis] = extent[axis] / data["count"]
-        elif op == "reduce_sum" and axis in extent:
-            extent[axis] = None
-        extents[node] = extent
-    return extents
+from cellgen.ir.ops import NO_TIME_AXIS, OPS, Length
 
 
 def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> str:
@@ -159,72 +38,85 @@ def _holds(length: Length) -> str:
     return f"holds the last {length[1]} values (fewer in the first steps)"
 
 
-def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -> None:
-    """Stack and axis rules a spec can break: a stack where a map must stand, or the reverse;
-    stacks of different lengths meeting; axes a map does not have. `spans` gives, for a node
-    that an equation names, where the expression itself was written (a caret under the call,
-    not the whole equation)."""
-    spans = spans or {}
-    stacked = stacked_values(graph)
-    lengths = stack_lengths(graph, stacked)
-    maps = map_values(graph)
-    extents = map_extents(graph, maps)
-    first_input = next(iter(graph.inputs), None)
-    frames = graph.input_windows.get(first_input) if first_input else None
+class Layout:
+    """What validation knows of a graph (its facts, in sets), and how it words a value in a
+    message; an op's own rules (`OpDef.check`) are given one."""
 
-    def sizes(a: str, b: str) -> Optional[str]:
+    def __init__(self, graph: CellGraph, spans: Mapping[str, Span], order: list[str]):
+        self.graph, self.spans = graph, spans
+        facts = {node: data["facts"] for node, data in analyze(graph, order).nx.nodes(data=True)}
+        self.stacked = {node for node, f in facts.items() if f.stacked}
+        self.lengths = {node: f.length for node, f in facts.items() if f.stacked}
+        self.maps = {node for node, f in facts.items() if f.map}
+        self.extents = {node: f.extent for node, f in facts.items() if f.map}
+        first_input = next(iter(graph.inputs), None)
+        self.frames = graph.input_windows.get(first_input) if first_input else None
+
+    def sizes(self, a: str, b: str) -> Optional[str]:
         """How two maps' sizes differ, in words, or None if they are the same size."""
+        extents = self.extents
         for axis in extents[a]:
             if extents[a][axis] != extents[b][axis]:
-                return (f"{written(a)} {_size_text(axis, extents[a][axis], frames)}, "
-                        f"{written(b)} {_size_text(axis, extents[b][axis], frames)}")
+                return (f"{self.written(a)} {_size_text(axis, extents[a][axis], self.frames)}, "
+                        f"{self.written(b)} {_size_text(axis, extents[b][axis], self.frames)}")
         return None
 
-    def size_hint(a: str, b: str) -> str:
-        frames_a, frames_b = extents[a].get("T"), extents[b].get("T")
-        if frames_a != frames_b and None not in (frames_a, frames_b) and len(set(graph.input_windows.values())) > 1:
+    def size_hint(self, a: str, b: str) -> str:
+        frames_a, frames_b = self.extents[a].get("T"), self.extents[b].get("T")
+        if frames_a != frames_b and None not in (frames_a, frames_b) and \
+                len(set(self.graph.input_windows.values())) > 1:
             return "every input of a 3D cell should read the same window of frames (`window T`)"
         return ("`cat(…, along=W)` and `split(…, along=W)` change a map's size along an axis, and "
                 "`sum(…, over=W)` removes the axis; maps meet only at equal sizes")
 
-    def written(node: str) -> str:
+    def written(self, node: str) -> str:
         """A value as the user wrote it: its equation's name, else its text."""
-        data = graph[node]
+        data = self.graph[node]
         if data["kind"] in ("input", "state") or (data["kind"] == "op" and data.get("name")):
             return f"`{data['name']}`"
-        return f"`{span_text(spans.get(node) or data.get('span'))}`"
+        return f"`{span_text(self.spans.get(node) or data.get('span'))}`"
 
-    def not_a_map(node: str) -> str:
-        kind = graph[node]["kind"]
+    def not_a_map(self, node: str) -> str:
+        kind = self.graph[node]["kind"]
         if kind == "const":
             return "a number"
-        if kind == "weight" or graph[node].get("op") == "channel_view":
+        if kind == "weight" or self.graph[node].get("op") == "channel_view":
             return "a weight"
         return "computed from weights and numbers only"
 
-    for node in graph.ops():
+    holds = staticmethod(lambda length: _holds(length))
+
+
+def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -> None:
+    """Stack and axis rules a spec can break: a stack where a map must stand, or the reverse;
+    stacks of different lengths meeting; axes a map does not have. `spans` gives, for a node
+    that an equation names, where the expression itself was written (a caret under the call,
+    not the whole equation). The rules every op keeps are here; an op's own are its registry
+    entry's `check`."""
+    spans = spans or {}
+    order = graph.order()
+    layout = Layout(graph, spans, order)
+    maps, stacked, lengths, extents = layout.maps, layout.stacked, layout.lengths, layout.extents
+    written, sizes, not_a_map = layout.written, layout.sizes, layout.not_a_map
+
+    for node in (n for n in order if graph[n]["kind"] == "op"):
         data, operands = graph[node], graph.operands(node)
         op, span = data["op"], spans.get(node) or data.get("span")
-        if op in _NEEDS_MAPS:
-            positions = _NEEDS_MAPS[op] if _NEEDS_MAPS[op] is not None else range(len(operands))
+        definition = OPS[op]
+        if definition.needs_maps != ():
+            positions = definition.needs_maps if definition.needs_maps is not None else range(len(operands))
             bad = [operands[i] for i in positions if operands[i] not in maps]
             if bad:
-                raise TypeMismatchError(f"{_ROLES[op]} maps, but {written(bad[0])} is {not_a_map(bad[0])}", span,
+                raise TypeMismatchError(f"{definition.role} maps, but {written(bad[0])} is {not_a_map(bad[0])}", span,
                                         hint="a map is a value of the step: an input, a state, or something "
                                              "computed from them")
-        meeting = [o for o in (operands[1:] if op == "attention" else operands) if o in maps]
-        if op not in ("cat_along", "conv", "layernorm") and len(meeting) > 1:
+        meeting = [o for o in operands[definition.meets:] if o in maps]
+        if "sizes_own" not in definition.groups and len(meeting) > 1:
             other = next((o for o in meeting[1:] if sizes(meeting[0], o)), None)
             if other is not None:
                 raise TypeMismatchError(f"maps of different sizes meet here: {sizes(meeting[0], other)}", span,
-                                        hint=size_hint(meeting[0], other))
-        if op == "cat_along":
-            others = {a: v for a, v in extents[meeting[0]].items() if a != data["axis"]}
-            for o in meeting[1:]:
-                if {a: v for a, v in extents[o].items() if a != data["axis"]} != others:
-                    raise TypeMismatchError(f"`cat` joins maps of equal size across its axis, but "
-                                            f"{sizes(meeting[0], o)}", span)
-        meeting = [o for o in (operands[1:] if op == "attention" else operands) if o in stacked and op != "stack"]
+                                        hint=layout.size_hint(meeting[0], other))
+        meeting = [o for o in operands[definition.meets:] if o in stacked and "stacks_own" not in definition.groups]
         different = [o for o in meeting if lengths[o] != lengths[meeting[0]]]
         if different:
             first, other = meeting[0], different[0]
@@ -234,52 +126,11 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
                 f"{written(other)} {_holds(lengths[other])}", span,
                 hint=("stacks meet entry by entry; a history grows one value a step up to its τ, so it only ever "
                       "matches a history of the same τ" if histories else "stacks meet entry by entry"))
-        if op == "unstack" and data["index"] == 0 and operands[0] in stacked:
-            length = lengths[operands[0]]
-            if not isinstance(length, int):
-                raise TypeMismatchError(f"`unstack` needs a stack of a fixed length, but {written(operands[0])} "
-                                        f"{_holds(length)}", span,
-                                        hint="reduce a history with sum(…, over=stack) or softmax(…, over=stack), "
-                                             "or unstack a stack(…) of maps")
-            if length != data["count"]:
-                names = ", ".join("abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else f"e{i}" for i in range(length))
-                raise ArityError(f"{written(operands[0])} has {length} entries, but {data['count']} names "
-                                 "receive them", span, hint=f"one name per entry: `{names} = unstack(…)`")
-        if op in ("softmax", "reduce_sum", "unstack") and (op == "unstack" or data.get("axis") == "stack"):
-            if operands[0] not in stacked:
-                what = {"softmax": "softmax over the stack", "reduce_sum": "sum over the stack",
-                        "unstack": "unstack"}[op]
-                raise TypeMismatchError(f"{what} needs a stack (a history `c[t-τ:t-1]` or `stack(…)`), "
-                                        "but this is a single map", span,
-                                        hint=None if op == "unstack" else
-                                        "pass it a stack, or name an axis of the map: `over=H`, `over=W`")
-        if op == "stack" and any(o in stacked for o in operands):
-            raise TypeMismatchError("stack() of a stack: a value has at most one stack axis", span,
-                                    hint="stack maps only; reduce a stack first (`sum(…, over=stack)`), or take its "
-                                         "entries apart with `unstack`")
-        if op == "concat" and len({o in stacked for o in operands}) > 1:
-            raise TypeMismatchError("[…] joins the channels of maps or of stacks, not of both", span,
-                                    hint="unstack the stack first, or stack the maps")
-        if op == "attention" and len({o in stacked for o in operands[1:]}) > 1:
-            raise TypeMismatchError("attention's keys and values must both be stacks or both maps", span)
-        axis, related = data.get("axis"), []
-        if op == "layernorm":  # point at the declaration, which says the axes and the shape
-            related = [Note(f"`{data['symbol']}` is applied here", span)]
-            span = graph[operands[1]].get("decl_span") or span
-        if (axis == "T" or "T" in data.get("axes", ())) and graph.spatial_dims != 3:
-            what = f"`{data['symbol']}` normalises over T, but" if op == "layernorm" else "axis T:"
-            raise TypeMismatchError(f"{what} this cell's maps have no time axis (NCHW; T exists only in "
-                                    "3D cells, NCTHW)", span, related=related,
-                                    hint="a cell is 3D when its convs are (`conv 2×5×5`) or an input reads a "
-                                         "window of frames (`input x[C] window T`)")
-        if op == "layernorm" and data["mode"] == "shape" and len(data["shape"]) > 1 + graph.spatial_dims:
-            axes = "C, T, H, W" if graph.spatial_dims == 3 else "C, H, W"
-            raise TypeMismatchError(f"`{data['symbol']}` has a shape of {len(data['shape'])} axes, "
-                                    f"{list(data['shape'])}, but this cell's maps have {1 + graph.spatial_dims} "
-                                    f"({axes})", span, related=related,
-                                    hint="the shape covers the trailing axes of a map: `layernorm [C, H, W]`")
-        if op == "attention" and data["patches"] > 1 and graph.spatial_dims not in (2, 3):
-            raise TypeMismatchError("patches need a map with H and W", span)
+        if definition.check is not None:
+            definition.check(layout, node, data, operands, span)
+        if data.get("axis") == "T" and graph.spatial_dims != 3:
+            raise TypeMismatchError("axis T: this cell's maps have no time axis (NCHW; T exists only in "
+                                    "3D cells, NCTHW)", span, hint=NO_TIME_AXIS)
     for name, node in graph.next_state.items():
         if node not in maps:
             raise TypeMismatchError(f"`{name}'` is {not_a_map(node)}, but a state holds a map of the step",

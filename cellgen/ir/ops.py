@@ -1,36 +1,610 @@
-"""The operations a cell graph is made of, and the spec functions that name them.
+"""The op registry: everything about one op of a cell graph, in one entry (as JAX keeps a
+primitive's abstract evaluation, derivative and lowering together).
 
-An op node's operands are ordered (port 0, 1, …). `ELEMENTWISE` ops broadcast their
-operands against each other (scalars and per-channel biases included) and keep channels.
+    OPS["tanh"] = OpDef("tanh", arity=(1, 1), groups={"elementwise", "activation"},
+                        spellings=("tanh",), doc="hyperbolic tangent",
+                        emit=unary("tanh"))
+
+Every stage asks the table, never an op's name:
+
+    lowering        `spellings` (a spec function's names), `operator` (a binary operator of the
+                    language), `arity`, `groups` ("elementwise": channels equal, broadcast)
+    analysis        `stack` (is the result a stack, and how long), `extent` (its size along T,
+                    H, W): cellgen/ir/analysis.py runs them once and writes facts on the nodes
+    validation      `needs_maps` and `role` (which operands must be maps, said how)
+    stats, cost     `macs` (multiply-accumulates per step), `cost` ("values": writes its result,
+                    "dispatch": a call only, a view or a weight-side op; a function for more)
+    codegen         `emit`: the fx node(s) of one op, given the codegen context (torch arrives
+                    through it, so this module never imports torch)
+    render, diff    `symbol` (how a picture and a report write it), groups "arithmetic" (not a
+                    "function" diff reports), "chain" (drawn as a run of small ops),
+                    "ordered" (operand order drawn on the edges), "commutative"
+
+Adding an op is one entry here and its tests; no other module learns its name, unless a pass
+rewrites it (passes match ops by name, as rules anchored on an op do).
+
+An op node's operands are ordered (port 0, 1, …). Elementwise ops broadcast their operands
+against each other (scalars and per-channel biases included) and keep channels.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable, Optional, Union
 
-ELEMENTWISE = {"add", "sub", "mul", "div", "neg", "sigmoid", "tanh", "relu"}
-CHANNEL_PRESERVING = ELEMENTWISE | {"channel_view"}
+from cellgen.errors import ArityError, Note, TypeMismatchError
+
+# --- facts the analysis records (see cellgen/ir/analysis.py) -------------------------------------
+
+# How many maps a stack holds: a fixed count (`stack(h, c)`: 2), or ("history", τ) for a
+# history, which holds one more past value each step until it holds τ (τ None: no limit).
+Length = Union[int, tuple]
+# The size of a map along its own axes, relative to the first input's (a state's size is the
+# first input's): `cat(a, b, along=W)` is 2 along W, a half of `split` 1/2; None when
+# `sum(…, over=W)` removed the axis. Convs pad to keep the size ("same").
+Extent = dict[str, Optional[Fraction]]
 
 
 @dataclass(frozen=True)
+class Facts:
+    """What the analysis knows of one value of the step."""
+
+    map: bool  # a value of the step (from an input, a state or a history), not a weight or a number
+    stacked: bool = False  # a stack of maps, (B, N, C, …)
+    length: Optional[Length] = None  # a stack's length (see `Length`)
+    extent: Optional[Extent] = None  # a map's size (see `Extent`)
+
+
+# --- rules ---------------------------------------------------------------------------------------
+# A stack rule: (node data, the operands' facts) → the result's stack length, None for a map.
+# An extent rule: (node data, the facts of the operands that are maps) → the result's extent.
+
+def stack_of_any(data: dict, operands: list[Facts]) -> Optional[Length]:
+    """A stack when an operand is (a map meeting a stack is broadcast over it): its length."""
+    return next((o.length for o in operands if o.stacked), None)
+
+
+def stack_of_first(data: dict, operands: list[Facts]) -> Optional[Length]:
+    """The result is shaped like the first operand (attention: its queries)."""
+    return operands[0].length if operands[0].stacked else None
+
+
+def makes_stack(data: dict, operands: list[Facts]) -> Optional[Length]:
+    return len(operands)
+
+
+def ends_stack(data: dict, operands: list[Facts]) -> Optional[Length]:
+    return None
+
+
+def extent_of_first(data: dict, maps: list[Facts]) -> Extent:
+    return dict(maps[0].extent)
+
+
+def _extent_cat(data: dict, maps: list[Facts]) -> Extent:
+    extent, axis = dict(maps[0].extent), data["axis"]
+    if axis in extent:
+        parts = [m.extent[axis] for m in maps]
+        extent[axis] = None if None in parts else sum(parts)
+    return extent
+
+
+def _extent_split(data: dict, maps: list[Facts]) -> Extent:
+    extent, axis = dict(maps[0].extent), data["axis"]
+    if extent.get(axis) is not None:
+        extent[axis] = extent[axis] / data["count"]
+    return extent
+
+
+def _extent_sum(data: dict, maps: list[Facts]) -> Extent:
+    extent = dict(maps[0].extent)
+    if data["axis"] in extent:
+        extent[data["axis"]] = None
+    return extent
+
+
+def _stack_of_sum(data: dict, operands: list[Facts]) -> Optional[Length]:
+    return None if data["axis"] == "stack" else stack_of_any(data, operands)
+
+
+# --- MACs ------------------------------------------------------------------------------------------
+# A MACs rule: (graph, node, size) → multiply-accumulates per step and batch element, where
+# `size(node)` is the absolute size of a value, (entries, (T,) H, W), from the analysis.
+
+def _conv_macs(graph, node: str, size) -> int:
+    data, (sources, _, _) = graph[node], conv_operands(graph, node)
+    entries, spatial = size(sources[0])
+    inputs = sum(graph[source]["channels"] for source in sources)
+    return entries * data["channels"] * inputs * _prod(data["kernel"]) * _prod(spatial)
+
+
+def _attention_macs(graph, node: str, size) -> int:
+    query, key, value = graph.operands(node)[:3]
+    patches = graph[node].get("patches", 1)
+    nq, nk = _positions(size(query)), _positions(size(key))
+    return nq * nk * (graph[query]["channels"] + graph[value]["channels"]) // (patches * patches)
+
+
+def _positions(size) -> int:
+    """Tokens of attention: every position of every map of the stack."""
+    entries, spatial = size
+    return entries * _prod(spatial)
+
+
+def _prod(values) -> int:
+    result = 1
+    for value in values:
+        result *= value
+    return result
+
+
+# --- emitters --------------------------------------------------------------------------------------
+# An emitter: (e, node, data, args) → the fx value of the op, where `e` is the codegen context
+# (cellgen/codegen/fx.py: `_Emitter`): e.torch, e.F (torch.nn.functional), e.runtime
+# (cellgen/runtime/ops.py), e.operator; e.call(fn, args, name), e.method(name, args, hint);
+# e.stacked(node), e.dim(axis, stacked) (the tensor dim of a named axis), e.graph.
+
+def unary(function: str, module: str = "torch") -> Callable:
+    """The emitter of an elementwise function of torch (`torch.tanh`; module "F":
+    `torch.nn.functional.gelu`), named after the value."""
+    def emit(e, node, data, args):
+        return e.elementwise(node, getattr(getattr(e, module), function), args)
+    emit.__doc__ = f"{module}.{function}"
+    return emit
+
+
+def binary(operator_name: str) -> Callable:
+    """The emitter of a Python operator (`operator.add`): prints as `a + b`."""
+    def emit(e, node, data, args):
+        return e.elementwise(node, getattr(e.operator, operator_name), args)
+    emit.__doc__ = f"operator.{operator_name}"
+    return emit
+
+
+def conv_operands(graph, node: str) -> tuple[list[str], str, Optional[str]]:
+    """A conv's sources, weight and bias. A conv reads one source, `W ⋆ x`, or — after the
+    runtime-forms pass — the `parts` of a concatenation it joins itself, `W ⋆ [x, h]`:
+    operands x₁…xₙ, W[, b]."""
+    operands = graph.operands(node)
+    parts = graph[node].get("parts", 1)
+    return operands[:parts], operands[parts], operands[parts + 1] if len(operands) > parts + 1 else None
+
+
+def _emit_conv(e, node, data, args):
+    parts = data.get("parts", 1)
+    sources, weight = args[:parts], args[parts]
+    bias = args[parts + 1] if len(args) > parts + 1 else None
+    hint = "conv_" + (e.graph[e.graph.operands(node)[parts]]["name"] or "fused")
+    padding, sources = e.conv_padding(data["kernel"], sources)
+    if parts > 1:  # cellgen.runtime.ops.conv_of_concat: see cellgen/passes/runtime_forms.py
+        return e.call(e.runtime.conv_of_concat, (sources, weight, bias, padding), data["name"] or hint)
+    if e.stacked(e.graph.operands(node)[0]):
+        return e.call(e.runtime.stacked_conv, (sources[0], weight, bias, padding), data["name"] or hint)
+    conv = e.torch.conv2d if len(data["kernel"]) == 2 else e.torch.conv3d
+    return e.call(conv, (sources[0], weight, bias, 1, padding), data["name"] or hint)
+
+
+def _emit_channel_view(e, node, data, args):
+    return e.method("view", (args[0], -1) + (1,) * e.graph.spatial_dims, data["name"] or "view")
+
+
+def _emit_concat(e, node, data, args):
+    return e.call(e.torch.cat, (list(args), 1 + e.stacked(node)), data["name"] or "cat")
+
+
+def _emit_slice(e, node, data, args):
+    start, stop = data["start"], data["stop"]
+    return e.call(e.torch.narrow, (args[0], 1 + e.stacked(node), start, stop - start), data["name"] or "chunk")
+
+
+def _emit_split(e, node, data, args):
+    return e.method("split", (args[0], list(data["sizes"]), 1 + e.stacked(node)), data["name"] or "pieces")
+
+
+def _emit_piece(e, node, data, args):
+    return e.call(e.operator.getitem, (args[0], data["index"]), data["name"] or "chunk")
+
+
+def _emit_interleave(e, node, data, args):
+    """Gate-major interleave (multi-kernel ConvLSTM, Fig. 4b): view each (B, G·C_j, …) tensor as
+    (B, G, C_j, …), concatenate on the C axis, flatten back to (B, G·ΣC_j, …)."""
+    groups, dim = data["groups"], 1 + e.stacked(node)
+    views = [e.method("unflatten", (arg, dim, (groups, -1)), "gates") for arg in args]
+    joined = e.call(e.torch.cat, (views, dim + 1), "gates_cat")
+    return e.method("flatten", (joined, dim, dim + 1), data["name"] or "interleaved")
+
+
+def _emit_weight_cat(e, node, data, args):
+    return e.call(e.torch.cat, (list(args), data["dim"]), data["name"] or "w_cat")
+
+
+def _emit_weight_slice(e, node, data, args):
+    start, stop = data["start"], data["stop"]
+    return e.call(e.torch.narrow, (args[0], 0, start, stop - start), data["name"] or "w_slice")
+
+
+def _emit_weight_add(e, node, data, args):
+    return e.call(e.operator.add, tuple(args), data["name"] or "w_add")
+
+
+def _emit_weight_view(e, node, data, args):
+    return e.method("reshape", (args[0], -1), data["name"] or "w_vec")
+
+
+def _emit_pad_kernel(e, node, data, args):
+    pads: list[int] = []
+    for have, want in reversed(list(zip(data["from_kernel"], data["kernel"]))):  # F.pad: last dim first
+        pads += [(want - have) // 2] * 2
+    return e.call(e.F.pad, (args[0], tuple(pads)), data["name"] or "w_pad")
+
+
+def _emit_fill(e, node, data, args):
+    if data["value"] == 0:
+        return e.method("new_zeros", (args[0], (data["size"],)), data["name"] or "zeros")
+    return e.method("new_full", (args[0], (data["size"],), float(data["value"])), data["name"] or "full")
+
+
+def _operand_stacked(e, node) -> bool:
+    return e.stacked(e.graph.operands(node)[0])
+
+
+def _emit_softmax(e, node, data, args):
+    return e.call(e.torch.softmax, (args[0], e.dim(data["axis"], _operand_stacked(e, node))),
+                  data["name"] or "softmax")
+
+
+def _emit_reduce_sum(e, node, data, args):
+    return e.method("sum", (args[0], e.dim(data["axis"], _operand_stacked(e, node))), data["name"] or "sum")
+
+
+def _emit_stack(e, node, data, args):
+    return e.call(e.torch.stack, (list(args), 1), data["name"] or "stack")
+
+
+def _emit_unstack(e, node, data, args):
+    return e.method("select", (args[0], 1, data["index"]), data["name"] or "entry")
+
+
+def _emit_cat_along(e, node, data, args):
+    return e.call(e.torch.cat, (list(args), e.dim(data["axis"], e.stacked(node))), data["name"] or "side_by_side")
+
+
+def _emit_split_along(e, node, data, args):
+    dim = e.dim(data["axis"], e.stacked(node))
+    return e.call(e.runtime.chunk, (args[0], data["count"], data["index"], dim), data["name"] or "piece")
+
+
+def _emit_attention(e, node, data, args):
+    query, key = e.graph.operands(node)[:2]
+    return e.call(e.runtime.attention, (*args, e.stacked(query), e.stacked(key), data["patches"]),
+                  data["name"] or "attention")
+
+
+def _emit_layernorm(e, node, data, args):
+    x, gain, bias = args
+    stacked, spatial = _operand_stacked(e, node), e.graph.spatial_dims
+    name = data["name"] or f"{data['symbol']}_out"
+    if data["mode"] == "shape":
+        return e.call(e.F.layer_norm, (x, tuple(data["shape"]), gain, bias, data["eps"]), name)
+    first = 2 if stacked else 1
+    if data["mode"] == "all":
+        dims = tuple(range(first, first + 1 + spatial))
+    else:
+        dims = tuple(sorted(e.dim(a, stacked) % (first + 1 + spatial) for a in data["axes"]))
+    return e.call(e.runtime.layer_norm, (x, gain, bias, dims, data["eps"], first), name)
+
+
+# --- costs -----------------------------------------------------------------------------------------
+
+def _interleave_cost(model, graph, node) -> float:
+    """A view per operand, a cat, a flatten."""
+    return ((len(graph.operands(node)) + 2) * model.ns_per_op
+            + graph[node]["channels"] * model.pixels * model.ns_per_value)
+
+
+# --- channel rules ------------------------------------------------------------------------------------
+# A channel rule: (solver, graph, node, operands, span, where, written) → None: the constraints
+# the lowering puts on the channels of an op and its operands (cellgen/ir/channels.py), `where`
+# being the expression as written (`softmax(e, over=stack)`) and `written` its operands as
+# written, for messages. Convs and unpacks, whose rules involve weights and declarations, are
+# the lowering's own (cellgen/ir/lowering/expressions.py: `_conv_node`, `_unpack`).
+
+def elementwise_channels(solver, graph, node, operands, span, where, written) -> None:
+    """Every operand as wide as the result, except what broadcasts (a number, a (1, …) weight)."""
+    why = f"{where} needs operands with equal channels"
+    written = list(written) + [None] * (len(operands) - len(written))
+    seen: list[str] = []  # the tensor operands already joined to `node`, as written
+    for operand, text in zip(operands, written):
+        data = graph[operand]
+        if data.get("broadcast"):
+            continue
+        sides = (" and ".join(seen), text) if seen and text else None
+        solver.same(node, operand, span, why, sides=sides)
+        if text and data["kind"] != "const":
+            seen.append(text)
+
+
+def same_channels(what: str = "") -> Callable:
+    """The result as wide as each operand (`what` says why, after the expression)."""
+    def rule(solver, graph, node, operands, span, where, written) -> None:
+        for operand in operands:
+            solver.same(node, operand, span, f"{where}{what}")
+    return rule
+
+
+def first_channels(solver, graph, node, operands, span, where, written) -> None:
+    """The result as wide as the first operand (a LayerNorm's: the value it normalises)."""
+    solver.same(node, operands[0], span, where)
+
+
+def _attention_channels(solver, graph, node, operands, span, where, written) -> None:
+    query, key, value = operands
+    solver.same(query, key, span, f"{where}: queries and keys must have equal channels",
+                sides=("the query", "the key"))
+    solver.same(node, value, span, f"{where} has the channels of its values")
+
+
+def _concat_channels(solver, graph, node, operands, span, where, written) -> None:
+    solver.total(node, operands, span, where)
+
+
+# --- validation rules of one op ---------------------------------------------------------------------
+# A check: (layout, node, data, operands, span) → None, or raises the user's error; `layout` is
+# cellgen/ir/layout.py's `Layout` (the facts as sets: maps, stacked, lengths, extents; and
+# written(node), sizes(a, b), holds(length) to word a message). The rules every op keeps (maps
+# where maps must stand, maps and stacks that meet agreeing) are check_layout's own.
+
+NO_TIME_AXIS = ("a cell is 3D when its convs are (`conv 2×5×5`) or an input reads a window of frames "
+                "(`input x[C] window T`)")
+
+
+def _needs_a_stack(what: str, hint: Optional[str]):
+    def check(layout, node, data, operands, span):
+        if (data.get("axis", "stack") == "stack") and operands[0] not in layout.stacked:
+            raise TypeMismatchError(f"{what} needs a stack (a history `c[t-τ:t-1]` or `stack(…)`), "
+                                    "but this is a single map", span, hint=hint)
+    return check
+
+
+def _check_unstack(layout, node, data, operands, span):
+    if data["index"] == 0 and operands[0] in layout.stacked:
+        length = layout.lengths[operands[0]]
+        if not isinstance(length, int):
+            raise TypeMismatchError(f"`unstack` needs a stack of a fixed length, but {layout.written(operands[0])} "
+                                    f"{layout.holds(length)}", span,
+                                    hint="reduce a history with sum(…, over=stack) or softmax(…, over=stack), "
+                                         "or unstack a stack(…) of maps")
+        if length != data["count"]:
+            names = ", ".join("abcdefghijklmnopqrstuvwxyz"[i] if i < 26 else f"e{i}" for i in range(length))
+            raise ArityError(f"{layout.written(operands[0])} has {length} entries, but {data['count']} names "
+                             "receive them", span, hint=f"one name per entry: `{names} = unstack(…)`")
+    _needs_a_stack("unstack", None)(layout, node, data, operands, span)
+
+
+def _check_stack(layout, node, data, operands, span):
+    if any(o in layout.stacked for o in operands):
+        raise TypeMismatchError("stack() of a stack: a value has at most one stack axis", span,
+                                hint="stack maps only; reduce a stack first (`sum(…, over=stack)`), or take its "
+                                     "entries apart with `unstack`")
+
+
+def _check_concat(layout, node, data, operands, span):
+    if len({o in layout.stacked for o in operands}) > 1:
+        raise TypeMismatchError("[…] joins the channels of maps or of stacks, not of both", span,
+                                hint="unstack the stack first, or stack the maps")
+
+
+def _check_cat_along(layout, node, data, operands, span):
+    """`cat` changes the size along its axis: the maps must agree across it."""
+    maps = [o for o in operands if o in layout.maps]
+    across = {a: v for a, v in layout.extents[maps[0]].items() if a != data["axis"]}
+    for other in maps[1:]:
+        if {a: v for a, v in layout.extents[other].items() if a != data["axis"]} != across:
+            raise TypeMismatchError(f"`cat` joins maps of equal size across its axis, but "
+                                    f"{layout.sizes(maps[0], other)}", span)
+
+
+def _check_attention(layout, node, data, operands, span):
+    if len({o in layout.stacked for o in operands[1:]}) > 1:
+        raise TypeMismatchError("attention's keys and values must both be stacks or both maps", span)
+    if data["patches"] > 1 and layout.graph.spatial_dims not in (2, 3):
+        raise TypeMismatchError("patches need a map with H and W", span)
+
+
+def _check_layernorm(layout, node, data, operands, span):
+    """Errors point at the declaration, which says the axes and the shape."""
+    graph = layout.graph
+    related = [Note(f"`{data['symbol']}` is applied here", span)]
+    span = graph[operands[1]].get("decl_span") or span
+    if "T" in data.get("axes", ()) and graph.spatial_dims != 3:
+        raise TypeMismatchError(f"`{data['symbol']}` normalises over T, but this cell's maps have no time axis "
+                                "(NCHW; T exists only in 3D cells, NCTHW)", span, related=related,
+                                hint=NO_TIME_AXIS)
+    if data["mode"] == "shape" and len(data["shape"]) > 1 + graph.spatial_dims:
+        axes = "C, T, H, W" if graph.spatial_dims == 3 else "C, H, W"
+        raise TypeMismatchError(f"`{data['symbol']}` has a shape of {len(data['shape'])} axes, "
+                                f"{list(data['shape'])}, but this cell's maps have {1 + graph.spatial_dims} "
+                                f"({axes})", span, related=related,
+                                hint="the shape covers the trailing axes of a map: `layernorm [C, H, W]`")
+
+
+# --- the table -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class OpDef:
+    """One op of a cell graph: see the module docstring for who reads which field."""
+
+    name: str
+    arity: tuple[int, Optional[int]]  # (min, max) operands; max None: any number
+    emit: Callable[..., Any]
+    doc: str = ""
+    attrs: tuple[str, ...] = ()  # the node attributes the op reads
+    groups: frozenset = frozenset()
+    spellings: tuple[str, ...] = ()  # names a spec calls it by, as a function (`tanh(…)`, `σ(…)`)
+    operator: Optional[str] = None  # the binary operator of the language it lowers (`hadamard`)
+    symbol: Optional[str] = None  # how pictures and reports write it (default: its name)
+    precedence: Optional[int] = None  # of its operator in the printed language (higher binds tighter)
+    stack: Callable = stack_of_any
+    extent: Callable = extent_of_first
+    needs_maps: Optional[tuple] = ()  # operand ports that must be maps; None: every one
+    role: str = ""  # what it does to those maps, for the message when one is not (`⋆ convolves`)
+    channels: Optional[Callable] = None  # the lowering's channel constraints (see `same_channels`)
+    meets: int = 0  # the operands from this one on meet (at equal sizes; stacks at equal lengths)
+    check: Optional[Callable] = None  # the op's own validation rules (see `_check_stack`)
+    macs: Optional[Callable] = None  # multiply-accumulates (None: not counted, a few per element)
+    cost: Union[str, Callable] = "values"  # "values" | "dispatch" | (model, graph, node) → ns
+
+    def __post_init__(self):
+        object.__setattr__(self, "groups", frozenset(self.groups))
+
+    @property
+    def shown(self) -> str:
+        return self.symbol or self.name
+
+
+def _elementwise(name, arity, emit, doc, *, groups=(), **fields) -> OpDef:
+    return OpDef(name, arity, emit, doc, groups={"elementwise", "chain", *groups}, channels=elementwise_channels,
+                 **fields)
+
+
+def _activation(name: str, doc: str, *spellings: str, symbol: Optional[str] = None, module: str = "torch") -> OpDef:
+    """An elementwise function of one map that a spec calls by name (`tanh(…)`)."""
+    return _elementwise(name, (1, 1), unary(name, module), doc, groups={"activation"},
+                        spellings=spellings or (name,), symbol=symbol)
+
+
+_WEIGHT = {"weight", "arithmetic"}  # computed from parameters only, once per step
+
+_DEFS = [
+    # elementwise arithmetic: the binary operators of the language
+    _elementwise("add", (2, 2), binary("add"), "a + b", groups={"commutative", "arithmetic"}, operator="add",
+                 symbol="+", precedence=1),
+    _elementwise("sub", (2, 2), binary("sub"), "a − b", groups={"arithmetic", "ordered"}, operator="sub",
+                 symbol="−", precedence=1),
+    _elementwise("mul", (2, 2), binary("mul"), "a ⊙ b", groups={"commutative", "arithmetic"}, operator="hadamard",
+                 symbol="⊙", precedence=2),
+    _elementwise("div", (2, 2), binary("truediv"), "a / b", groups={"arithmetic", "ordered"}, operator="div",
+                 symbol="/", precedence=2),
+    _elementwise("neg", (1, 1), lambda e, node, data, args: e.elementwise(node, e.operator.neg, args), "−a",
+                 groups={"arithmetic"}, symbol="−", precedence=3),
+    # activations: functions a spec calls
+    _activation("sigmoid", "logistic sigmoid", "sigmoid", "σ", symbol="σ"),
+    _activation("tanh", "hyperbolic tangent"),
+    _activation("relu", "max(x, 0)"),
+    _activation("silu", "x·σ(x) (swish)", module="F"),
+    # convs
+    OpDef("conv", (2, None), _emit_conv,
+          "W ⋆ x (+ bias), stride 1, \"same\" padding: operands x, W[, b]; with attr `parts` = n, the "
+          "concatenation of its first n operands (see `conv_operands`)",
+          attrs=("kernel", "parts"), groups={"arithmetic"}, operator="conv", symbol="⋆", precedence=2,
+          needs_maps=(0,), role="`⋆` convolves", macs=_conv_macs, cost="conv"),
+    # channels
+    OpDef("channel_view", (1, 1), _emit_channel_view, "a (C,) bias viewed as (C, 1, …, 1) to meet maps",
+          groups=_WEIGHT, cost="dispatch"),
+    OpDef("concat", (2, None), _emit_concat, "[a, b]: channels side by side", groups={"arithmetic", "ordered"},
+          symbol="[ , ]", needs_maps=None, role="[…] joins the channels of", check=_check_concat,
+          channels=_concat_channels),
+    OpDef("slice", (1, 1), _emit_slice, "channels [start, stop) of a tensor (a view)", attrs=("start", "stop"),
+          groups={"arithmetic", "part"}, needs_maps=None, role="an unpack cuts the channels of", cost="dispatch"),
+    OpDef("split", (1, 1), _emit_split,
+          "a tensor cut on channels into pieces of `sizes` at once (one backward cat, not a zero tensor "
+          "per narrow); its value is the tuple of pieces, read by `piece`", attrs=("sizes",),
+          groups={"arithmetic"}, cost="dispatch"),
+    OpDef("piece", (1, 1), _emit_piece, "piece `index` of a split (a tuple item)", attrs=("index",),
+          groups={"arithmetic", "part"}, cost=lambda model, graph, node: 0.0),
+    OpDef("interleave", (2, None), _emit_interleave,
+          "gate-major interleave of gate-grouped tensors T₁…Tₙ, each G chunks of C_j channels (attr `groups` "
+          "= G): G chunks of ΣC_j channels, chunk g = [T₁ chunk g, …, Tₙ chunk g]", attrs=("groups",),
+          cost=_interleave_cost),
+    # weight-side ops: only the optimizer makes them (fused weights built from the spec's symbols,
+    # so that state_dict() keeps them at every opt level); their nodes carry `shape`
+    OpDef("weight_cat", (2, None), _emit_weight_cat, "W₁…Wₙ joined on `dim` (0: outputs, 1: inputs)",
+          attrs=("dim",), groups=_WEIGHT, cost="dispatch"),
+    OpDef("weight_slice", (1, 1), _emit_weight_slice, "W[start:stop] on dim 0", attrs=("start", "stop"),
+          groups=_WEIGHT, cost="dispatch"),
+    OpDef("weight_add", (2, 2), _emit_weight_add, "W₁ + W₂ (one conv weight applied to one tensor twice)",
+          groups=_WEIGHT, cost="dispatch"),
+    OpDef("weight_view", (1, 1), _emit_weight_view, "W.reshape(-1): a (C, 1, …, 1) weight used as a bias",
+          groups=_WEIGHT, cost="dispatch"),
+    OpDef("pad_kernel", (1, 1), _emit_pad_kernel, "W zero-padded (centred) to a larger odd `kernel`",
+          attrs=("kernel", "from_kernel"), groups=_WEIGHT, cost="dispatch"),
+    OpDef("fill", (1, 1), _emit_fill, "a (size,) vector of `value`; the operand gives dtype and device",
+          attrs=("value", "size"), groups=_WEIGHT, cost="dispatch"),
+    # structure: stacks and axes (attrs name axes: stack, C, T, H, W)
+    OpDef("softmax", (1, 1), _emit_softmax, "softmax over one axis", attrs=("axis",), groups={"chain"},
+          needs_maps=None, role="softmax takes", channels=same_channels(),
+          check=_needs_a_stack("softmax over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
+                                                         "`over=W`")),
+    OpDef("reduce_sum", (1, 1), _emit_reduce_sum, "sum over one axis, which disappears", attrs=("axis",),
+          groups={"chain"}, symbol="sum", stack=_stack_of_sum, extent=_extent_sum, needs_maps=None,
+          role="sum takes", channels=same_channels(),
+          check=_needs_a_stack("sum over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
+                                                     "`over=W`")),
+    OpDef("stack", (1, None), _emit_stack, "a stack of maps (a new axis after the batch)", stack=makes_stack,
+          groups={"stacks_own"}, needs_maps=None, role="stack() stacks", check=_check_stack,
+          channels=same_channels(" stacks values with equal channels")),
+    OpDef("unstack", (1, 1), _emit_unstack, "entry `index` of a stack of `count`", attrs=("index", "count"),
+          groups={"arithmetic", "part"}, stack=ends_stack, needs_maps=None, role="unstack takes apart",
+          check=_check_unstack, channels=same_channels()),
+    OpDef("cat_along", (2, None), _emit_cat_along, "maps side by side along T, H or W", attrs=("axis",),
+          groups={"sizes_own"}, symbol="cat", extent=_extent_cat, needs_maps=None, role="cat joins",
+          check=_check_cat_along, channels=same_channels(" joins values with equal channels")),
+    OpDef("split_along", (1, 1), _emit_split_along, "piece `index` of `count` equal pieces along T, H or W",
+          attrs=("axis", "index", "count"), groups={"arithmetic", "part"}, symbol="split", extent=_extent_split,
+          needs_maps=None, role="split cuts", channels=same_channels()),
+    OpDef("attention", (3, 3), _emit_attention,
+          "softmax(q kᵀ) v over every position (and stack entry); attr `patches`: within s×s patches",
+          attrs=("patches",), stack=stack_of_first, needs_maps=None, role="attention reads", meets=1,
+          check=_check_attention, macs=_attention_macs, channels=_attention_channels),
+    OpDef("layernorm", (3, 3), _emit_layernorm,
+          "LayerNorm: operands x, gain, bias; attrs `mode` (all | over | shape), `axes`, `shape`, `eps`",
+          attrs=("mode", "axes", "shape", "eps", "symbol"), symbol="LayerNorm", needs_maps=(0,),
+          role="a LayerNorm normalises", check=_check_layernorm, channels=first_channels),
+]
+
+
+OPS: dict[str, OpDef] = {definition.name: definition for definition in _DEFS}
+
+
+def op_def(op: str) -> OpDef:
+    return OPS[op]
+
+
+def in_group(group: str) -> frozenset[str]:
+    """The names of the ops of a group."""
+    return frozenset(name for name, definition in OPS.items() if group in definition.groups)
+
+
+# Groups the passes read by name (each a view of the table, not a list of its own).
+ELEMENTWISE = in_group("elementwise")
+ACTIVATIONS = in_group("activation")
+COMMUTATIVE = in_group("commutative")
+WEIGHT_OPS = in_group("weight") - {"channel_view"}  # built by the optimizer from parameters
+WEIGHT_SIDE = in_group("weight")  # computed from parameters only (a bias's view too)
+
+
+# --- the spec's functions and operators -------------------------------------------------------------
+
+@dataclass(frozen=True)
 class Function:
-    """A function a spec may call: its op and how many tensor arguments it takes."""
+    """A function a spec may call that is one op: its op and how many tensor arguments it takes."""
 
     op: str
     arity: int
     doc: str
 
 
-FUNCTIONS: dict[str, Function] = {
-    "sigmoid": Function("sigmoid", 1, "logistic sigmoid"),
-    "σ": Function("sigmoid", 1, "logistic sigmoid"),
-    "tanh": Function("tanh", 1, "hyperbolic tangent"),
-    "relu": Function("relu", 1, "max(x, 0)"),
-}
+FUNCTIONS: dict[str, Function] = {spelling: Function(d.name, d.arity[0], d.doc)
+                                  for d in _DEFS for spelling in d.spellings}
+# How the binary operators of the language lower.
+BINARY_OPS = {d.operator: d.name for d in _DEFS if d.operator is not None}
+
 
 @dataclass(frozen=True)
 class StructuralFunction:
     """A function that moves axes rather than values: `arity` (min, max) tensor arguments,
-    its named arguments (`"axis"` or `"int"`), and whether it makes several values."""
+    its named arguments (`"axis"` or `"int"`), and whether it makes several values. The
+    lowering builds their nodes (cellgen/ir/lower.py: `_structural`, `_unpack`)."""
 
     arity: tuple[int, int]
     keywords: dict
@@ -50,34 +624,3 @@ STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
     "split": StructuralFunction((1, 1), {"along": "axis"}, "equal pieces along T, H or W: `a, b = split(…)`",
                                 unpacks=True),
 }
-
-# How binary operators of the language lower, and their symbols (used by error messages).
-BINARY_OPS = {"add": "add", "sub": "sub", "hadamard": "mul", "div": "div", "conv": "conv"}
-OPERATOR_SYMBOLS = {"add": "+", "sub": "-", "mul": "⊙", "hadamard": "⊙", "div": "/", "conv": "⋆"}
-
-# --- ops only the optimizer introduces (a spec never writes them) --------------------------
-# Weight-side ops compute a parameter-shaped tensor from parameters, once per step: fused
-# conv weights and biases are built from the per-symbol parameters, so that `state_dict()`
-# keeps the spec's symbols at every opt level. Their nodes carry `shape` (the result's).
-#   weight_cat    operands W_1…W_n; attr `dim`: 0 stacks output channels, 1 input channels
-#   weight_slice  operand W; attrs `start`, `stop`: W[start:stop] on dim 0
-#   weight_add    operands W_1, W_2: their sum (one conv weight applied to one tensor twice)
-#   weight_view   operand W: W.reshape(-1) (an elementwise (C, 1, …, 1) weight used as a bias)
-#   pad_kernel    operand W; attr `kernel`: W zero-padded (centred) to a larger odd kernel
-#   fill          operand R (any weight, for dtype/device); attrs `value`, `size`: a (size,) vector
-WEIGHT_OPS = {"weight_cat", "weight_slice", "weight_add", "weight_view", "pad_kernel", "fill"}
-# Layout ops on activations: channels [start, stop) of a tensor (a view), and the gate-major
-# interleave of several gate-grouped tensors (multi-kernel ConvLSTM, Fig. 4b).
-#   slice         operand T; attrs `start`, `stop`
-#   interleave    operands T_1…T_n, each G chunks of C_j channels; attr `groups` = G;
-#                 result: G chunks of ΣC_j channels, chunk g = [T_1 chunk g, …, T_n chunk g]
-LAYOUT_OPS = {"slice", "interleave"}
-# Ops of the structural functions above and of LayerNorm (see cellgen/ir/layout.py for the axes):
-#   softmax     attr `axis`          reduce_sum  attr `axis` (the axis disappears)
-#   stack       operands T_1…T_n     unstack     attrs `index`, `count`
-#   cat_along   attr `axis`          split_along attrs `axis`, `index`, `count`
-#   attention   operands q, k, v; attr `patches`
-#   layernorm   operands x, gain, bias; attrs `mode` ("all" | "over" | "shape"), `axes`, `shape`, `eps`
-STRUCTURAL_OPS = {"softmax", "reduce_sum", "stack", "unstack", "cat_along", "split_along", "attention", "layernorm"}
-ACTIVATIONS = {"sigmoid", "tanh", "relu"}
-COMMUTATIVE = {"add", "mul"}

@@ -16,6 +16,7 @@ from lark.lexer import PatternStr
 from cellgen.errors import CellgenError, CellgenSyntaxError, Note, Source, Span, did_you_mean, span_text
 from cellgen.language import limits
 from cellgen.language import syntax as ast
+from cellgen.language.spellings import FUNCTION_SPELLINGS, next_values, state_names
 from cellgen.resources import grammar_path
 
 # What a terminal is called in an error message. String terminals are quoted as written.
@@ -56,8 +57,11 @@ class _BracketNewlines:
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
+    # cache=True: Lark keeps the analysed LALR tables in the temp directory, keyed by a hash of
+    # the grammar text, these options and Lark's version, so a changed grammar is rebuilt; it
+    # halves the start-up cost of every command (an unwritable temp dir only costs the rebuild).
     return Lark(grammar_path().read_text(encoding="utf-8"), parser="lalr", lexer="contextual",
-                postlex=_BracketNewlines(), propagate_positions=True, maybe_placeholders=False)
+                postlex=_BracketNewlines(), propagate_positions=True, maybe_placeholders=False, cache=True)
 
 
 def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
@@ -76,7 +80,7 @@ def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
         if isinstance(error.orig_exc, CellgenError):
             raise error.orig_exc from None
         raise
-    return _resolve_spellings(spec)
+    return spec.model_copy(update={"statements": next_values(spec.statements, state_names(spec.statements))})
 
 
 def _span(source: Source, item) -> Span:
@@ -300,7 +304,8 @@ class _ToAst(Transformer):
             late = children[1:][len(children[1:]) - 1]
             raise CellgenSyntaxError("a plain argument follows a named one", late.span,
                                      hint=f"put the named arguments (`{first_keyword.name}=…`) last")
-        return ast.Call(func=str(children[0]), args=args, kwargs=kwargs, span=self._at(meta))
+        func = FUNCTION_SPELLINGS.get(str(children[0]), str(children[0]))
+        return ast.Call(func=func, args=args, kwargs=kwargs, span=self._at(meta))
 
     @v_args(meta=True)
     def keyword_arg(self, meta, children):
@@ -359,32 +364,6 @@ class _ToAst(Transformer):
 
     def __default__(self, data, children, meta):
         raise AssertionError(f"grammar rule {data!r} has no AST builder")
-
-
-# ASCII spellings of functions, and the name the AST keeps for them (cf. printer.ASCII_FUNCTIONS).
-_FUNCTION_SPELLINGS = {"sigmoid": "σ"}
-
-
-def _resolve_spellings(spec: ast.CellSpec) -> ast.CellSpec:
-    """One AST for both spellings of a thing, so that a spec and its ASCII print are the same
-    cell: `c_next` is `c'` when `c` is a state, and `sigmoid(…)` is `σ(…)`."""
-    states = {t.name for t in spec.states}
-
-    def fix(node):
-        if isinstance(node, ast.Ref):
-            if not node.prime and node.name.endswith("_next") and node.name[: -len("_next")] in states:
-                return node.model_copy(update={"name": node.name[: -len("_next")], "prime": True})
-            return node
-        if isinstance(node, ast.Call) and node.func in _FUNCTION_SPELLINGS:
-            node = node.model_copy(update={"func": _FUNCTION_SPELLINGS[node.func]})
-        if isinstance(node, ast.Node):
-            updates = {k: fix(getattr(node, k)) for k in type(node).model_fields if k != "span"}
-            return node.model_copy(update=updates)
-        if isinstance(node, list):
-            return [fix(x) for x in node]
-        return node
-
-    return fix(spec)
 
 
 # --- syntax errors -----------------------------------------------------------------------

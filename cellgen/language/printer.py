@@ -7,16 +7,24 @@ Operators are Unicode (`σ`, `⋆`, `⊙`, `×`) by default and plain ASCII (`si
 Parentheses appear only where precedence needs them, numbers print as written, and functions
 print by the name in the AST (the parser reads `sigmoid` as `σ`, as it reads `c_next` as `c'`).
 
-Comments and blank lines are not part of the AST, so they do not survive printing. Every
-section keeps its statements in their original order: the order of equations decides the
-order in which weights are created, so only whole sections move.
+Comments and blank lines are not part of the AST; given the comments that
+`cellgen.language.comments` tied to its statements, the printer keeps them (`cellgen fmt`):
+each comment moves with its statement, end-of-line comments are aligned in a column within a
+paragraph, and a blank line between two statements of a section stays (one). Without them
+(`diff`, `show`), the text is the bare canonical form. Every section keeps its statements in
+their original order: the order of equations decides the order in which weights are created,
+so only whole sections move.
 
 Printing round-trips: `parse(format_spec(s, ascii=a))` is `s` again, ignoring spans, for both
 spellings (tests/test_roundtrip.py).
 """
 from __future__ import annotations
 
+from typing import Optional
+
+from cellgen.ir.ops import OPS
 from cellgen.language import syntax as ast
+from cellgen.language.comments import Notes, SpecComments
 
 # Function spellings that are not ASCII, and their ASCII names (cellgen.ir.ops knows both).
 ASCII_FUNCTIONS = {"σ": "sigmoid"}
@@ -27,7 +35,7 @@ _ASCII_OPS = {"add": "+", "sub": "-", "hadamard": ".*", "conv": "*", "div": "/"}
 # Binding strength of expressions, loosest first: `a + b`, then `a ⊙ b` (also ⋆ and /), then
 # `-a` and `2σ(a)`, then atoms (names, numbers, calls, (…), […]).
 _SUM, _PRODUCT, _UNARY, _ATOM = range(4)
-_LEVEL = {"add": _SUM, "sub": _SUM, "hadamard": _PRODUCT, "conv": _PRODUCT, "div": _PRODUCT}
+_LEVEL = {d.operator: d.precedence - 1 for d in OPS.values() if d.operator}  # the op registry's precedences
 
 # Section order of the canonical layout, by statement type.
 _DEFINITIONS = (ast.Equation, ast.Unpack, ast.Loop)
@@ -36,32 +44,75 @@ _SECTIONS = (ast.UseDecl, ast.ParamDecl, (ast.InputDecl, ast.StateDecl, ast.Outp
 _BLOCK_SECTIONS = (ast.ParamDecl, ast.WeightDecl, _DEFINITIONS, ast.Return)
 
 
-def format_spec(spec: ast.CellSpec, ascii: bool = False) -> str:
-    """The canonical text of a spec; sections are separated by one blank line."""
-    blocks = [[_header(spec)]]
-    blocks += _sections(spec.statements, _SECTIONS, ascii, "  ")
-    return "\n\n".join("\n".join(lines) for lines in blocks) + "\n"
+# A line's end-of-line comment travels after this mark until `_render` sets it in its column.
+_TRAIL = "\0"
 
 
-def _sections(statements: list, order: tuple, ascii: bool, indent: str) -> list[list[str]]:
+def format_spec(spec: ast.CellSpec, ascii: bool = False, comments: Optional[SpecComments] = None) -> str:
+    """The canonical text of a spec; sections are separated by one blank line. With `comments`
+    (`collect_comments(spec, text)`), the comments and paragraph breaks of `text` are kept."""
+    comments = comments or SpecComments()
+    blocks = [[*comments.preamble, *([""] if comments.preamble_blank_after else []),
+               _header(spec) + _trail(comments.header)]]
+    blocks += _sections(spec.statements, _SECTIONS, ascii, "  ", comments)
+    closing = comments.of(spec).closing
+    if closing:
+        blocks.append([f"  {text}" for text in closing])
+    return _render("\n\n".join("\n".join(lines) for lines in blocks)) + "\n"
+
+
+def _trail(comment: Optional[str]) -> str:
+    return f"{_TRAIL}{comment}" if comment else ""
+
+
+def _render(text: str) -> str:
+    """Set end-of-line comments in one column per paragraph (lines between blank lines), two
+    spaces after the longest line that carries one."""
+    out, paragraph = [], []
+
+    def flush():
+        width = max((len(line.split(_TRAIL)[0].rstrip()) for line in paragraph if _TRAIL in line), default=0)
+        for line in paragraph:
+            code, _, comment = line.partition(_TRAIL)
+            out.append(f"{code.rstrip().ljust(width)}  {comment}" if comment else code.rstrip())
+        paragraph.clear()
+
+    for line in text.split("\n"):
+        if line.strip():
+            paragraph.append(line)
+        else:
+            flush()
+            out.append("")
+    flush()
+    return "\n".join(out)
+
+
+def _before(notes: Notes, indent: str, first: bool) -> list[str]:
+    """A statement's leading comments, after a blank line if one came before it in the source."""
+    return ([""] if notes.blank_before and not first else []) + [f"{indent}{text}" for text in notes.leading]
+
+
+def _sections(statements: list, order: tuple, ascii: bool, indent: str, comments: SpecComments) -> list[list[str]]:
     blocks = []
     for kinds in order:
         chosen = [s for s in statements if isinstance(s, kinds)]
         if not chosen:
             continue
         if kinds is ast.BlockDef:
-            blocks += [_block(b, ascii, indent) for b in chosen]
+            blocks += [_block(b, ascii, indent, comments) for b in chosen]
         else:
-            blocks.append(_section(chosen, ascii, indent))
+            blocks.append(_section(chosen, ascii, indent, comments))
     return blocks
 
 
-def _block(block: ast.BlockDef, ascii: bool, indent: str) -> list[str]:
-    inner = _sections(block.body, _BLOCK_SECTIONS, ascii, indent + "  ")
-    lines = [f"{indent}block {block.name}(" + ", ".join(block.inputs) + ")"]
+def _block(block: ast.BlockDef, ascii: bool, indent: str, comments: SpecComments) -> list[str]:
+    notes = comments.of(block)
+    inner = _sections(block.body, _BLOCK_SECTIONS, ascii, indent + "  ", comments)
+    lines = _before(notes, indent, True) + \
+        [f"{indent}block {block.name}(" + ", ".join(block.inputs) + ")" + _trail(notes.opening)]
     for number, section in enumerate(inner):
         lines += ([""] if number else []) + section
-    return lines + [f"{indent}end"]
+    return lines + [f"{indent}  {text}" for text in notes.closing] + [f"{indent}end" + _trail(notes.trailing)]
 
 
 def format_expr(expr: ast.Expr, ascii: bool = False) -> str:
@@ -87,36 +138,69 @@ def _header(spec: ast.CellSpec) -> str:
     return line
 
 
-def _section(statements: list, ascii: bool, indent: str) -> list[str]:
+def _section(statements: list, ascii: bool, indent: str, comments: SpecComments) -> list[str]:
     first = statements[0]
     if isinstance(first, ast.WeightDecl):
-        return [f"{indent}weights"] + [f"{indent}  {line}" for line in _aligned(
-            [(", ".join(p.text for p in d.patterns), _weight_type(d.type, ascii)) for d in statements], " : ")]
+        # The first declaration's leading comments introduce the section: above `weights`.
+        notes = comments.of(first)
+        head = _before(notes, indent, True) + [f"{indent}weights"]
+        rows = [(", ".join(p.text for p in d.patterns), _weight_type(d.type, ascii)) for d in statements]
+        return head + _aligned_statements(statements, rows, " : ", indent + "  ", comments, skip_first=True)
     if isinstance(first, _DEFINITIONS):
-        return _definitions(statements, ascii, indent)
+        return _definitions(statements, ascii, indent, comments)
     if isinstance(first, ast.Return):
-        return [f"{indent}return " + ", ".join(_ref(r) for r in s.refs) for s in statements]
-    return [f"{indent}{_declaration(s, ascii)}" for s in statements]
+        return _each(statements, lambda s: "return " + ", ".join(_ref(r) for r in s.refs), indent, comments)
+    return _each(statements, lambda s: _declaration(s, ascii), indent, comments)
 
 
-def _definitions(statements: list, ascii: bool, indent: str) -> list[str]:
+def _each(statements: list, text, indent: str, comments: SpecComments) -> list[str]:
+    lines = []
+    for number, statement in enumerate(statements):
+        notes = comments.of(statement)
+        lines += _before(notes, indent, number == 0) + [f"{indent}{text(statement)}" + _trail(notes.trailing)]
+    return lines
+
+
+def _aligned_statements(statements: list, rows: list[tuple[str, str]], separator: str, indent: str,
+                        comments: SpecComments, skip_first: bool = False, section_start: bool = True) -> list[str]:
+    """`rows` of `statements` aligned on `separator`, paragraph by paragraph (a blank line
+    before a statement starts a new one), each with its comments. `skip_first`: the first
+    statement's leading comments are already printed; `section_start`: no blank line before it."""
+    lines, start = [], 0
+    for end in range(1, len(statements) + 1):
+        if end < len(statements) and not comments.of(statements[end]).blank_before:
+            continue
+        for i, text in zip(range(start, end), _aligned(rows[start:end], separator)):
+            notes = comments.of(statements[i])
+            leading = [] if skip_first and i == 0 else _before(notes, indent, i == 0 and section_start)
+            lines += leading + [f"{indent}{text}" + _trail(notes.trailing)]
+        start = end
+    return lines
+
+
+def _definitions(statements: list, ascii: bool, indent: str, comments: SpecComments) -> list[str]:
     """Equations with their `=` aligned, run by run; a loop is its own run."""
     printer, lines, run = _Printer(ascii), [], []
 
     def flush():
-        lines.extend(f"{indent}{line}" for line in _aligned(run, " = ")) if run else None
+        if run:
+            lines.extend(_aligned_statements([s for s, _ in run], [row for _, row in run], " = ", indent, comments,
+                                             section_start=not lines))
         run.clear()
 
     for statement in statements:
         if isinstance(statement, ast.Loop):
             flush()
+            notes = comments.of(statement)
             values = ", ".join(str(v) for v in statement.values)
-            lines.append(f"{indent}for {statement.var} in ({values})")
-            lines += _definitions(statement.body, ascii, indent + "  ")
-            lines.append(f"{indent}end")
+            lines.extend(_before(notes, indent, not lines))
+            lines.append(f"{indent}for {statement.var} in ({values})" + _trail(notes.opening))
+            lines += _definitions(statement.body, ascii, indent + "  ", comments)
+            lines += [f"{indent}  {text}" for text in notes.closing]
+            lines.append(f"{indent}end" + _trail(notes.trailing))
             continue
         targets = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
-        run.append((", ".join(_ref(t) for t in targets), printer.expr(statement.expr)))
+        run.append((statement, (", ".join(_ref(t) for t in targets), printer.expr(statement.expr))))
     flush()
     return lines
 

@@ -29,6 +29,8 @@ from typing import Callable, Optional, Union
 from cellgen.errors import (ArityError, CellgenError, CyclicDefinitionError, Note, RedefinitionError,
                             SpecNotFoundError, TypeMismatchError, UnknownSymbolError, did_you_mean)
 from cellgen.language import syntax as ast
+from cellgen.language.spellings import next_values, state_names
+from cellgen.language.walk import transform, transform_children, walk
 
 # name of a spec, the spec that names it → that spec, parsed (not yet resolved)
 Loader = Callable[[str, ast.CellSpec], ast.CellSpec]
@@ -38,15 +40,15 @@ _Definition = Union[ast.Equation, ast.Unpack]
 
 def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
     """The flat spec of `spec`; `load` finds the specs it extends or borrows from."""
-    merged = _inherit(spec, load, chain=[])
-    blocks = _blocks(merged, load, seen=[_identity(spec)])
+    merged = _inherit(spec, load, chain=[], borrowing=[_identity(spec)])
+    blocks = {block.name: block for block in merged.of_type(ast.BlockDef)}
     flat: list = []
     weight_decls: list[ast.WeightDecl] = []
     tensors = {t.name for t in merged.inputs + merged.states} | {
         t.name for d in merged.definitions for t in ([d.target] if isinstance(d, ast.Equation) else d.targets)}
     inliner = _Inliner(blocks, weight_decls, tensors)
     for statement in merged.statements:
-        if isinstance(statement, (ast.BlockDef, ast.UseDecl)):
+        if isinstance(statement, ast.BlockDef):
             continue
         if isinstance(statement, _Definition.__args__):
             flat += inliner.inline(statement)
@@ -62,13 +64,18 @@ def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
 def _identity(spec: ast.CellSpec) -> tuple[Optional[str], str]:
     """What tells two loaded specs apart: the file each came from (a cell's name need not be
     its file's: `cell E3DLSTM` is specs/e3d_lstm.cell), and its name."""
-    return (spec.span.source.name if spec.span else None, spec.name)
+    return (spec.path or spec.origin, spec.name)
 
 
-def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec]) -> ast.CellSpec:
-    """`spec` with its parent's statements merged in (recursively), and its loops unrolled."""
+def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec], borrowing: list) -> ast.CellSpec:
+    """`spec` with its parent's statements merged in (recursively, to any depth), the blocks it
+    borrows copied in, its loops unrolled and its ASCII next values (`c_next`) spelt `c'`.
+
+    Each spec's own statements are read against that spec: its `use … from` finds specs beside
+    it, and its `c_next` is `c'` if `c` is a state of it or of any spec it extends (the parser
+    spelt those of its own states; a parent's it cannot know, see spellings.py)."""
     _check_blocks(spec.statements)
-    own = _unroll_all(spec.statements)
+    own = _borrow_blocks(spec, _unroll_all(spec.statements), load, borrowing)
     if spec.extends is None:
         return spec.model_copy(update={"statements": own})
     parent_spec = load(spec.extends, spec)
@@ -81,7 +88,8 @@ def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec]) -> ast
                                     related=[Note(f"{s.name} extends `{s.extends}` here", s.span) for s in cycle[1:]],
                                     hint="a variant's parent must not extend the variant, directly or through "
                                          "another spec")
-    parent = _inherit(parent_spec, load, chain)
+    parent = _inherit(parent_spec, load, chain, [*borrowing, _identity(parent_spec)])
+    own = next_values(own, state_names(parent.statements))  # its own states' the parser has spelt
     return spec.model_copy(update={"statements": _merge(_borrowed(parent.statements), own)})
 
 
@@ -178,28 +186,34 @@ def _keys(statement) -> list[tuple[str, str]]:
 
 # --- blocks ---------------------------------------------------------------------------------
 
-def _blocks(spec: ast.CellSpec, load: Loader, seen: list) -> dict[str, ast.BlockDef]:
-    blocks: dict[str, ast.BlockDef] = {}
-    for use in spec.of_type(ast.UseDecl):
+def _borrow_blocks(spec: ast.CellSpec, statements: list, load: Loader, borrowing: list) -> list:
+    """`statements` with each `use A, B from S` replaced by S's blocks A and B (marked
+    borrowed), S being looked for beside `spec`: from here on a borrowed block is a block."""
+    out = []
+    for statement in statements:
+        if not isinstance(statement, ast.UseDecl):
+            out.append(statement)
+            continue
+        use = statement
         try:
             source = load(use.source, spec)
         except SpecNotFoundError as error:  # point at the `use` line, not at the spec's header
             raise SpecNotFoundError(f"`use … from {use.source}`: there is no spec `{use.source}`", use.span,
                                     hint=error.hint) from None
-        if _identity(source) in seen:
+        if _identity(source) in borrowing:
             raise CyclicDefinitionError(f"spec {source.name} borrows blocks from itself", use.span,
-                                        hint="a spec's own blocks need no `use`" if len(seen) == 1 else
+                                        hint="a spec's own blocks need no `use`"
+                                        if _identity(source) == _identity(spec) else
                                         "specs that borrow blocks from each other go round in a circle")
-        available = _blocks(_inherit(source, load, chain=[]), load, seen + [_identity(source)])
+        lender = _inherit(source, load, chain=[], borrowing=[*borrowing, _identity(source)])
+        available = {block.name: block for block in lender.of_type(ast.BlockDef)}
         for name in use.blocks:
             if name not in available:
                 hint = did_you_mean(name, available) or (
                     f"{use.source} defines: {', '.join(available)}" if available else f"{use.source} has no blocks")
                 raise UnknownSymbolError(f"spec {use.source} has no block `{name}`", use.span, hint=hint)
-            blocks[name] = _mark_block_borrowed(available[name])
-    for block in spec.of_type(ast.BlockDef):
-        blocks[block.name] = block
-    return blocks
+            out.append(_mark_block_borrowed(available[name]))
+    return out
 
 
 class _Inliner:
@@ -225,16 +239,11 @@ class _Inliner:
         targets = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
         return self._expand(block, expr, targets, statement.span, depth)
 
-    def _no_nested_calls(self, node) -> None:
-        if isinstance(node, ast.Call) and node.func in self.blocks:
-            raise TypeMismatchError(f"block `{node.func}` is called inside an expression", node.span,
-                                    hint=f"give its results names first: `a, b = {node.func}(…)`, then use them")
-        if isinstance(node, ast.Node):
-            for field in type(node).model_fields:
-                self._no_nested_calls(getattr(node, field))
-        elif isinstance(node, list):
-            for item in node:
-                self._no_nested_calls(item)
+    def _no_nested_calls(self, expr) -> None:
+        for node in walk(expr):
+            if isinstance(node, ast.Call) and node.func in self.blocks:
+                raise TypeMismatchError(f"block `{node.func}` is called inside an expression", node.span,
+                                        hint=f"give its results names first: `a, b = {node.func}(…)`, then use them")
 
     def _expand(self, block: ast.BlockDef, call: ast.Call, targets: list[ast.Ref], span, depth: int) -> list:
         if len(call.args) != len(block.inputs):
@@ -339,30 +348,20 @@ class _BlockNames:
         return ref.model_copy(update={"name": f"{self.instance}.{ref.name}"})
 
     def expr(self, node):
+        return transform(node, self._rename)
+
+    def _rename(self, node):
         if isinstance(node, ast.Ref):
             return self.ref(node)
         if isinstance(node, ast.History):
             raise TypeMismatchError(f"a block cannot read a state's history (`{node.state}[…]`)", node.span,
                                     hint="pass the history in as an input")
-        if isinstance(node, ast.Call):
-            func = node.func
-            if self.is_weight(func):  # a LayerNorm applied by calling its symbol
-                func = f"{self.block.name}.{func}"
-            return node.model_copy(update={"func": func, "args": [self.expr(a) for a in node.args],
-                                           "kwargs": [k.model_copy(update={"value": self._keyword(k)})
-                                                      for k in node.kwargs]})
-        if isinstance(node, ast.Node):
-            return node.model_copy(update={f: self.expr(getattr(node, f)) for f in type(node).model_fields
-                                           if f != "span"})
-        if isinstance(node, list):
-            return [self.expr(x) for x in node]
-        return node
-
-    def _keyword(self, keyword: ast.KeywordArg):
-        # `over=stack`, `along=W`: axis names, not values
-        if isinstance(keyword.value, ast.Ref) and keyword.name in ("over", "along"):
-            return keyword.value
-        return self.expr(keyword.value)
+        if isinstance(node, ast.KeywordArg) and isinstance(node.value, ast.Ref) and node.name in ("over", "along"):
+            return node  # `over=stack`, `along=W`: axis names, not values
+        if isinstance(node, ast.Call) and self.is_weight(node.func):  # a LayerNorm applied by calling its symbol
+            return transform_children(node.model_copy(update={"func": f"{self.block.name}.{node.func}"}),
+                                      self._rename)
+        return None
 
     def weight_decl(self, decl: ast.WeightDecl) -> ast.WeightDecl:
         patterns = [p.model_copy(update={"text": f"{self.block.name}.{p.text}"}) for p in decl.patterns]
@@ -417,54 +416,51 @@ def _check_loop(loop: ast.Loop) -> None:
 def _substitute(node, var: str, value: int):
     """`Y_s` → `Y_4`, `s` → 4 (in expressions and sizes) inside one iteration of `for s …`."""
     suffix = f"_{var}"
-    if isinstance(node, ast.Ref):
-        if node.name == var:
-            return ast.Number(value=float(value), text=str(value), span=node.span)
-        if node.name.endswith(suffix):
-            return node.model_copy(update={"name": node.name[: -len(suffix)] + f"_{value}"})
-        return node
-    if isinstance(node, ast.DimName) and node.name == var:
-        return ast.DimInt(value=value, span=node.span)
-    if isinstance(node, ast.Comprehension) and node.var == var:
-        return node  # an inner comprehension over the same name shadows the loop's
-    if isinstance(node, ast.Call) and node.func.endswith(suffix):
-        node = node.model_copy(update={"func": node.func[: -len(suffix)] + f"_{value}"})
-    if isinstance(node, ast.Node):
-        return node.model_copy(update={f: _substitute(getattr(node, f), var, value)
-                                       for f in type(node).model_fields if f != "span"})
-    if isinstance(node, list):
-        return [_substitute(x, var, value) for x in node]
-    return node
+
+    def rule(node):
+        if isinstance(node, ast.Ref):
+            if node.name == var:
+                return ast.Number(value=float(value), text=str(value), span=node.span)
+            if node.name.endswith(suffix):
+                return node.model_copy(update={"name": node.name[: -len(suffix)] + f"_{value}"})
+            return node
+        if isinstance(node, ast.DimName) and node.name == var:
+            return ast.DimInt(value=value, span=node.span)
+        if isinstance(node, ast.Comprehension) and node.var == var:
+            return node  # an inner comprehension over the same name shadows the loop's
+        if isinstance(node, ast.Call) and node.func.endswith(suffix):
+            return transform_children(node.model_copy(update={"func": node.func[: -len(suffix)] + f"_{value}"}),
+                                      rule)
+        return None
+
+    return transform(node, rule)
 
 
 def _expand_comprehensions(node):
-    if isinstance(node, ast.Comprehension):
-        items = [_expand_comprehensions(_substitute(node.item, node.var, v)) for v in node.values]
-        return ast.Concat(items=items, span=node.span)
-    if isinstance(node, ast.Node):
-        return node.model_copy(update={f: _expand_comprehensions(getattr(node, f))
-                                       for f in type(node).model_fields if f != "span"})
-    if isinstance(node, list):
-        return [_expand_comprehensions(x) for x in node]
-    return node
+    def rule(node):
+        if isinstance(node, ast.Comprehension):
+            items = [transform(_substitute(node.item, node.var, v), rule) for v in node.values]
+            return ast.Concat(items=items, span=node.span)
+        return None
+
+    return transform(node, rule)
 
 
 def _bind_dims(node, dims: dict[str, ast.Dim]):
     if not dims:
         return node
-    if isinstance(node, ast.DimName) and node.name in dims:
-        return dims[node.name]
-    if isinstance(node, ast.Ref) and not node.prime and node.name in dims:
-        dim = dims[node.name]
-        if isinstance(dim, ast.DimInt):
-            return ast.Number(value=float(dim.value), text=str(dim.value), span=node.span)
-        return node
-    if isinstance(node, ast.Node):
-        return node.model_copy(update={f: _bind_dims(getattr(node, f), dims)
-                                       for f in type(node).model_fields if f != "span"})
-    if isinstance(node, list):
-        return [_bind_dims(x, dims) for x in node]
-    return node
+
+    def rule(node):
+        if isinstance(node, ast.DimName) and node.name in dims:
+            return dims[node.name]
+        if isinstance(node, ast.Ref) and not node.prime and node.name in dims:
+            dim = dims[node.name]
+            if isinstance(dim, ast.DimInt):
+                return ast.Number(value=float(dim.value), text=str(dim.value), span=node.span)
+            return node
+        return None
+
+    return transform(node, rule)
 
 
 def _as_dim(expr: ast.Expr) -> ast.Dim:

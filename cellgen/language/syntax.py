@@ -13,7 +13,7 @@ from cellgen.errors import Span
 
 
 class Node(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, defer_build=True)
     span: Optional[Span] = Field(default=None, repr=False)
 
 
@@ -252,6 +252,12 @@ class CellSpec(Node):
     citation: Optional[str] = None
     extends: Optional[str] = None
     statements: list[Statement]
+    # Where the spec was found (set by its loader, cellgen.api.load_spec; `<string>` and no path
+    # for text): what
+    # messages call it (`specs/e3d_lstm.cell`, a path as given) and the file itself, beside
+    # which the specs it names (`extends P`, `use … from S`) are looked for first.
+    origin: Optional[str] = Field(default=None, repr=False)
+    path: Optional[str] = Field(default=None, repr=False)
 
     def of_type(self, kind):
         return [s for s in self.statements if isinstance(s, kind)]
@@ -291,16 +297,17 @@ class CellSpec(Node):
         return outputs[0] if outputs else None
 
 
-for _model in (DimBinary, Call, Binary, Neg, Scale, Concat, Equation, CellSpec, ElementwiseType, ConvType,
-               TensorDecl, OutputDecl, KeywordArg, History, Comprehension, KernelOperand, PerKernel, KernelShare,
-               NormType, Unpack, Return, Loop, BlockDef, UseDecl):
-    _model.model_rebuild()
+# Every model is built on first use (`defer_build`), when all the forward references above
+# resolve: building 30 schemas at import cost more than the rest of `cellgen check`.
+
+
+WHERE_FIELDS = frozenset({"span", "origin", "path"})  # where a node came from, not what it says
 
 
 def without_spans(node):
-    """A plain-data view of an AST with every span dropped: what two equal cells share."""
+    """A plain-data view of an AST with every span (and origin) dropped: what two equal cells share."""
     if isinstance(node, Node):
-        fields = {k: without_spans(getattr(node, k)) for k in type(node).model_fields if k != "span"}
+        fields = {k: without_spans(getattr(node, k)) for k in type(node).model_fields if k not in WHERE_FIELDS}
         return (type(node).__name__, fields)
     if isinstance(node, list):
         return [without_spans(x) for x in node]

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterable, Optional
 
 from cellgen.errors import CellgenError, did_you_mean
+from cellgen.ir.analysis import analyze
 from cellgen.ir.graph import CellGraph
 from cellgen.passes.activation_grouping import activation_grouping
 from cellgen.passes.bias_folding import bias_folding
@@ -38,6 +39,7 @@ from cellgen.passes.dce import dce
 from cellgen.passes.kernel_embedding import choose_kernel_embedding, kernel_embedding
 from cellgen.passes.kernel_grouping import kernel_grouping
 from cellgen.passes.rules import summary
+from cellgen.passes.runtime_forms import runtime_forms
 from cellgen.passes.same_operand import same_operand_fusion
 from cellgen.passes.simplify import simplify
 from cellgen.passes.sum_fusion import sum_fusion
@@ -78,6 +80,8 @@ PIPELINE: list[PassInfo] = [
     PassInfo("simplify", 1, simplify, "merge adjacent slices, drop full slices, flatten concats"),
     PassInfo("cse", 1, cse, "merge identical nodes"),
     PassInfo("dce", 1, dce, "drop what no result depends on"),
+    PassInfo("runtime-forms", 1, runtime_forms,
+             "a conv of a concat joins its parts itself; slices of one tensor are one split"),
 ]
 
 
@@ -135,7 +139,7 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
             report.lines.append((info.name, notes))
     if report is not None:
         report.summary = summary(original, graph)
-    return graph
+    return analyze(graph)
 
 
 def _run(passes: list[PassInfo], graph: CellGraph) -> CellGraph:

@@ -28,8 +28,12 @@ import time
 from dataclasses import dataclass, replace
 
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import WEIGHT_OPS
-from cellgen.passes.rules import conv_macs
+from cellgen.ir.ops import OPS
+
+
+def _one_pixel(node: str) -> tuple[int, tuple[int, ...]]:
+    """The size the cost model counts MACs at: one map of one pixel (then times `pixels`)."""
+    return 1, ()
 
 
 @dataclass(frozen=True)
@@ -41,21 +45,21 @@ class CostModel:
     ns_per_value: float = 0.3
 
     def cost(self, g: CellGraph) -> float:
-        """Estimated µs of one forward step of `g`."""
+        """Estimated µs of one forward step of `g`, each op costed as its registry entry says
+        (`OpDef.cost`): a conv by its MACs (`OpDef.macs` at one pixel, times `pixels`), an op
+        that writes its result by the values it writes, a view or weight-side op by its call."""
         ns = 0.0
         for node in g.ops():
             data = g[node]
-            op = data["op"]
-            if op == "conv":
-                ns += self.ns_per_conv + conv_macs(g, node) * self.pixels * self.ns_per_mac
-            elif op in WEIGHT_OPS or op == "channel_view":
+            definition = OPS[data["op"]]
+            if definition.cost == "conv":
+                ns += self.ns_per_conv + definition.macs(g, node, _one_pixel) * self.pixels * self.ns_per_mac
+            elif definition.cost == "dispatch":
                 ns += self.ns_per_op
-            elif op == "slice":
-                ns += self.ns_per_op
-            elif op == "interleave":  # a view per operand, a cat, a flatten
-                ns += (len(g.operands(node)) + 2) * self.ns_per_op + data["channels"] * self.pixels * self.ns_per_value
-            else:
+            elif definition.cost == "values":
                 ns += self.ns_per_op + (data.get("channels") or 1) * self.pixels * self.ns_per_value
+            else:
+                ns += definition.cost(self, g, node)
         return ns / 1000
 
     def describe(self) -> str:

@@ -22,7 +22,6 @@ Vocabulary:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
@@ -323,11 +322,6 @@ def owner(g: CellGraph, node: str) -> str:
 
 def conv_label(g: CellGraph, conv: str) -> str:
     return " ".join(weight_symbols(g, conv_weight(g, conv)))
-
-
-def conv_macs(g: CellGraph, conv: str) -> int:
-    """Multiply-accumulates per output pixel."""
-    return channels(g, conv) * channels(g, conv_source(g, conv)) * math.prod(g[conv]["kernel"])
 
 
 def summary(before: CellGraph, after: CellGraph) -> str:

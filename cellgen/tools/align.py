@@ -32,7 +32,8 @@ NAMED = ("input", "state", "weight", "gate")  # categories whose nodes carry a s
 # A LayerNorm's settings (mode, axes, eps) are of that kind too: the diff reports them as
 # attributes of the norm, and its gain and bias weights say which norm it is.
 _NOT_SEMANTIC = frozenset({"kind", "name", "op", "span", "decl_span", "channels", "in_channels", "kernel", "shape",
-                           "broadcast", "weight_kind", "mode", "axes", "eps", "symbol"})
+                           "broadcast", "weight_kind", "mode", "axes", "eps", "symbol",
+                           "facts"})  # the analysis's: follows from the graph
 
 
 def category(graph: CellGraph, node: str) -> tuple:

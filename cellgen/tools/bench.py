@@ -774,10 +774,9 @@ def _table(rows: Sequence[Row], markdown: bool = False) -> list[str]:
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         return lines + ["| " + " | ".join(cells) + " |" for cells in body]
-    widths = [max(len(h), *(len(b[i]) for b in body)) if body else len(h) for i, h in enumerate(header)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w)  # noqa: E731
-                                  for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
-    return [fmt(header)] + [fmt(cells) for cells in body]
+    from cellgen.table import numbers_right
+
+    return numbers_right([header] + body)
 
 
 def _header(config: Mapping, env: Mapping) -> list[str]:
@@ -860,16 +859,6 @@ def format_markdown(rows: Sequence[Row], config: Mapping, env: Mapping, targets:
 # command line
 # ---------------------------------------------------------------------------
 
-def _param(text: str) -> tuple[str, int]:
-    name, sep, value = text.partition("=")
-    if not sep or not name.strip():
-        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, not {text!r}")
-    try:
-        return name.strip(), int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{name.strip()} must be a whole number, not {value!r}") from None
-
-
 def _whole_number_at_least(minimum: int):
     """An argparse type: a whole number no smaller than `minimum`."""
     def parse(text: str) -> int:
@@ -898,8 +887,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--frames", type=_positive, default=2, help="time window T of a 3D cell (default 2)")
     parser.add_argument("--k", type=_positive, default=None, help="kernel size (default: the spec's, 5 for the "
                         "shipped cells)")
-    parser.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
-                        help="set any other spec param (repeatable)")
+    from cellgen.cli import add_param_argument
+
+    add_param_argument(parser, help="set any other spec param (repeatable)")
     parser.add_argument("--repeats", type=_positive, default=10, help="timed repetitions per mode (default 10)")
     parser.add_argument("--warmup", type=_nonnegative, default=2, help="untimed repetitions first (default 2)")
     parser.add_argument("--no-compile", dest="compile", action="store_false",
@@ -933,6 +923,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None, err: Optional[TextIO] = None) -> int:
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
+    from cellgen.cli import parse_params
     from cellgen.passes import Report
 
     report = Report()
@@ -946,8 +937,8 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None, err: O
     try:
         rows = run_benchmark(args.spec, batch=args.batch, channels=args.channels, in_channels=args.in_channels,
                              size=args.size, k=args.k, frames=args.frames, repeats=args.repeats, warmup=args.warmup,
-                             compile=args.compile, modes=modes, params=dict(args.param), tolerance=args.tolerance,
-                             seed=args.seed, input_grad=args.input_grad, report=report, progress=err)
+                             compile=args.compile, modes=modes, params=parse_params(args.params),
+                             tolerance=args.tolerance, seed=args.seed, input_grad=args.input_grad, report=report, progress=err)
     except MismatchError as error:
         print(error.render(), file=err)
         print("nothing was timed: the variants above do not compute the same step", file=err)
@@ -987,10 +978,11 @@ def _output_targets(args: argparse.Namespace) -> dict[str, Path]:
 
 def _config(args: argparse.Namespace, rows: Sequence[Row], report) -> dict:
     import cellgen
+    from cellgen.cli import parse_params
 
     loaded = cellgen.load_spec(args.spec)
     bound = spec_params(loaded.resolved, in_channels=args.in_channels, channels=args.channels, size=args.size, k=args.k,
-                        extra=dict(args.param))
+                        extra=parse_params(args.params))
     graph = cellgen.lower_spec(args.spec, **bound)
     k = graph.params.get("k")
     baseline = BASELINES.get(graph.name)
@@ -1029,7 +1021,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prog="cellgen bench", description=__doc__.split("\n\n")[0],
         epilog="See cellgen/tools/bench.py for what each variant is.",
         formatter_class=argparse.RawDescriptionHelpFormatter))
-    return run_from_args(parser.parse_args(argv))
+    from cellgen.cli import run_reporting_warnings
+
+    return run_reporting_warnings(run_from_args, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -20,15 +20,17 @@ import json
 import math
 import os
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional, Sequence
 
-from cellgen.errors import CellgenError, CellgenWarning, ParamError
+from cellgen.errors import CellgenError, ParamError
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import OPS, in_group
 from cellgen.language import syntax as ast
 from cellgen.language.printer import format_expr
-from cellgen.tools import stats, wl
+from cellgen.language.walk import transform, walk
+from cellgen.table import align as _table
+from cellgen.tools import render, stats, wl
 from cellgen.tools.align import Alignment, align, category, label, references
 
 SCHEMA = "cellgen-diff"
@@ -37,9 +39,7 @@ VERSION = 1
 # Ops that are the arithmetic of an equation; everything else (σ, tanh, a norm, a softmax…)
 # is a "function" whose appearance or disappearance is reported as an attribute change.
 # Ops that only move values (a channel chunk, a stack's entry) are not functions either.
-_ARITHMETIC = frozenset({"add", "sub", "mul", "div", "neg", "conv", "concat", "channel_view", "slice", "unstack",
-                         "split_along"})
-_SPELLING = {"sigmoid": "σ", "layernorm": "LayerNorm"}
+_ARITHMETIC = in_group("arithmetic")
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -568,64 +568,37 @@ class _Row:
 
 
 def _rows(graph: CellGraph, spec: ast.CellSpec) -> list[_Row]:
-    """The definitions of `spec` that are part of the lowered cell, in spec order.
+    """The definitions of `spec` that are part of the lowered cell, in spec order, each with
+    its nodes as the lowering recorded them (`graph.provenance`).
 
     A variant's inherited definitions (`borrowed`) count only where something uses them, as
     the lowering drops them otherwise; a definition the lowering dropped as dead is not there.
     """
-    named = {data["name"]: node for node, data in graph.nx.nodes(data=True)
-             if data.get("name") and data["kind"] == "op"}
-    definitions = {}
+    rows = {}
     for statement in spec.definitions:
         refs = [statement.target] if isinstance(statement, ast.Equation) else statement.targets
         targets = [ref.text for ref in refs]
-        definitions[", ".join(targets)] = (statement, targets)
-    rows = {}
-    for key, (statement, targets) in definitions.items():
-        row = _row(graph, statement, key, targets, named, definitions)
+        key = ", ".join(targets)
+        row = _row(graph, statement, key, targets)
         if row is not None:
             rows[key] = row
     return [rows[key] for key in _included(rows, spec, graph)]
 
 
-def _row(graph: CellGraph, statement, key: str, targets: list[str], named: dict, definitions: dict
-         ) -> Optional[_Row]:
+def _row(graph: CellGraph, statement, key: str, targets: list[str]) -> Optional[_Row]:
     """The row of one definition, or None if its value is not in the graph (dropped unused)."""
+    made = graph.provenance
     if isinstance(statement, ast.Unpack):
-        parts = {t: named[t] for t in targets if t in named}
+        parts = {t: made[t] for t in targets if t in made}
         if not parts:
             return None
         return _Row(key, targets, statement, graph.operands(next(iter(parts.values())))[0], parts, own=True)
     if isinstance(statement.expr, ast.PerKernel):
         return _Row(key, targets, statement, None)
-    node = _value_node(graph, key, statement.expr, named, definitions, depth=0)
-    if node is None or node not in graph.nx:
+    node = made.get(key)
+    if node is None:
         return None
     return _Row(key, targets, statement, node, own=graph[node].get("name") == key and graph[node]["kind"] == "op")
-
-
-def _value_node(graph: CellGraph, key: str, expr, named: dict, definitions: dict, depth: int) -> Optional[str]:
-    """The node of a definition's value: its own op, or (for `h' = SE.h_hat`, `C = c[t-τ:t-1]`,
-    `CE.x = x`) the node of the value it names."""
-    if key.endswith("'") and key[:-1] in graph.next_state:
-        return graph.next_state[key[:-1]]
-    if key in named:
-        return named[key]
-    if depth > len(definitions):
-        return None
-    if isinstance(expr, ast.History):
-        nodes = [n for n, d in graph.nx.nodes(data=True) if d["kind"] == "history" and d.get("state") == expr.state]
-        return nodes[0] if len(nodes) == 1 else None
-    if not isinstance(expr, ast.Ref):
-        return None
-    text = expr.text
-    if text in definitions and isinstance(definitions[text][0], ast.Equation):
-        return _value_node(graph, text, definitions[text][0].expr, named, definitions, depth + 1)
-    if text in named:
-        return named[text]
-    if expr.prime:
-        return graph.next_state.get(expr.name)
-    return graph.inputs.get(expr.name) or graph.state_nodes.get(expr.name)
 
 
 def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> list[str]:
@@ -648,14 +621,7 @@ def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> li
 
 def _names_read(expr) -> list[str]:
     """Every name an expression refers to (`c'` as `c'`)."""
-    if isinstance(expr, ast.Ref):
-        return [expr.text]
-    if isinstance(expr, ast.Node):
-        return [name for key in type(expr).model_fields if key != "span"
-                for name in _names_read(getattr(expr, key))]
-    if isinstance(expr, list):
-        return [name for item in expr for name in _names_read(item)]
-    return []
+    return [node.text for node in walk(expr) if isinstance(node, ast.Ref)]
 
 
 class _Equations:
@@ -896,15 +862,8 @@ def _chain(graph: CellGraph, node: str, op: str) -> list[str]:
 
 def _rename(node, names: dict[str, str]):
     """A copy of an AST with every reference to a key of `names` renamed."""
-    if isinstance(node, ast.Ref):
-        return node.model_copy(update={"name": names.get(node.name, node.name)}) if node.name in names else node
-    if isinstance(node, ast.Node):
-        updates = {key: _rename(getattr(node, key), names) for key in type(node).model_fields
-                   if isinstance(getattr(node, key), (ast.Node, list))}
-        return node.model_copy(update=updates) if updates else node
-    if isinstance(node, list):
-        return [_rename(item, names) for item in node]
-    return node
+    return transform(node, lambda n: n.model_copy(update={"name": names[n.name]})
+                     if isinstance(n, ast.Ref) and n.name in names else None)
 
 
 # --- node statuses (for pictures) ------------------------------------------------------------------
@@ -1121,7 +1080,7 @@ def _attribute_line(change: AttributeChange) -> str:
         return f"{where}: {before} → {after}"
     if what == "functions":
         def spell(ops):
-            return ", ".join(_SPELLING.get(op, op) for op in ops) or "none"
+            return ", ".join(OPS[op].shown if op in OPS else op for op in ops) or "none"
         return f"{where}: functions {spell(before)} → {spell(after)}"
     if what == "constants":
         def spell(values):
@@ -1179,10 +1138,6 @@ def _totals(diff: CellDiff, paint: _Paint) -> list[str]:
     return [paint(lines[0], "head"), *lines[1:]]
 
 
-def _table(rows: list[list[str]], right: set[int]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in rows]
 
 
 def format_json(diff: CellDiff) -> str:
@@ -1222,8 +1177,9 @@ def configure_diff(parser: argparse.ArgumentParser) -> None:
     """The arguments of `cellgen diff`."""
     parser.add_argument("spec_a", metavar="A", help="the first cell: a .cell file or a shipped spec's name")
     parser.add_argument("spec_b", metavar="B", help="the second cell")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set a param of every cell that declares it (repeatable), e.g. -p in_channels=3")
+    from cellgen.cli import add_param_argument
+
+    add_param_argument(parser, help="set a param of every cell that declares it (repeatable), e.g. -p in_channels=3")
     parser.add_argument("--format", "-f", choices=FORMATS, default="text",
                         help="text (default), json (schema in docs/diff.md), or a picture of both graphs: "
                              "svg, png (need Graphviz) or dot")
@@ -1241,7 +1197,6 @@ def configure_diff(parser: argparse.ArgumentParser) -> None:
 def run_diff(args: argparse.Namespace) -> int:
     """Print the diff; 0 if the cells are equivalent, 1 if not, 2 (with a message) on an error."""
     from cellgen.cli import parse_params
-    from cellgen.tools import render
 
     try:
         if args.context < 0:
@@ -1268,23 +1223,9 @@ def diff_main(argv: Optional[Sequence[str]] = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help (0) or a usage error (2)
         return int(stop.code or 0)
-    return run_with_warnings(run_diff, args)
+    from cellgen.cli import run_reporting_warnings
 
-
-def run_with_warnings(run, args) -> int:
-    """Run a command, printing each distinct CellgenWarning (an unused gate…) once on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return run(args)
-        finally:
-            seen = set()
-            for record in caught:
-                message = record.message
-                text = message.diagnostic.render() if isinstance(message, CellgenWarning) else str(message)
-                if text not in seen:
-                    seen.add(text)
-                    print(text, file=sys.stderr)
+    return run_reporting_warnings(run_diff, args)
 
 
 HELP = "compare two cells: states, gates, weights, equations, parameters, MACs and convs (exit 0 same, 1 different)"

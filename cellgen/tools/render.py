@@ -1,7 +1,6 @@
 """Pictures of cells: a cell graph (or two, side by side, for a diff) as Graphviz DOT, and
-`dot` run on it for SVG or PNG.
-
-    cellgen show SPEC [--format svg|png|dot] [-O LEVEL] [-o FILE]
+`dot` run on it for SVG or PNG. It reads graphs (and a diff's result) only: the commands that
+draw, `cellgen show` (cellgen/tools/show.py) and `cellgen diff --format svg`, call it.
 
 One node per computation of the graph, shaped by what it is:
 
@@ -24,19 +23,19 @@ Graphviz (`dot`) must be installed for svg and png; `--format dot` needs nothing
 """
 from __future__ import annotations
 
-import argparse
-import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import networkx as nx
 
+from cellgen import files
 from cellgen.errors import CellgenError
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import OPS, in_group
+from cellgen.tools.stats import first_named
 
 FONT = "DejaVu Sans,Helvetica,Arial,sans-serif"
 
@@ -48,9 +47,9 @@ _STATUS_STYLE = {  # fill, border
     "added": ("#b6d7a8", "#274e13"),
     "removed": ("#f4cccc", "#990000"),
 }
-_OP_SYMBOL = {"add": "+", "sub": "−", "mul": "⊙", "div": "/", "neg": "−", "sigmoid": "σ", "concat": "[ , ]"}
-_ORDERED_SHOWN = {"sub", "div", "concat"}  # ops whose operand order is drawn on the edges
-_CHAIN_OPS = {"add", "sub", "mul", "div", "neg", "sigmoid", "tanh", "relu", "softmax", "reduce_sum"}
+_SYMBOLS = {definition.symbol for definition in OPS.values() if definition.symbol}
+_ORDERED_SHOWN = in_group("ordered")  # ops whose operand order is drawn on the edges
+_CHAIN_OPS = in_group("chain")  # small ops drawn as one box when each feeds only the next
 
 
 # --- DOT for one graph -------------------------------------------------------------------------------
@@ -305,7 +304,7 @@ class _Painter:
         members = self.members.get(node, [node])
         if len(members) > 1:
             return "box", "op", "\n".join(self._op_label(m) for m in members)
-        if symbol in _OP_SYMBOL.values() or len(symbol) <= 3:
+        if symbol in _SYMBOLS or len(symbol) <= 3:
             return "circle", "op", symbol
         return "box", "op", symbol
 
@@ -315,12 +314,13 @@ class _Painter:
         graph, data = self.graph, self.graph[node]
         op, folded = data.get("op", "?"), dict((port, w) for w, port in self.folded(node))
         if op == "conv":
-            weight = folded.get(1)
+            parts = data.get("parts", 1)  # the weight's port (see ops.conv_operands)
+            weight = folded.get(parts)
             if weight is None:
                 return _op_text(data)
             info = graph.weights.get(graph[weight]["name"])
             shape = f"\n{_dims(info.shape)}" if info else ""
-            bias = f"\n+ {self._operand_text(node, folded[2])}" if 2 in folded else ""
+            bias = f"\n+ {self._operand_text(node, folded[parts + 1])}" if parts + 1 in folded else ""
             return f"{self._short(node, graph[weight]['name'])} ⋆ {_dims(data.get('kernel') or ())}{shape}{bias}"
         if op == "layernorm":
             return f"LayerNorm\n{self._short(node, data.get('symbol'))}"
@@ -334,7 +334,7 @@ class _Painter:
         if op in ("add", "mul"):
             return " ".join([symbol, *texts.values()])
         operands = graph.operands(node)
-        if len(operands) == 2 and op in _OP_SYMBOL:
+        if len(operands) == 2 and op in OPS and OPS[op].symbol:
             return f" {symbol} ".join(texts.get(port, "·") for port in range(len(operands)))
         return f"{symbol}(" + ", ".join(texts.get(port, "·") for port in range(len(operands))) + ")"
 
@@ -348,7 +348,8 @@ class _Painter:
         role = "parameter"
         for _, user, port in graph.nx.out_edges(node, keys=True):
             if graph[user].get("op") == "conv" and user not in self.static_ops:
-                role = {1: "weight", 2: "bias"}.get(port, role)
+                parts = graph[user].get("parts", 1)  # the weight's port (see ops.conv_operands)
+                role = {parts: "weight", parts + 1: "bias"}.get(port, role)
         steps = sorted({graph[n]["op"] for n in nx.ancestors(graph.nx, node) | {node}
                         if n in self.static_ops} - {"weight_cat", "fill", "channel_view"})
         lines = [f"fused {role}" + (f" ({', '.join(steps)})" if steps else ""),
@@ -375,8 +376,6 @@ class _Painter:
 def _block_of(graph: CellGraph, node: str) -> Optional[str]:
     """The inlined block a drawn node belongs to: the prefix of its name (`SE` of `SE.i`), or,
     for an anonymous op, the one block of every named value it feeds first."""
-    from cellgen.tools.stats import first_named
-
     data = graph[node]
     if data["kind"] != "op":
         return None
@@ -407,7 +406,7 @@ def _op_text(data: dict) -> str:
         return f"conv {_dims(data.get('kernel') or ())}"
     if op == "slice" and "start" in data:
         return f"slice {data['start']}:{data.get('stop', '')}"
-    return _OP_SYMBOL.get(op, op)
+    return OPS[op].shown if op in OPS else op
 
 
 def _header(title: Optional[str] = None) -> list[str]:
@@ -423,10 +422,10 @@ def _header(title: Optional[str] = None) -> list[str]:
 def graph_dot(graph: CellGraph, title: Optional[str] = None) -> str:
     """DOT source of one cell graph."""
     body = _Painter(graph, "cell").statements()
-    return "\n".join(_header(title or _title(graph)) + [f"  {line}" for line in body] + ["}"]) + "\n"
+    return "\n".join(_header(title or picture_title(graph)) + [f"  {line}" for line in body] + ["}"]) + "\n"
 
 
-def _title(graph: CellGraph, origin: Optional[str] = None, opt_level: Optional[int] = None) -> str:
+def picture_title(graph: CellGraph, origin: Optional[str] = None, opt_level: Optional[int] = None) -> str:
     parts = [graph.name]
     if origin:
         parts.append(f"({origin})")
@@ -497,91 +496,9 @@ def emit(source: str, fmt: str, output: Optional[str], *, force: bool = False) -
 
 def write_output(data, output: Optional[str], *, force: bool = False) -> None:
     """Text or bytes to stdout, or atomically to a file (refusing to replace one without --force)."""
-    if isinstance(data, str):
-        data = data.encode("utf-8")
     if output is None:
         sys.stdout.flush()
-        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.write(data.encode("utf-8") if isinstance(data, str) else data)
         sys.stdout.buffer.flush()
         return
-    path = Path(output)
-    if path.is_dir():
-        raise CellgenError(f"cannot write {path}: it is a directory")
-    if os.path.lexists(path) and not force:
-        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
-    try:
-        fd, temp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as error:
-        raise CellgenError(f"cannot write {path}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.chmod(temp, 0o666 & ~_umask())
-        os.replace(temp, path)
-    except OSError as error:
-        Path(temp).unlink(missing_ok=True)
-        raise CellgenError(f"cannot write {path}: {error.strerror or error}") from None
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-# --- the command -----------------------------------------------------------------------------------------
-
-def configure_show(parser: argparse.ArgumentParser) -> None:
-    """The arguments of `cellgen show`."""
-    parser.add_argument("spec", metavar="SPEC", help="a .cell file, or the name of a shipped spec (see `cellgen list`)")
-    parser.add_argument("--param", "-p", dest="params", action="append", default=[], metavar="NAME=VALUE",
-                        help="set one of the spec's params (repeatable), e.g. --param in_channels=3")
-    parser.add_argument("--format", "-f", choices=("svg", "png", "dot"), default="svg",
-                        help="svg (default) or png (need Graphviz), or dot (the Graphviz source)")
-    parser.add_argument("-O", dest="opt_level", type=int, choices=(0, 1, 2), default=0, metavar="LEVEL",
-                        help="draw the graph after optimisation level 0 (default: as written), 1 or 2 (fused convs)")
-    parser.add_argument("-o", "--output", default=None, metavar="FILE", help="write to FILE instead of stdout")
-    parser.add_argument("--force", action="store_true", help="let -o replace an existing file")
-
-
-def run_show(args: argparse.Namespace) -> int:
-    """Draw one cell; 0 on success, 1 (with a message) on an error, like the other commands."""
-    from cellgen.api import load_spec
-    from cellgen.cli import parse_params
-    from cellgen.ir.lower import lower
-    from cellgen.passes import optimize
-
-    try:
-        loaded = load_spec(args.spec)
-        graph = lower(loaded.resolved, parse_params(args.params))
-        if args.opt_level:
-            graph = optimize(graph, args.opt_level)
-        emit(graph_dot(graph, _title(graph, loaded.origin, args.opt_level)), args.format, args.output,
-             force=args.force)
-    except CellgenError as error:
-        print(error.render(), file=sys.stderr)
-        return 1
-    return 0
-
-
-def show_main(argv: Optional[Sequence[str]] = None) -> int:
-    """`cellgen show SPEC …` as a function: parses `argv`, writes the picture, returns the exit status."""
-    from cellgen.tools.diff import run_with_warnings
-
-    parser = argparse.ArgumentParser(prog="cellgen show", description="draw a cell's graph")
-    configure_show(parser)
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as stop:
-        return int(stop.code or 0)
-    return run_with_warnings(run_show, args)
-
-
-HELP = "draw a cell's graph (svg, png or Graphviz dot); -O 2 shows the fused convs"
-
-
-def register_with_cli():
-    """Add `cellgen show` to cellgen.cli's subcommand registry; call once (as for bench)."""
-    from cellgen.cli import register
-
-    return register("show", HELP, configure_show, run_show)
+    files.write_output_file(Path(output), data, force=force)

@@ -39,12 +39,14 @@ from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from typing import Optional, Sequence
 
+from cellgen.table import align as _align
 from cellgen.errors import CellgenError
+from cellgen.ir.analysis import absolute_size, ensure_analyzed
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import OPS, conv_operands, in_group
 
 DEFAULT_SIDE = 64  # the input's H and W when no size is given
-_AXIS_INDEX = {"T": -3, "H": -2, "W": -1}
-_PART_OPS = ("slice", "split_along", "unstack")  # the values an unpack makes
+_PART_OPS = in_group("part")  # the values an unpack makes
 _KERNEL_SUFFIX = re.compile(r"^(?P<base>.+)\.(?P<kernel>\d+(?:x\d+)+)$")  # W_xi.3x3: one kernel of W_xi
 
 
@@ -84,52 +86,17 @@ def input_size(graph: CellGraph, size: Optional[Sequence[int]] = None) -> tuple[
 
 
 def extents(graph: CellGraph, spatial: Sequence[int], history: int = 1) -> dict[str, Extent]:
-    """Node → the extent of its value (weights and constants have none: they broadcast).
-    `history` is how many past values an unbounded history holds."""
+    """Node → the extent of its value at input size `spatial` (weights and constants have
+    none: they broadcast), read off the analysis (cellgen/ir/analysis.py). `history` is how
+    many past values an unbounded history holds."""
+    ensure_analyzed(graph)
     spatial = tuple(spatial)
     result: dict[str, Extent] = {}
-    for node in graph.order():
-        data = graph[node]
-        kind = data["kind"]
-        if kind in ("input", "state"):
-            result[node] = Extent(1, spatial)
-        elif kind == "history":
-            result[node] = Extent(data["size"] if data.get("size") is not None else history, spatial)
-        elif kind == "op":
-            extent = _op_extent(graph, node, [result.get(o) for o in graph.operands(node)])
-            if extent is not None:
-                result[node] = extent
+    for node in graph.nx:
+        size = absolute_size(graph, node, spatial, history)
+        if size is not None:
+            result[node] = Extent(*size)
     return result
-
-
-def _op_extent(graph: CellGraph, node: str, operands: list[Optional[Extent]]) -> Optional[Extent]:
-    data = graph[node]
-    op, known = data["op"], [e for e in operands if e is not None]
-    if not known:
-        return None  # computed from weights and constants only (an optimised graph's fused weights)
-    first = operands[0] if operands[0] is not None else known[0]
-    if op == "stack":
-        return Extent(len(operands), first.spatial)
-    if op == "unstack":
-        return Extent(1, first.spatial)
-    if op in ("conv", "attention"):  # "same" padding; attention has its query's shape
-        return first
-    axis = data.get("axis")
-    if op == "reduce_sum":
-        return Extent(1, first.spatial) if axis == "stack" else _resize(first, axis, lambda n: 1)
-    if op == "cat_along":
-        return _resize(first, axis, lambda n: sum(e.spatial[_AXIS_INDEX[axis]] for e in known))
-    if op == "split_along":
-        return _resize(first, axis, lambda n: n // data["count"])
-    return Extent(max(e.entries for e in known),
-                  tuple(max(sizes) for sizes in zip(*(e.spatial for e in known))))
-
-
-def _resize(extent: Extent, axis: str, new) -> Extent:
-    spatial = list(extent.spatial)
-    index = _AXIS_INDEX[axis]
-    spatial[index] = new(spatial[index])
-    return Extent(extent.entries, tuple(spatial))
 
 
 def size_notes(graph: CellGraph, spatial: Sequence[int], history: int = 1) -> list[str]:
@@ -160,21 +127,28 @@ def _x(values) -> str:
 
 # --- MACs -------------------------------------------------------------------------------------
 
+def op_macs(graph: CellGraph, spatial: Sequence[int], history: int = 1) -> dict[str, int]:
+    """Op node → its multiply-accumulates per step and batch element, for every op whose
+    registry entry counts them (`OpDef.macs`: convs, attention)."""
+    spatial = _check_spatial(graph, spatial)
+    sizes = extents(graph, spatial, history)
+
+    def size(node: str) -> tuple[int, tuple[int, ...]]:
+        extent = sizes.get(node, Extent(1, spatial))
+        return extent.entries, extent.spatial
+
+    return {node: OPS[graph[node]["op"]].macs(graph, node, size) for node in graph.ops()
+            if OPS[graph[node]["op"]].macs is not None}
+
+
 def conv_macs(graph: CellGraph, spatial: Sequence[int], history: int = 1) -> dict[str, int]:
     """Conv node → its multiply-accumulates per step and batch element.
 
     Channels are read off the graph (the conv's own and its input's), so this holds for the
     fused convs of an optimised graph too; a conv on a stack runs once per entry.
     """
-    spatial = _check_spatial(graph, spatial)
-    sizes = extents(graph, spatial, history)
-    macs = {}
-    for node in graph.ops("conv"):
-        data, source = graph[node], graph.operands(node)[0]
-        extent = sizes.get(source, Extent(1, spatial))
-        macs[node] = (extent.entries * data["channels"] * graph[source]["channels"] * math.prod(data["kernel"])
-                      * math.prod(extent.spatial))
-    return macs
+    return {node: macs for node, macs in op_macs(graph, spatial, history).items()
+            if graph[node]["op"] != "attention"}
 
 
 @dataclass(frozen=True)
@@ -194,22 +168,19 @@ def attention_counts(graph: CellGraph, spatial: Sequence[int], history: int = 1)
     """Every attention op of the step with its token counts and MACs."""
     spatial = _check_spatial(graph, spatial)
     sizes = extents(graph, spatial, history)
+    macs = op_macs(graph, spatial, history)
     counts = []
     for node in graph.ops("attention"):
         query, key, value = graph.operands(node)
-        patches = graph[node].get("patches", 1)
-        nq, nk = sizes[query].positions, sizes[key].positions
-        c, cv = graph[query]["channels"], graph[value]["channels"]
-        macs = nq * nk * (c + cv) // (patches * patches)
-        counts.append(AttentionCount(node, nq, nk, c, cv, patches, macs))
+        counts.append(AttentionCount(node, sizes[query].positions, sizes[key].positions, graph[query]["channels"],
+                                     graph[value]["channels"], graph[node].get("patches", 1), macs[node]))
     return counts
 
 
 def macs_per_step(graph: CellGraph, spatial: Sequence[int], history: int = 1) -> int:
     """Multiply-accumulates of one step for one batch element at input size `spatial`: convs
     and attention (see the module docstring for what is not counted)."""
-    return (sum(conv_macs(graph, spatial, history).values())
-            + sum(a.macs for a in attention_counts(graph, spatial, history)))
+    return sum(op_macs(graph, spatial, history).values())
 
 
 def conv_count(graph: CellGraph) -> int:
@@ -402,7 +373,7 @@ def weight_table(graph: CellGraph, spatial: Optional[Sequence[int]] = None, hist
     macs_by_symbol: dict[str, int] = {}
     if spatial is not None:
         for node, macs in conv_macs(graph, spatial, history).items():
-            symbol = graph[graph.operands(node)[1]].get("name")
+            symbol = graph[conv_operands(graph, node)[1]].get("name")
             macs_by_symbol[symbol] = macs_by_symbol.get(symbol, 0) + macs
     rows = []
     for symbol, info in graph.weights.items():
@@ -575,11 +546,6 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-def _align(table: list[list[str]], right: set[int]) -> list[str]:
-    """Rows of cells as lines of padded columns; columns in `right` are right-aligned."""
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return ["  ".join(cell.rjust(w) if i in right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            .rstrip() for row in table]
 
 
 def _short(number: int) -> str:

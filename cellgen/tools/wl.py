@@ -15,8 +15,8 @@ import hashlib
 from typing import Hashable, Mapping, Sequence
 
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import COMMUTATIVE
 
-COMMUTATIVE = frozenset({"add", "mul"})
 _ANY_PORT = -1
 
 Colours = dict[str, str]

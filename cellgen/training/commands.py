@@ -1,8 +1,9 @@
 """`cellgen train`, `cellgen eval` and `cellgen export`: the command-line face of this package.
 
-    cellgen train SPEC --steps N --out DIR [--data moving-digits | moving-mnist:PATH] [--param NAME=VALUE]…
-                  [--layers L] [--patch P] [--embed C] [--batch-size B] [--lr LR] [--scheduled-sampling STEP]
-                  [--resume | --force] …
+    cellgen train SPEC --steps N --out DIR [--data moving-digits | moving-mnist:PATH | npy:PATH | frames:DIR]
+                  [--param NAME=VALUE]… [--layers L] [--patch P] [--embed C] [--batch-size B] [--lr LR]
+                  [--lr-schedule constant|cosine|onecycle] [--clip-grad NORM] [--scheduled-sampling STEP]
+                  [--ssim gaussian|skimage] [--log csv|tensorboard] [--config run.toml] [--resume | --force] …
     cellgen eval CHECKPOINT [--sequences N] [--json] [-o FILE]
     cellgen export CHECKPOINT --format onnx|torchscript -o FILE [--force] [--no-check]
                    [--step | --rollout] [--context N] [--future N]
@@ -25,7 +26,8 @@ from cellgen.errors import CellgenError
 
 MODEL_DEFAULTS = {"layers": 2, "patch": 4, "embed": None, "opt_level": 2}
 DATA_DEFAULTS = {"frame_size": 64, "context": 10, "future": 10, "test_sequences": 1000, "data_seed": 0}
-RUN_FILES = ("checkpoint.pt", "metrics.json", "predictions.png")
+RUN_FILES = ("checkpoint.pt", "best.pt", "metrics.json", "metrics.csv", "config.toml", "predictions.png",
+             "predictions.gif", "curves.png")
 
 
 def register_with_cli() -> None:
@@ -46,9 +48,11 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
     add_spec_arguments(parser)
     run = parser.add_argument_group("run")
+    run.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="a TOML file of any of these options (flags given here override it)")
     run.add_argument("--steps", type=int, required=True, metavar="N", help="optimizer steps in all")
     run.add_argument("--out", type=Path, required=True, metavar="DIR",
-                     help="run directory: checkpoint.pt, metrics.json, predictions.png")
+                     help="run directory: checkpoint.pt, best.pt, metrics.csv/json, config.toml, pictures")
     run.add_argument("--resume", action="store_true", help="continue the run in DIR from its checkpoint")
     run.add_argument("--force", action="store_true", help="start a new run in a DIR that holds files")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
@@ -69,7 +73,8 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                        help="the cells' optimisation level (default 2)")
     data = parser.add_argument_group("data (fixed for a run)")
     data.add_argument("--data", default=None, metavar="NAME[:PATH]",
-                      help="moving-digits (generated, default) or moving-mnist:PATH/mnist_test_seq.npy")
+                      help="moving-digits (generated, default), moving-mnist:PATH/mnist_test_seq.npy, npy:PATH "
+                           "((T, N, H, W) or (N, T, C, H, W)), or frames:DIR (a folder of PNG frames per sequence)")
     data.add_argument("--frame-size", type=int, default=None, metavar="N", help="moving-digits frame side (64)")
     data.add_argument("--context", type=int, default=None, metavar="T", help="observed frames (10)")
     data.add_argument("--future", type=int, default=None, metavar="T", help="predicted frames (10)")
@@ -87,6 +92,18 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
     train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="default: at every evaluation")
+    train.add_argument("--lr-schedule", choices=("constant", "cosine", "onecycle"), default=None,
+                       help="learning rate over the run (default constant)")
+    train.add_argument("--clip-grad", type=float, default=None, metavar="NORM",
+                       help="clip the gradient's 2-norm to NORM (default 0: off)")
+    train.add_argument("--ssim", choices=("gaussian", "skimage"), default=None,
+                       help="SSIM convention: gaussian (11x11, default) or skimage (7x7 uniform, as predrnn-pytorch "
+                            "and OpenSTL)")
+    train.add_argument("--log", choices=("csv", "tensorboard"), default=None,
+                       help="metrics.csv always; tensorboard adds TensorBoard events (needs tensorboard)")
+    from cellgen.training.runconfig import defer_defaults
+
+    defer_defaults(parser, required=("spec", "steps", "out"))   # last: it sees every option above
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -94,8 +111,10 @@ def run_train(args: argparse.Namespace) -> int:
     from cellgen.training.distributed import peer_timeout, setup_distributed
     from cellgen.training.runlock import run_lock
     from cellgen.training.signals import Interrupted, stop_requests
+    from cellgen.training.runconfig import apply_config
     from cellgen.training.trainer import Run, train
 
+    apply_config(args)
     if args.resume and args.force:
         raise CellgenError("--resume continues the run in --out; --force starts a new one there: pick one")
     if args.threads is not None:
@@ -118,6 +137,11 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         _check_fresh_out_dir(args.out, args.force)
         model_config, data_config, train_config = _fresh_configs(args)
+    if payload is not None and train_config.lr_schedule != "constant" and \
+            train_config.steps != payload["train_config"].get("steps"):
+        raise CellgenError(f"--steps {train_config.steps} differs from the run's {payload['train_config']['steps']}, "
+                           f"over which its {train_config.lr_schedule} schedule is laid",
+                           hint="a run with a learning-rate schedule resumes to its own --steps")
     dist = setup_distributed(args.device, timeout=args.dist_timeout)
     try:
         with run_lock(args.out) if dist.is_main else contextlib.nullcontext(), stop_requests():
@@ -125,6 +149,9 @@ def run_train(args: argparse.Namespace) -> int:
                 for name in RUN_FILES:  # only this command's own files: a new run must not mix with the old
                     with contextlib.suppress(FileNotFoundError):
                         (args.out / name).unlink()
+                _remove_tensorboard_events(args.out)
+            if dist.is_main:
+                _save_resolved_config(args, model_config, data_config, train_config)
             dist.barrier()
             document = train(Run(args.out, model_config, data_config, train_config, dist, payload,
                                  show_progress=not args.quiet))
@@ -140,6 +167,31 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         dist.shutdown()
     return 0
+
+
+def _save_resolved_config(args, model_config, data_config, train_config) -> None:
+    """DIR/config.toml: every option's value for this run (runconfig.py)."""
+    from cellgen.files import write_bytes_atomically
+    from cellgen.training.runconfig import CONFIG_FILE, dump_toml, resolved_config
+
+    data = data_config.name + (f":{data_config.path}" if data_config.path else "")
+    effective = {**train_config.to_dict(), **{k: getattr(model_config, k) for k in MODEL_DEFAULTS},
+                 "frame_size": data_config.frame_size, "context": data_config.context, "future": data_config.future,
+                 "test_sequences": data_config.test_sequences, "data_seed": data_config.seed, "data": data}
+    if data_config.name != "moving-digits":
+        effective.pop("frame_size")
+    config = resolved_config(args, effective)
+    config["params"] = {**model_config.params}
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_bytes_atomically(args.out / CONFIG_FILE, dump_toml(config).encode("utf-8"))
+
+
+def _remove_tensorboard_events(out: Path) -> None:
+    from cellgen.training.logs import TENSORBOARD_DIR
+
+    for event in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
+        with contextlib.suppress(OSError):
+            event.unlink()
 
 
 def _check_fresh_out_dir(out: Path, force: bool) -> None:
@@ -172,8 +224,8 @@ def _fresh_configs(args):
 
     name, path = parse_data_argument(args.data or "moving-digits")
     data_values = {k: _given(args, k, DATA_DEFAULTS) for k in DATA_DEFAULTS}
-    if name == "moving-mnist" and args.frame_size is not None:
-        raise CellgenError("--frame-size is for moving-digits; a Moving MNIST file has its own frame size")
+    if name != "moving-digits" and args.frame_size is not None:
+        raise CellgenError(f"--frame-size is for moving-digits; --data {name} has its own frame size")
     data_config = DataConfig(name, str(Path(path).resolve()) if path else None, seed=data_values["data_seed"],
                              frame_size=data_values["frame_size"], context=data_values["context"],
                              future=data_values["future"], test_sequences=data_values["test_sequences"])
@@ -216,7 +268,7 @@ def _resumed_configs(args, payload):
                             ("test_sequences", "test_sequences"), ("data_seed", "seed")):
         _same_on_resume(args, key, getattr(data_config, field_name), "data")
     for key in TrainConfig.LOCKED_ON_RESUME:
-        _same_on_resume(args, key, stored_train[key], "training")
+        _same_on_resume(args, key, stored_train.get(key, getattr(TrainConfig, key)), "training")
     train_config = TrainConfig(**_train_values(args, stored_train))
     return model_config, data_config, train_config
 
@@ -259,7 +311,9 @@ def format_final(document: dict, out: Path) -> str:
              f"(+ {document['eval_seconds']:.1f} s of evaluation)"]
     if document["evaluations"]:
         lines += [""] + format_comparison(document["evaluations"][-1])
-    lines += ["", f"wrote {out / 'checkpoint.pt'}, {out / 'metrics.json'}, {out / 'predictions.png'}"]
+    lines += ["", f"wrote {out}/: checkpoint.pt, best.pt, metrics.csv, metrics.json, config.toml, curves.png, "
+                  "predictions.png, predictions.gif" + (", tensorboard/" if document["train"].get("log") ==
+                                                         "tensorboard" else "")]
     return "\n".join(lines)
 
 
@@ -272,6 +326,8 @@ def configure_eval(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, metavar="N")
     parser.add_argument("--data", default=None, metavar="moving-mnist:PATH",
                         help="where the run's Moving MNIST file is now, if it moved")
+    parser.add_argument("--ssim", choices=("gaussian", "skimage"), default=None,
+                        help="SSIM convention (default: the run's)")
     parser.add_argument("--json", action="store_true", help="print the metrics as JSON")
     parser.add_argument("-o", "--output", type=Path, default=None, metavar="FILE", help="also write the JSON here")
     parser.add_argument("--force", action="store_true", help="let -o replace an existing file")
@@ -299,14 +355,16 @@ def run_eval(args: argparse.Namespace) -> int:
         data = dataclasses.replace(data, path=str(Path(path).resolve()) if path else None)
     sequences = payload["train_config"].get("eval_sequences", 256) if args.sequences is None else args.sequences
     model = model_from_checkpoint(payload)
-    result = evaluation_of(model, data, sequences, args.batch_size)
+    ssim = args.ssim or payload["train_config"].get("ssim", "gaussian")
+    result = evaluation_of(model, data, sequences, args.batch_size, ssim=ssim)
     document = {"checkpoint": str(args.checkpoint), "spec": payload["model_config"]["spec"],
                 "step": payload["step"], "data": data.to_dict(), **result.results}
     text = json.dumps(document, indent=2) + "\n"
     if args.json:
         sys.stdout.write(text)
     else:
-        print(f"{payload['model_config']['spec']} after {payload['step']} steps, {data.describe()}")
+        print(f"{payload['model_config']['spec']} after {payload['step']} steps, {data.describe()}; "
+              f"SSIM convention {ssim}")
         print()
         print("\n".join(format_per_frame(result.results["model"], data.context)))
         print()
@@ -335,9 +393,9 @@ def format_comparison(evaluation: dict) -> list[str]:
 
 
 def _table(rows: list[list[str]]) -> list[str]:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-            for row in rows]
+    from cellgen.table import numbers_right
+
+    return numbers_right(rows)
 
 
 # --- export ----------------------------------------------------------------------------------

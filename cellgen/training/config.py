@@ -17,10 +17,14 @@ class TrainConfig:
     eval_sequences: int = 256       # test sequences per evaluation (the first ones of the split)
     eval_batch_size: int = 16
     checkpoint_every: int = 0       # 0: at every evaluation
-    picture_sequences: int = 3      # sequences in predictions.png
+    picture_sequences: int = 3      # sequences in predictions.png and predictions.gif
+    lr_schedule: str = "constant"   # constant, cosine or onecycle over `steps` (schedule.py)
+    clip_grad: float = 0.0          # max 2-norm of the gradient; 0: no clipping
+    ssim: str = "gaussian"          # the SSIM convention of evaluations (metrics.py)
+    log: str = "csv"                # csv: metrics.csv; tensorboard: also TensorBoard events (logs.py)
 
     # Options a resumed run must keep, or it would not continue the same run.
-    LOCKED_ON_RESUME = ("batch_size", "lr", "seed", "scheduled_sampling")
+    LOCKED_ON_RESUME = ("batch_size", "lr", "seed", "scheduled_sampling", "lr_schedule", "clip_grad", "ssim")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_sequences", "eval_batch_size", "picture_sequences"):
@@ -31,6 +35,17 @@ class TrainConfig:
                 raise CellgenError(f"--{name.replace('_', '-')} cannot be negative ({getattr(self, name)})")
         if not self.lr > 0:
             raise CellgenError(f"--lr must be positive, not {self.lr}")
+        if not self.clip_grad >= 0:
+            raise CellgenError(f"--clip-grad must be a positive norm (or 0: no clipping), not {self.clip_grad}")
+        from cellgen.training.logs import LOGS
+        from cellgen.training.metrics import check_ssim_convention
+        from cellgen.training.schedule import SCHEDULES
+
+        if self.lr_schedule not in SCHEDULES:
+            raise CellgenError(f"unknown --lr-schedule `{self.lr_schedule}`", hint=f"choose one of {', '.join(SCHEDULES)}")
+        if self.log not in LOGS:
+            raise CellgenError(f"unknown --log `{self.log}`", hint=f"choose {' or '.join(LOGS)}")
+        check_ssim_convention(self.ssim)
 
     @property
     def evaluation_interval(self) -> int:

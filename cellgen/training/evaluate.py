@@ -34,13 +34,13 @@ class Evaluation:
 
 @torch.no_grad()
 def evaluate(model, dataset: Dataset, *, context: int, future: int, sequences: int, batch_size: int,
-             device: torch.device = torch.device("cpu"), keep: int = 3) -> Evaluation:
+             device: torch.device = torch.device("cpu"), keep: int = 3, ssim: str = "gaussian") -> Evaluation:
     """Metrics of the model and the baselines on the first `sequences` test sequences."""
     available = len(dataset)
     if sequences < 1:
         raise CellgenError(f"evaluation needs at least one test sequence, not {sequences}")
     sequences = min(sequences, available)
-    totals = {name: MetricTotals() for name in PREDICTORS}
+    totals = {name: MetricTotals(ssim) for name in PREDICTORS}
     kept_truth, kept_prediction = [], []
     was_training = model.training
     model.eval()

@@ -5,10 +5,16 @@ Conventions (PredRNN, E3D-LSTM and their successors on Moving MNIST, frames in [
 - MSE and MAE are per FRAME: the squared (absolute) error summed over the frame's pixels and
   channels, then averaged over sequences. PredRNN's 56.8 "MSE per frame" on 64×64 Moving
   MNIST is this number; the per-pixel mean is it divided by C·H·W.
-- SSIM (Wang et al. 2004): Gaussian window 11×11, σ = 1.5, K1 = 0.01, K2 = 0.03, data range 1,
-  computed on each frame (each channel, then averaged), the mean of the SSIM map over the
-  valid region (no padding), averaged over sequences. Frames smaller than 11 pixels use the
-  largest odd window that fits.
+- SSIM (Wang et al. 2004), K1 = 0.01, K2 = 0.03, data range 1, computed on each frame (each
+  channel, then averaged), the mean of the SSIM map over the valid region (no padding),
+  averaged over sequences, in one of two conventions (`SSIM_CONVENTIONS`):
+    gaussian  Wang et al.'s own: Gaussian window 11×11, σ = 1.5, population moments (the
+              default; what the first cellgen runs reported)
+    skimage   scikit-image's `structural_similarity` default: a 7×7 uniform window and sample
+              covariances (× N/(N-1), N = 49). predrnn-pytorch and OpenSTL call that function,
+              so this is the convention of most Moving MNIST tables (see docs/training.md for
+              how their calls differ in data range)
+  Frames smaller than the window use the largest odd window that fits.
 - PSNR per frame with data range 1: 10·log10(1 / per-pixel MSE), averaged over sequences;
   a frame predicted exactly (MSE 0) counts as 100 dB instead of infinity.
 
@@ -23,7 +29,27 @@ import torch.nn.functional as F
 
 METRICS = ("mse", "mae", "ssim", "psnr")
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
+SKIMAGE_WINDOW = 7
+SSIM_CONVENTIONS = {
+    "gaussian": "ssim gaussian 11x11 sigma 1.5, data range 1 (Wang et al. 2004)",
+    "skimage": "ssim uniform 7x7 with sample covariance, data range 1 (scikit-image default, as predrnn-pytorch "
+               "and OpenSTL)",
+}
 PSNR_CAP = 100.0
+
+
+def describe_conventions(ssim: str = "gaussian") -> str:
+    """The metric conventions in one line, as every metrics file names them."""
+    return ("mse and mae are per frame (summed over pixels, averaged over sequences); "
+            f"{SSIM_CONVENTIONS[ssim]}; psnr with data range 1; predictions clipped to [0, 1]")
+
+
+def check_ssim_convention(name: str) -> str:
+    if name not in SSIM_CONVENTIONS:
+        from cellgen.errors import CellgenError
+
+        raise CellgenError(f"unknown SSIM convention `{name}`", hint=f"choose one of {', '.join(SSIM_CONVENTIONS)}")
+    return name
 
 
 def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch.Tensor:
@@ -33,31 +59,34 @@ def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
     return (g / g.sum()).to(torch.float32)
 
 
-def ssim_per_frame(prediction: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+def ssim_per_frame(prediction: torch.Tensor, truth: torch.Tensor, convention: str = "gaussian") -> torch.Tensor:
     """(…, C, H, W) pairs → (…) SSIM of each frame (mean over channels and the valid map).
 
-    The Gaussian window is separable, so the local means and moments are two 1D convolutions
+    Both windows are separable, so the local means and moments are two 1D convolutions
     (11 + 11 taps instead of 121), in float32.
     """
     lead = prediction.shape[:-3]
     channels, height, width = prediction.shape[-3:]
-    size = min(SSIM_WINDOW, height if height % 2 else height - 1, width if width % 2 else width - 1)
-    g = gaussian_kernel(size)
+    largest = SSIM_WINDOW if convention == "gaussian" else SKIMAGE_WINDOW
+    size = min(largest, height if height % 2 else height - 1, width if width % 2 else width - 1)
+    g = gaussian_kernel(size) if convention == "gaussian" else torch.full((size,), 1.0 / size)
+    # scikit-image scales the local (co)variances by N/(N-1), N the window's pixels
+    unbiased = 1.0 if convention == "gaussian" else size * size / (size * size - 1)
     rows, cols = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
     x = prediction.reshape(-1, 1, height, width).to(torch.float32)
     y = truth.reshape(-1, 1, height, width).to(torch.float32)
     blur = lambda t: F.conv2d(F.conv2d(t, rows), cols)  # noqa: E731  (valid: no padding)
     mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x ** 2
-    var_y = blur(y * y) - mu_y ** 2
-    cov = blur(x * y) - mu_x * mu_y
+    var_x = (blur(x * x) - mu_x ** 2) * unbiased
+    var_y = (blur(y * y) - mu_y ** 2) * unbiased
+    cov = (blur(x * y) - mu_x * mu_y) * unbiased
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
     per_channel = ssim_map.mean(dim=(1, 2, 3))
     return per_channel.reshape(*lead, channels).mean(-1)
 
 
-def frame_metrics(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+def frame_metrics(prediction: torch.Tensor, truth: torch.Tensor, ssim: str = "gaussian") -> dict[str, torch.Tensor]:
     """(N, T, C, H, W) pairs → {metric: (N, T)} per sequence and frame."""
     prediction = prediction.detach().float().clamp(0.0, 1.0)
     truth = truth.detach().float()
@@ -68,7 +97,7 @@ def frame_metrics(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, to
     return {
         "mse": squared,
         "mae": error.abs().flatten(2).sum(-1),
-        "ssim": ssim_per_frame(prediction, truth),
+        "ssim": ssim_per_frame(prediction, truth, ssim),
         "psnr": 10 * torch.log10(1.0 / per_pixel),
     }
 
@@ -77,11 +106,12 @@ def frame_metrics(prediction: torch.Tensor, truth: torch.Tensor) -> dict[str, to
 class MetricTotals:
     """Sums of per-frame metrics over sequences, so that batches can be added up."""
 
+    ssim: str = "gaussian"          # the SSIM convention (SSIM_CONVENTIONS)
     sums: dict[str, torch.Tensor] = field(default_factory=dict)
     sequences: int = 0
 
     def add(self, prediction: torch.Tensor, truth: torch.Tensor) -> None:
-        for name, values in frame_metrics(prediction, truth).items():
+        for name, values in frame_metrics(prediction, truth, self.ssim).items():
             total = values.double().sum(0)
             self.sums[name] = self.sums[name] + total if name in self.sums else total
         self.sequences += prediction.shape[0]
@@ -92,5 +122,5 @@ class MetricTotals:
             raise ValueError("no sequences were measured")
         per_frame = {name: [round(float(v), 6) for v in self.sums[name] / self.sequences] for name in METRICS}
         summary = {name: round(sum(values) / len(values), 6) for name, values in per_frame.items()}
-        return {**summary, "per_frame": per_frame, "sequences": self.sequences}
+        return {**summary, "per_frame": per_frame, "sequences": self.sequences, "ssim_convention": self.ssim}
 

@@ -9,8 +9,13 @@ trajectory.
 
 Files in the run directory (process 0 writes them, each atomically):
     checkpoint.pt      the latest checkpoint (every `checkpoint_interval` steps and at the end)
+    best.pt            the checkpoint of the evaluation with the lowest test MSE so far
     metrics.json       configuration, loss at every step, every evaluation so far
+    metrics.csv        one row per step and per evaluation (logs.py)
+    curves.png         loss and test MSE against the step (curves.png)
     predictions.png    ground truth vs prediction of the latest evaluation
+    predictions.gif    the same, animated frame by frame (animation.py)
+    tensorboard/       TensorBoard events, with `--log tensorboard`
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from cellgen.data.sources import DataConfig, open_splits
+from cellgen.data.sources import DataConfig, Splits, open_splits
 from cellgen.errors import CellgenError
 from cellgen.sequence import ScheduledSampling, SequenceConfig, SequenceModel
 from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch
@@ -35,9 +40,17 @@ from cellgen.files import remove_stale_temp_files, write_json_atomically
 from cellgen.training import signals
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
+from cellgen.training import logs
+from cellgen.training.animation import write_prediction_animation
+from cellgen.training.curves import write_curves
+from cellgen.training.metrics import describe_conventions
+from cellgen.training.schedule import clip_gradients, learning_rate, set_learning_rate
 
 METRICS_FILE = "metrics.json"
 PICTURE_FILE = "predictions.png"
+ANIMATION_FILE = "predictions.gif"
+CURVES_FILE = "curves.png"
+BEST_FILE = "best.pt"
 
 
 @dataclass
@@ -49,6 +62,7 @@ class RunState:
     evaluations: list = field(default_factory=list)
     train_seconds: float = 0.0
     eval_seconds: float = 0.0
+    step_log: list = field(default_factory=list)    # [step, learning rate, gradient norm] per step
 
 
 @dataclass
@@ -60,13 +74,14 @@ class Run:
     dist: Distributed
     resume: Optional[dict] = None      # a loaded checkpoint to continue from
     show_progress: bool = True
+    splits: Optional[Splits] = None    # datasets given in Python (cellgen.training.train), else from data_config
 
 
 def train(run: Run) -> dict:
     """Train to `train_config.steps`; returns the final metrics.json content."""
     cfg, data, dist = run.train_config, run.data_config, run.dist
     check_batch_size(cfg.batch_size, dist.world)
-    splits = open_splits(data)
+    splits = run.splits or open_splits(data)
     if tuple(run.model_config.frame_size) != tuple(splits.frame_size) or \
             run.model_config.frame_channels != splits.channels:
         raise CellgenError(f"the model is built for {run.model_config.frame_size} frames with "
@@ -80,10 +95,12 @@ def train(run: Run) -> dict:
         model.load_state_dict(run.resume["model"])
         optimizer.load_state_dict(run.resume["optimizer"])
         state = RunState(int(run.resume["step"]), list(run.resume["loss_history"]), list(run.resume["evaluations"]),
-                         float(run.resume.get("train_seconds", 0.0)), float(run.resume.get("eval_seconds", 0.0)))
+                         float(run.resume.get("train_seconds", 0.0)), float(run.resume.get("eval_seconds", 0.0)),
+                         list(run.resume.get("step_log", [])))
     if dist.is_main:
         run.out.mkdir(parents=True, exist_ok=True)
         remove_stale_temp_files(run.out)
+    board = logs.open_tensorboard(cfg.log, run.out, state.step, describe_conventions(cfg.ssim)) if dist.is_main else None
     network = dist.wrap(model)
     schedule = BatchSchedule(cfg.batch_size, cfg.seed, dataset_length(splits.train))
     sampling = ScheduledSampling(cfg.scheduled_sampling)
@@ -102,10 +119,13 @@ def train(run: Run) -> dict:
             video = load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)).to(dist.device)
             mask = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed)
             mask = None if mask is None else mask[rows].to(dist.device)
+            rate = learning_rate(cfg.lr_schedule, cfg.lr, step, cfg.steps)
+            set_learning_rate(optimizer, rate)
             predictions = network(video, data.context, mask)
             loss = F.mse_loss(predictions, video[:, 1:])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            grad_norm = clip_gradients(model.parameters(), cfg.clip_grad)
             optimizer.step()
             value = dist.average(loss)
             state.step = step + 1
@@ -114,6 +134,9 @@ def train(run: Run) -> dict:
                 raise CellgenError(f"the training loss became {value} at step {state.step}",
                                    hint="lower --lr, or resume from the last checkpoint with a smaller one")
             state.loss_history.append([state.step, value])
+            state.step_log.append([state.step, rate, grad_norm])
+            if board is not None:
+                board.step(state.step, value, rate, grad_norm)
             progress.update(state.step, value)
             last = state.step == cfg.steps
             evaluated = last or state.step % cfg.evaluation_interval == 0
@@ -121,19 +144,29 @@ def train(run: Run) -> dict:
                 began = time.perf_counter()
                 result = evaluate(model, splits.test, context=data.context, future=data.future,
                                   sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
-                                  device=dist.device, keep=cfg.picture_sequences)
+                                  device=dist.device, keep=cfg.picture_sequences, ssim=cfg.ssim)
                 state.eval_seconds += time.perf_counter() - began
                 state.evaluations.append({"step": state.step, **result.results})
                 write_prediction_strip(run.out / PICTURE_FILE, result.truth, result.prediction, data.context)
+                write_prediction_animation(run.out / ANIMATION_FILE, result.truth, result.prediction, data.context)
+                if board is not None:
+                    board.evaluation(state.evaluations[-1])
+                if result.results["model"]["mse"] <= min(e["model"]["mse"] for e in state.evaluations):
+                    save_checkpoint(run.out / BEST_FILE, checkpoint_payload(model, optimizer, run, state))
                 progress.message(f"step {state.step}: {result.summary_line()}")
             stopping = signals.stop_agreed(dist)  # SIGINT/SIGTERM: checkpoint this step, then stop
             if (evaluated or last or stopping or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
                 save_checkpoint(run.out / FILENAME, checkpoint_payload(model, optimizer, run, state))
                 write_json_atomically(run.out / METRICS_FILE, metrics_document(model, run, state))
+                logs.write_metrics_csv(run.out / logs.CSV_FILE,
+                                       logs.csv_rows(state.loss_history, state.step_log, state.evaluations))
+                write_curves(run.out / CURVES_FILE, state.loss_history, state.evaluations)
             if stopping and not last:
                 raise signals.stopped_at(state.step, run.out / FILENAME)
     finally:
         progress.close()
+        if board is not None:
+            board.close()
     return metrics_document(model, run, state)
 
 
@@ -149,6 +182,7 @@ def checkpoint_payload(model: SequenceModel, optimizer, run: Run, state: RunStat
         "evaluations": state.evaluations,
         "train_seconds": state.train_seconds,
         "eval_seconds": state.eval_seconds,
+        "step_log": state.step_log,
     }
 
 
@@ -167,16 +201,16 @@ def metrics_document(model: SequenceModel, run: Run, state: RunState) -> dict:
         "step": state.step,
         "train_seconds": round(state.train_seconds, 3),
         "eval_seconds": round(state.eval_seconds, 3),
-        "metric_conventions": "mse and mae are per frame (summed over pixels, averaged over sequences); ssim "
-                              "Gaussian 11x11 sigma 1.5; psnr with data range 1; predictions clipped to [0, 1]",
+        "metric_conventions": describe_conventions(run.train_config.ssim),
+        "ssim_convention": run.train_config.ssim,
         "loss": state.loss_history,
         "evaluations": state.evaluations,
     }
 
 
 def evaluation_of(model: SequenceModel, data: DataConfig, sequences: int, batch_size: int, keep: int = 3,
-                  device: torch.device = torch.device("cpu")) -> Evaluation:
+                  device: torch.device = torch.device("cpu"), ssim: str = "gaussian") -> Evaluation:
     """One evaluation of a model on a data config's test split (`cellgen eval`)."""
     splits = open_splits(data)
     return evaluate(model, splits.test, context=data.context, future=data.future, sequences=sequences,
-                    batch_size=batch_size, device=device, keep=keep)
+                    batch_size=batch_size, device=device, keep=keep, ssim=ssim)

@@ -1,0 +1,95 @@
+"""Lowering time against spec length: is lowering linear in the number of statements?
+
+    python bench/lowering_scale.py [--sizes 500 4000] [--repeats 3]
+
+The spec is a chain of equations, each a gate of the one before:
+
+    a1 = σ(W_1 ⋆ x + b_1)
+    a2 = a1 ⊙ σ(W_2 ⋆ a1 + b_2)
+    …
+    h' = a_N ⊙ h
+
+It is parsed and resolved once per size, outside the timing; only `lower` (AST → validated,
+channel-annotated graph) is timed, as CPU time of this process (time.process_time: on a shared
+machine, wall time mostly measures the other processes) and as wall time. Sizes are timed
+interleaved (size after size, round after round); the medians are printed with the ratio of
+the largest to the smallest and what linear growth would give. Lowering is linear when that
+ratio stays near the size ratio (issue 11 asks ≤ 12× for 4,000 against 500 statements).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from cellgen.api import load_spec  # noqa: E402
+from cellgen.ir.lower import lower  # noqa: E402
+
+
+def chain_spec(statements: int) -> str:
+    """A cell of `statements` equations (the last is h'), each reading the one before."""
+    lines = ["cell Chain", "  param hidden = 8", "  input x[4]", "  state h[hidden]", "",
+             "  weights", "    W_*: conv 3×3", "    b_*: bias", ""]
+    lines.append("  a1 = σ(W_1 ⋆ x + b_1)")
+    for i in range(2, statements):
+        lines.append(f"  a{i} = a{i - 1} ⊙ σ(W_{i} ⋆ a{i - 1} + b_{i})")
+    lines.append(f"  h' = a{statements - 1} ⊙ h")
+    return "\n".join(lines) + "\n"
+
+
+def resolved(statements: int):
+    return load_spec(chain_spec(statements)).resolved
+
+
+def time_lowering(specs: dict[int, object], repeats: int) -> dict[int, tuple[float, float]]:
+    """Median (CPU, wall) seconds of `lower` per size, the sizes interleaved round by round."""
+    times: dict[int, list[tuple[float, float]]] = {size: [] for size in specs}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in range(repeats):
+            for size, spec in specs.items():
+                cpu, wall = time.process_time(), time.perf_counter()
+                lower(spec)
+                times[size].append((time.process_time() - cpu, time.perf_counter() - wall))
+    return {size: (statistics.median(c for c, _ in values), statistics.median(w for _, w in values))
+            for size, values in times.items()}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--profile", type=int, default=None, metavar="N",
+                        help="instead: cProfile one lowering of an N-statement spec, top 25 by cumulative time")
+    args = parser.parse_args(argv)
+    if args.profile:
+        import cProfile
+        import pstats
+        spec = resolved(args.profile)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            profile = cProfile.Profile()
+            profile.runcall(lower, spec)
+        pstats.Stats(profile).sort_stats("cumulative").print_stats(25)
+        return 0
+    sizes = sorted(set(args.sizes))
+    specs = {size: resolved(size) for size in sizes}
+    medians = time_lowering(specs, args.repeats)
+    print(f"{'statements':>10}  {'CPU s':>8}  {'wall s':>8}  {'CPU ms/statement':>16}")
+    for size in sizes:
+        cpu, wall = medians[size]
+        print(f"{size:>10}  {cpu:>8.3f}  {wall:>8.3f}  {cpu / size * 1e3:>16.3f}")
+    small, large = sizes[0], sizes[-1]
+    print(f"ratio {large}/{small}: CPU {medians[large][0] / medians[small][0]:.1f}x, wall "
+          f"{medians[large][1] / medians[small][1]:.1f}x (linear: {large / small:.1f}x; median of {args.repeats}, "
+          "interleaved)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
