@@ -47,6 +47,7 @@ def _env() -> dict:
 
 
 def run(argv, timeout=120, cwd=None, stdout=subprocess.PIPE, **kw) -> subprocess.CompletedProcess:
+    cwd = cwd or tempfile.gettempdir()  # not the caller's: `python -m cellgen` would import ./cellgen first
     try:
         return subprocess.run(argv, env=_env(), stdout=stdout, stderr=subprocess.PIPE, text=True,
                               timeout=timeout, cwd=cwd, preexec_fn=_limit_memory, **kw)
@@ -304,7 +305,7 @@ def train_force_keeps_user_tmp(tmp):
 def two_trainings_one_out(tmp):
     out = tmp / "run"
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN, "--steps", "100000", "--out", str(out)]
-    first = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(12)  # the first is training by now
     second = cli("train", "convlstm", *TINY_TRAIN, "--steps", "30", "--out", out, "--force", timeout=300)
     running = first.poll() is None
@@ -339,7 +340,7 @@ def export_killed_leaves_nothing(tmp):
     out_dir.mkdir()
     argv = [sys.executable, "-m", "cellgen", "export", str(run_dir), "--format", "onnx", "-o",
             str(out_dir / "model.onnx")]
-    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not any(out_dir.iterdir()):
         time.sleep(0.05)
@@ -356,7 +357,7 @@ def _signal_training(tmp, signum, wait_for_step=2):
     out = tmp / "run"
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN[:-3], "--steps", "100000",
             "--checkpoint-every", "100000", "--eval-every", "100000", "--out", str(out)]
-    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(15)
     process.send_signal(signum)
     try:
@@ -386,7 +387,7 @@ def kill9_during_first_checkpoint(tmp):
     out = tmp / "run"
     out.mkdir()
     # kill -9 a process in the middle of writing the run's first checkpoint, as this cellgen writes it
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    writer = subprocess.Popen(cwd=tmp, args=[sys.executable, "-c", textwrap.dedent(f"""
         import time
         from pathlib import Path
         from cellgen.files import write_atomically
@@ -688,7 +689,7 @@ def _children(pid: int) -> list[int]:
 def torchrun_frozen_peer(tmp):
     argv = _torchrun(tmp, "--steps", "100000", "--eval-every", "100000", "--checkpoint-every", "100000",
                      "--dist-timeout", "20")
-    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     time.sleep(25)
     workers = _children(process.pid)
@@ -716,7 +717,7 @@ def torchrun_frozen_peer(tmp):
 @case("hangs", slow=True)
 def torchrun_agent_killed(tmp):
     argv = _torchrun(tmp, "--steps", "100000", "--eval-every", "100000", "--checkpoint-every", "100000", nproc=1)
-    process = subprocess.Popen(argv, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                start_new_session=True)
     time.sleep(20)
     workers = _children(process.pid)

@@ -94,10 +94,10 @@ def setup_distributed(device: str = "auto", timeout: float | None = None) -> Dis
     torch_device = torch.device("cuda", local_rank % torch.cuda.device_count()) if use_cuda else torch.device("cpu")
     if use_cuda:
         torch.cuda.set_device(torch_device)
+    watch_parent()  # a torchrun worker whose agent dies stops: cellgen/training/watchdog.py
     if world <= 1:
         return Distributed(device=torch_device)
     backend = "nccl" if use_cuda else "gloo"
-    watch_parent()  # an orphaned worker stops: cellgen/training/watchdog.py
     seconds = DEFAULT_TIMEOUT if timeout is None else timeout
     if seconds <= 0:
         raise CellgenError(f"--dist-timeout must be positive, not {seconds:g}")
