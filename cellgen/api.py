@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Optional, Union
 
 from cellgen.errors import CellgenError, SpecNotFoundError, did_you_mean
+from cellgen.language import limits
 from cellgen.language import syntax as ast
 from cellgen.language.parser import parse
 from cellgen.language.resolve import resolve
@@ -36,6 +37,9 @@ class LoadedSpec:
 
 def load_spec(spec: SpecLike) -> LoadedSpec:
     """A spec from a path, the name of a shipped spec (`"convlstm"`), or spec text."""
+    if not isinstance(spec, (str, Path)):
+        raise CellgenError(f"a spec is a path, a shipped spec's name or spec text, not {type(spec).__name__} "
+                           f"{spec!r:.60}")
     if isinstance(spec, str) and ("\n" in spec or spec.lstrip().startswith("cell ")):
         return _loaded(spec, "<string>", None)
     path = Path(spec)
@@ -108,6 +112,7 @@ def resolved_spec(loaded: LoadedSpec) -> ast.CellSpec:
         return found.ast
 
     resolved = resolve(loaded.ast, load)
+    limits.check_resolved(resolved)  # unrolled loops and chains of equations: see cellgen/language/limits.py
     if len(_RESOLVED) >= _RESOLVED_MAX:
         _RESOLVED.pop(next(iter(_RESOLVED)))
     _RESOLVED[key] = (resolved, tuple(read))

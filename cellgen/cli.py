@@ -162,7 +162,15 @@ def _run_compile(args: argparse.Namespace) -> int:
     if args.output is not None:
         _check_writable(args.output, args.force)  # fail before compiling, not after
     report = Report() if args.explain else None
-    cell = cellgen.compile(args.spec, opt_level=args.opt_level, report=report, **params)
+    if args.emit == "summary":  # counts only: allocate no weights (a summary of hidden=10**5 needs no memory)
+        from types import SimpleNamespace
+
+        from cellgen.passes import optimize
+
+        graph = optimize(cellgen.lower_spec(args.spec, **params), args.opt_level, report=report)
+        cell = SimpleNamespace(cell_graph=graph, opt_level=args.opt_level)
+    else:
+        cell = cellgen.compile(args.spec, opt_level=args.opt_level, report=report, **params)
     text = _EMITTERS[args.emit](args, cell, params)
     if args.output is None:
         sys.stdout.write(text)
@@ -275,18 +283,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one cellgen command; returns the exit status (0 ok, 1 user error, 2 usage error)."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
+    if sys.stdout is None:  # started with stdout closed (`cellgen list >&-`): what it prints would vanish
+        print("error: standard output is closed; nothing can be printed", file=sys.stderr)
+        return 1
     try:
-        return run_reporting_warnings(args.run, args)
+        status = run_reporting_warnings(args.run, args)
+        sys.stdout.flush()  # here, not at exit, so that a full disk is an error we report
+        return status
     except CellgenError as error:
         print(error.render(), file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as error:  # Ctrl-C, or SIGTERM as cellgen/training/signals.py raises it
+        return 128 + getattr(error, "signum", 2)
     except BrokenPipeError:
         # The reader went away (`cellgen compile … | head`): stop quietly, and keep Python
         # from complaining again when it flushes stdout at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except OSError as error:
+        if not _is_stdout_failure(error):
+            raise
+        print(f"error: cannot write to standard output: {error.strerror}", file=sys.stderr)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
+def _is_stdout_failure(error: OSError) -> bool:
+    """A write to stdout failed (`cellgen list > /dev/full`: ENOSPC; a closed descriptor: EBADF)."""
+    import errno
+
+    return error.errno in (errno.ENOSPC, errno.EBADF, errno.EIO, errno.EPIPE) and error.filename is None
 
 
 def run_reporting_warnings(run: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:

@@ -13,6 +13,8 @@ An error may point at a second place (`related`), e.g. both sides of a channel m
 from __future__ import annotations
 
 import difflib
+import re
+import unicodedata
 import functools
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
@@ -36,6 +38,9 @@ class Source:
         return self.text.splitlines()
 
 
+_EXCERPT_WIDTH = 160  # characters of a source line an excerpt shows
+
+
 @dataclass(frozen=True)
 class Span:
     """A range in a source: 1-based line and column of the start, and of the end (exclusive)."""
@@ -51,15 +56,23 @@ class Span:
 
     @property
     def location(self) -> str:
-        return f"{self.source.name}:{self.line}:{self.column}"
+        return f"{terminal_safe(self.source.name)}:{self.line}:{self.column}"
 
     def excerpt(self) -> str:
-        """The source line and a caret line under the span (to the end of the line if it wraps)."""
+        """The source line and a caret line under the span (to the end of the line if it wraps).
+        Control characters are shown escaped (`\\x1b`), and the caret counts their escapes."""
         text = self.source.line(self.line)
-        end = self.end_column if self.end_line == self.line else len(text) + 1
-        width = max(1, end - self.column)
-        indent = "".join(ch if ch == "\t" else " " for ch in text[: self.column - 1])
-        return f"    {text}\n    {indent}{'^' * width}"
+        start, end = self.column, self.end_column if self.end_line == self.line else len(text) + 1
+        if len(text) > _EXCERPT_WIDTH:  # a line of thousands of characters: show the part around the span
+            first = max(0, start - 1 - _EXCERPT_WIDTH // 4)
+            last = min(len(text), first + _EXCERPT_WIDTH)
+            text = ("…" if first else "") + text[first:last] + ("…" if last < len(text) else "")
+            shift = first - (1 if first else 0)
+            start, end = start - shift, min(end - shift, len(text) + 1)
+        before = terminal_safe(text[: start - 1])
+        width = max(1, len(terminal_safe(text[start - 1 : end - 1])))
+        indent = "".join(ch if ch == "\t" else " " for ch in before)
+        return f"    {terminal_safe(text)}\n    {indent}{'^' * width}"
 
 
 @dataclass
@@ -80,20 +93,23 @@ class Diagnostic:
     related: list[Note] = field(default_factory=list)
 
     def render(self) -> str:
-        head = f"{self.severity}: {self.message}"
+        """The diagnostic as the terminal shows it. Spec text and paths in it are the user's (or
+        an attacker's): control characters are escaped, so no ANSI sequence reaches the terminal."""
+        head = f"{self.severity}: {terminal_safe(self.message)}"
         parts = [f"{self.span.location}: {head}" if self.span else head]
         if self.span:
             parts.append(self.span.excerpt())
         if self.expected:
-            parts.append(f"  expected {self.expected}")
+            parts.append(f"  expected {terminal_safe(self.expected)}")
         for note in self.related:
             if note.span:
-                parts.append(f"{note.span.location}: note: {note.message}")
+                parts.append(f"{note.span.location}: note: {terminal_safe(note.message)}")
                 parts.append(note.span.excerpt())
             else:
-                parts.append(f"  note: {note.message}")
+                parts.append(f"  note: {terminal_safe(note.message)}")
         if self.hint:
-            parts.append(f"  {self.hint}")
+            parts.append(f"  {terminal_safe(self.hint)}")
+        parts += lookalike_notes(self.span)
         return "\n".join(parts)
 
 
@@ -175,6 +191,58 @@ class CellgenWarning(UserWarning):
     def __init__(self, message: str, span: Optional[Span] = None, hint: Optional[str] = None):
         self.diagnostic = Diagnostic("warning", message, span, hint=hint)
         super().__init__(self.diagnostic.render())
+
+
+# C0 and C1 controls (ESC starts every ANSI sequence; BEL, backspace and CR rewrite what is
+# shown), DEL, and the bidirectional overrides that make text read otherwise than it runs.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str) -> str:
+    """`text` with every control character but tab and newline written as its escape
+    (`\\x1b`, `\\u202e`), so that echoing user text cannot drive the terminal."""
+    return _UNSAFE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
+# Characters that look like ASCII (or like nothing) and so make a spec fail for no visible
+# reason: the Latin letter each Greek or Cyrillic one passes for, or what an invisible one is.
+_LOOKALIKES = {
+    **{greek: latin for greek, latin in zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοινυκρ", "ABEZHIKMNOPTYXoivukp")},
+    **{cyrillic: latin for cyrillic, latin in zip("АВЕКМНОРСТХаеорсухіјѕԁԛԝ", "ABEKMHOPCTXaeopcyxijsdqw")},
+    "\u00a0": " ", "\u2000": " ", "\u2001": " ", "\u2002": " ", "\u2003": " ", "\u2007": " ", "\u2009": " ",
+    "\u200a": " ", "\u202f": " ", "\u3000": " ", "\u200b": "", "\u200c": "", "\u200d": "", "\u2060": "",
+    "\ufeff": "", "\u00ad": "", "\u2010": "-", "\u2011": "-", "\u2013": "-", "\uff1d": "=",
+}
+
+
+def lookalike_notes(span: Optional[Span], limit: int = 3) -> list[str]:
+    """Notes naming the lookalike or invisible characters of the span's line (else of the whole
+    source), so that `unknown symbol `о`` says that this `о` is Cyrillic."""
+    if span is None:
+        return []
+    found, seen = [], set()
+    lines = span.source.text.splitlines()
+    if not any(char in _LOOKALIKES for char in span.source.text):  # the usual case: one scan, nothing to say
+        return []
+    order = [span.line] + [n for n in range(1, len(lines) + 1) if n != span.line]
+    for lineno in order:
+        for column, char in enumerate(lines[lineno - 1] if 1 <= lineno <= len(lines) else "", start=1):
+            if char in _LOOKALIKES and char not in seen:
+                seen.add(char)
+                found.append((lineno, column, char))
+        if found and lineno == span.line:
+            break  # the line of the error explains it; other lines would only distract
+        if len(found) >= limit:
+            break
+    notes = []
+    for lineno, column, char in found[:limit]:
+        name = unicodedata.name(char, f"U+{ord(char):04X}")
+        looks = _LOOKALIKES[char]
+        what = (f"which looks like `{looks}`" if looks.strip() else
+                "a space that is not one" if looks == " " else "an invisible character")
+        notes.append(f"{terminal_safe(span.source.name)}:{lineno}:{column}: note: this line holds U+{ord(char):04X} "
+                     f"{name}, {what}")
+    return notes
 
 
 def did_you_mean(name: str, candidates: Iterable[str]) -> Optional[str]:

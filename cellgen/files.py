@@ -3,7 +3,7 @@ a crash (or kill -9) never leaves half of one.
 
 Every file goes to a temp file in the same directory (same file system, so `os.replace` is an
 atomic rename), is flushed and fsynced, and then replaces its target. A reader sees the old
-file or the new one. A temp file orphaned by a kill is named `.NAME.*.tmp` and removed by the
+file or the new one. A temp file orphaned by a kill is named `.NAME.cellgen-*.tmp` and removed by the
 next run in that directory (`remove_stale_temp_files`).
 """
 from __future__ import annotations
@@ -17,13 +17,15 @@ from typing import Callable, IO
 
 from cellgen.errors import CellgenError
 
+TEMP_MARK = "cellgen-"  # in every temp file name written here, so that cleaning up removes only ours
+
 
 def write_atomically(path: Path, write: Callable[[IO[bytes]], None], mode: int = 0o644) -> None:
     """Call `write(handle)` on a temp file beside `path`, then rename it over `path` with
     permissions `mode`; on any failure the temp file is removed and `path` left as it was."""
     path = Path(path)
     try:
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{TEMP_MARK}", suffix=".tmp")
     except OSError as error:
         raise CellgenError(f"cannot write {path}: {error.strerror}") from None
     try:
@@ -41,22 +43,20 @@ def write_atomically(path: Path, write: Callable[[IO[bytes]], None], mode: int =
         raise
 
 
-def check_writable(path: Path, force: bool) -> None:
-    """That `path` may be written as a command's `-o FILE`: not a directory, and not an existing
-    file unless `force` (a user's file is never overwritten unasked)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CellgenError(f"cannot write {path}: it is a directory")
-    if os.path.lexists(path) and not force:
-        raise CellgenError(f"{path} already exists; not overwriting it", hint="pass --force to replace it")
+def check_writable(path: Path, force: bool) -> Path:
+    """That `path` may be written as a command's `-o FILE`, and the file to write for it: never a
+    directory, device or FIFO, an existing file only with `force`, a symlink to a file written
+    through (see cellgen/targets.py)."""
+    from cellgen.targets import check_target
+
+    return check_target(Path(path), force)
 
 
 def write_output_file(path: Path, data, *, force: bool = False) -> None:
     """A command's `-o FILE` (text or bytes), written atomically (see above): an existing file is
     replaced only with `force`, and the new file gets the usual permissions (umask), or those of
     the file it replaces."""
-    path = Path(path)
-    check_writable(path, force)
+    path = check_writable(path, force)
     data = data.encode("utf-8") if isinstance(data, str) else data
     write_atomically(path, lambda handle: handle.write(data), mode=_mode_for(path))
 
@@ -79,10 +79,16 @@ def write_json_atomically(path: Path, value) -> None:
     write_bytes_atomically(path, text.encode("utf-8"))
 
 
+def is_own_temp_file(name: str) -> bool:
+    """A temp file of `write_atomically` (`.NAME.cellgen-XXXXXXXX.tmp`), never a user's `.x.tmp`."""
+    return name.startswith(".") and name.endswith(".tmp") and f".{TEMP_MARK}" in name
+
+
 def remove_stale_temp_files(directory: Path) -> list[Path]:
-    """Delete the `.NAME.*.tmp` files a killed run left in `directory`; returns what was removed."""
+    """Delete the `.NAME.cellgen-*.tmp` files a killed run left in `directory` (only those:
+    a user's own `.notes.tmp` stays); returns what was removed."""
     removed = []
-    for candidate in Path(directory).glob(".*.tmp"):
+    for candidate in Path(directory).glob(f".*.{TEMP_MARK}*.tmp"):
         with contextlib.suppress(OSError):
             candidate.unlink()
             removed.append(candidate)

@@ -40,6 +40,7 @@ from cellgen.errors import (ArityError, CellgenError, CellgenSyntaxError, Cellge
                             ShapeError, SpecNotFoundError, StateNotUpdatedError, TypeMismatchError,
                             UnknownFunctionError, UnknownSymbolError)
 from cellgen.api import load_spec  # noqa: E402
+from cellgen.language.limits import LimitError  # noqa: E402
 from cellgen.ir.lower import lower  # noqa: E402
 from cellgen.language.parser import _lark, parse  # noqa: E402
 from cellgen.resources import shipped_specs  # noqa: E402
@@ -326,6 +327,15 @@ CASES = [
          hint="use it, or delete its equation"),
     Case("unused_weight.cell", CellgenWarning, (10, 5), "weight declaration `W_c*` matches no symbol in any equation",
          hint="delete it"),
+    # --- documented limits (cellgen/language/limits.py, docs/limits.md) ----------------------
+    Case("limit_sum_1000_terms.cell", LimitError, (4, 3), "nests more than 200 deep", hint="equations of their own"),
+    Case("limit_nested_calls_300.cell", LimitError, (4, 3), "nests more than 200 deep", hint="docs/limits.md"),
+    Case("limit_minus_1000.cell", LimitError, (4, 3), "nests more than 200 deep", hint="docs/limits.md"),
+    Case("limit_chain_1000.cell", LimitError, (505, 3), "cellgen reads at most 500", hint="a chain of equations"),
+    Case("limit_int_5000_digits.cell", LimitError, (2, 13), "a number of 5,000 digits", hint="docs/limits.md"),
+    Case("limit_float_overflow.cell", LimitError, (4, 8), "`1e999` is too large for a float", hint="finite"),
+    Case("limit_eps_overflow.cell", LimitError, (5, 24), "`1e999` is too large for a float", hint="finite"),
+    Case("lookalike_cyrillic.cell", UnknownSymbolError, (4, 8), "unknown symbol `х`"),
 ]
 
 
@@ -438,8 +448,12 @@ def _check_layout(rendered: str, path: str, source_text: str, severity: str = "e
     line, column = int(head.group(1)), int(head.group(2))
     source_lines = source_text.splitlines()
     offending = source_lines[line - 1] if line <= len(source_lines) else ""
-    assert lines[1] == "    " + offending, (lines[1], offending)
     assert re.fullmatch(r" *\t* *\^+", lines[2]), lines[2]
+    if len(offending) > 160:  # a very long line is shown around the caret (errors.Span.excerpt)
+        shown, caret = lines[1][4:], lines[2].index("^") - 4
+        assert shown.strip("…") in offending and shown[caret:caret + 8] == offending[column - 1:column + 7], lines[:3]
+        return line, column
+    assert lines[1] == "    " + offending, (lines[1], offending)
     assert lines[2].index("^") - 4 + 1 == column, lines[:3]
     return line, column
 
@@ -555,7 +569,8 @@ def _mutate(data, text: str) -> str:
     lowering: a line deleted, repeated or moved down one; a name or number replaced by another
     of the spec's own or by a word of the language; a word inserted after one."""
     lines = text.split("\n")
-    edit = data.draw(st.sampled_from(["delete", "repeat", "move", "replace", "replace", "insert"]))
+    edit = data.draw(st.sampled_from(["delete", "repeat", "move", "replace", "replace", "insert", "deepen", "widen",
+                                      "huge"]))
     at = data.draw(st.integers(0, len(lines) - 1))
     if edit == "delete":
         return "\n".join(lines[:at] + lines[at + 1:])
@@ -566,6 +581,11 @@ def _mutate(data, text: str) -> str:
     tokens = list(_TOKEN.finditer(text))
     token = tokens[data.draw(st.integers(0, len(tokens) - 1))]
     word = data.draw(st.sampled_from(sorted({t.group() for t in tokens}) + _WORDS))
+    if edit in ("deepen", "widen", "huge"):  # past the documented limits (cellgen/language/limits.py)
+        n = data.draw(st.integers(100, 1200))
+        grown = {"deepen": "tanh(" * n + token.group() + ")" * n, "widen": " + ".join([token.group()] * n),
+                 "huge": data.draw(st.sampled_from(["1e999", "9" * 5000, "1" * 400 + ".5", str(10 ** 12)]))}[edit]
+        return text[:token.start()] + grown + text[token.end():]
     if edit == "replace":
         return text[:token.start()] + word + text[token.end():]
     return text[:token.end()] + " " + word + text[token.end():]
@@ -573,6 +593,12 @@ def _mutate(data, text: str) -> str:
 
 # The shipped specs with a default for every param, so that a mutant compiles as far as it can.
 _SEMANTIC_TEXTS = [re.sub(r"^(\s*param in_channels)\s*$", r"\1 = 3", text, flags=re.M) for text in _SHIPPED_TEXTS]
+
+
+def test_lookalikes_are_named_in_the_corpus():
+    with pytest.raises(UnknownSymbolError) as caught:
+        lower(load_spec(str(BAD / "lookalike_cyrillic.cell")).resolved, {})
+    assert "U+0445 CYRILLIC SMALL LETTER HA, which looks like `x`" in caught.value.render()
 
 
 @settings(max_examples=200, deadline=None)

@@ -21,6 +21,7 @@ import re
 import torch
 from torch import fx
 
+from cellgen.codegen.identifiers import argument_names
 from cellgen.ir.analysis import axis_dim, ensure_analyzed
 from cellgen.ir.graph import CellGraph
 from cellgen.ir.ops import OPS
@@ -40,8 +41,9 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
     ensure_analyzed(graph)
     out = fx.Graph()
     values: dict[str, object] = {}
+    arguments = argument_names(graph.inputs)  # `lambda` → `lambda_`: see cellgen/codegen/identifiers.py
     for name in graph.inputs:
-        values[graph.inputs[name]] = out.placeholder(name)
+        values[graph.inputs[name]] = out.placeholder(arguments[name])
     state_arg = out.placeholder("state", default_value=None)
     names = tuple(graph.states)
     if names:

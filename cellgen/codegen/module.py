@@ -7,6 +7,7 @@ from typing import Optional
 import torch
 from torch import fx
 
+from cellgen.codegen import boundary
 from cellgen.codegen.fx import build_fx_graph
 from cellgen.ir.graph import CellGraph
 from cellgen.runtime.init import init_weight_
@@ -92,6 +93,7 @@ def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool) -> C
 
 def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] = None) -> CellModule:
     """Wrap `graph` (already optimised to `opt_level`) as a CellModule with fresh weights."""
+    boundary.check_weight_budget(graph)  # before allocating: hidden=10**12 is a mistake, not a request
     root = torch.nn.Module()
     for symbol, info in graph.weights.items():
         register_dotted(root, symbol, torch.nn.Parameter(torch.empty(info.shape)))
@@ -105,6 +107,7 @@ def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] 
             register_dotted(module, symbol, root.get_parameter(symbol))
     module.cell_graph = graph
     module.opt_level = opt_level
+    module.register_forward_pre_hook(boundary.check_call, with_kwargs=True)  # wrong x or state: say so
     module.reset_parameters()
     return module
 

@@ -14,6 +14,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 from lark.lexer import PatternStr
 
 from cellgen.errors import CellgenError, CellgenSyntaxError, Note, Source, Span, did_you_mean, span_text
+from cellgen.language import limits
 from cellgen.language import syntax as ast
 from cellgen.language.spellings import FUNCTION_SPELLINGS, next_values, state_names
 from cellgen.resources import grammar_path
@@ -65,11 +66,14 @@ def _lark() -> Lark:
 
 def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
     """Parse spec text into a `CellSpec`, or raise `CellgenSyntaxError`."""
+    text = text[1:] if text.startswith("\ufeff") else text  # a byte-order mark some editors write
     source = Source(filename, text)
+    limits.check_text(source)
     try:
         tree = _lark().parse(text if text.endswith("\n") else text + "\n")
     except UnexpectedInput as error:
         raise _syntax_error(error, source) from None
+    limits.check_tree(tree, source)  # before the transformer, which recurses as deep as the tree
     try:
         spec = _ToAst(source).transform(tree)
     except VisitError as error:

@@ -63,6 +63,7 @@ from typing import Callable, Iterable, Mapping, Optional, Sequence, TextIO
 import torch
 from torch import nn
 
+from cellgen import files
 from cellgen.errors import CellgenError
 
 __all__ = [
@@ -904,6 +905,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
     parser.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
     parser.add_argument("--json", metavar="FILE", type=Path, help="also write environment, config and rows as JSON")
     parser.add_argument("--markdown", metavar="FILE", type=Path, help="also write the report as Markdown (for docs)")
+    parser.add_argument("--force", action="store_true", help="let --json/--markdown replace existing files")
     return parser
 
 
@@ -926,6 +928,11 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None, err: O
 
     report = Report()
     modes = MODES if args.backward else ("forward",)
+    try:  # the output files are checked first: a wrong target must not cost a whole benchmark
+        outputs = _output_targets(args)
+    except CellgenError as error:
+        print(error.render(), file=err)
+        return 1
     env = environment()
     try:
         rows = run_benchmark(args.spec, batch=args.batch, channels=args.channels, in_channels=args.in_channels,
@@ -942,13 +949,31 @@ def run_from_args(args: argparse.Namespace, out: Optional[TextIO] = None, err: O
     config = _config(args, rows, report)
     targets = evaluate_targets(rows)
     print(format_report(rows, config, env, targets), file=out)
+    texts = {}
     if args.json:
         payload = {"environment": env, "config": config, "rows": [asdict(r) for r in rows],
                    "targets": [asdict(t) for t in targets]}
-        args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        texts["json"] = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     if args.markdown:
-        args.markdown.write_text(format_markdown(rows, config, env, targets), encoding="utf-8")
+        texts["markdown"] = format_markdown(rows, config, env, targets)
+    try:
+        for kind, text in texts.items():
+            files.write_bytes_atomically(outputs[kind], text.encode("utf-8"))
+    except CellgenError as error:
+        print(error.render(), file=err)
+        return 1
     return 0
+
+
+def _output_targets(args: argparse.Namespace) -> dict[str, Path]:
+    """--json and --markdown checked as any written file is (cellgen/targets.py): no device or
+    directory, an existing file only with --force, a symlink to a file written through."""
+    from cellgen.targets import check_target
+
+    chosen = {kind: path for kind, path in (("json", args.json), ("markdown", args.markdown)) if path is not None}
+    if len(chosen) == 2 and os.path.abspath(chosen["json"]) == os.path.abspath(chosen["markdown"]):
+        raise CellgenError(f"--json and --markdown both name {chosen['json']}")
+    return {kind: check_target(path, getattr(args, "force", False)) for kind, path in chosen.items()}
 
 
 def _config(args: argparse.Namespace, rows: Sequence[Row], report) -> dict:

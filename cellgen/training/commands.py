@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -64,6 +65,9 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--threads", type=int, default=None, metavar="N",
                      help="CPU threads per process (default: torch's; 1 is often faster on a busy machine)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                     help="under torchrun: how long a process waits for a silent peer before the run stops with "
+                          "an error (default 300)")
     model = parser.add_argument_group("model (fixed for a run)")
     model.add_argument("--layers", type=int, default=None, help="stacked cells (default 2)")
     model.add_argument("--patch", type=int, default=None,
@@ -109,9 +113,11 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from cellgen.training.checkpoint import load_checkpoint
-    from cellgen.training.distributed import setup_distributed
+    from cellgen.training.checkpoint import check_resumable, load_checkpoint
+    from cellgen.training.distributed import peer_timeout, setup_distributed
     from cellgen.training.execution import execution_of
+    from cellgen.training.runlock import run_lock
+    from cellgen.training.signals import Interrupted, stop_requests
     from cellgen.training.runconfig import apply_config
     from cellgen.training.trainer import Run, train
 
@@ -130,6 +136,7 @@ def run_train(args: argparse.Namespace) -> int:
             raise CellgenError(f"nothing to resume: {args.out / 'checkpoint.pt'} does not exist",
                                hint="start the run without --resume")
         payload = load_checkpoint(args.out)
+        check_resumable(payload, args.out / "checkpoint.pt")  # its parts fit each other: say which does not
         model_config, data_config, train_config = _resumed_configs(args, payload)
         if payload["step"] >= train_config.steps:
             print(f"{args.out}: already trained {payload['step']} steps (--steps {train_config.steps}); nothing to do")
@@ -142,20 +149,28 @@ def run_train(args: argparse.Namespace) -> int:
         raise CellgenError(f"--steps {train_config.steps} differs from the run's {payload['train_config']['steps']}, "
                            f"over which its {train_config.lr_schedule} schedule is laid",
                            hint="a run with a learning-rate schedule resumes to its own --steps")
-    dist = setup_distributed(args.device)
+    dist = setup_distributed(args.device, timeout=args.dist_timeout)
     try:
-        if dist.is_main and args.force and not args.resume:
-            for name in RUN_FILES:  # only this command's own files: a new run must not mix with the old
-                with contextlib.suppress(FileNotFoundError):
-                    (args.out / name).unlink()
-            _remove_tensorboard_events(args.out)
-        if dist.is_main:
-            _save_resolved_config(args, model_config, data_config, train_config)
-        dist.barrier()
-        document = train(Run(args.out, model_config, data_config, train_config, dist, payload,
-                             show_progress=not args.quiet, execution=execution_of(args)))
+        with run_lock(args.out) if dist.is_main else contextlib.nullcontext(), stop_requests():
+            if dist.is_main and args.force and not args.resume:
+                for name in RUN_FILES:  # only this command's own files: a new run must not mix with the old
+                    with contextlib.suppress(FileNotFoundError):
+                        (args.out / name).unlink()
+                _remove_tensorboard_events(args.out)
+            if dist.is_main:
+                _save_resolved_config(args, model_config, data_config, train_config)
+            dist.barrier()
+            document = train(Run(args.out, model_config, data_config, train_config, dist, payload,
+                                 show_progress=not args.quiet, execution=execution_of(args)))
         if dist.is_main:
             print(format_final(document, args.out))
+    except RuntimeError as error:  # gloo/nccl: a collective timed out on a frozen or lost peer
+        if not dist.active or (timed_out := peer_timeout(error)) is None:
+            raise
+        raise timed_out from None
+    except Interrupted as stop:  # see cellgen/training/signals.py
+        print(f"{signal.Signals(stop.signum).name}: {stop}", file=sys.stderr)
+        return 128 + stop.signum
     finally:
         dist.shutdown()
     return 0
@@ -189,12 +204,21 @@ def _remove_tensorboard_events(out: Path) -> None:
 def _check_fresh_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CellgenError(f"--out {out} is a file, not a directory")
-    if out.is_dir() and any(out.iterdir()) and not force:
+    if out.is_dir() and any(not _ours(entry.name) for entry in out.iterdir()) and not force:
         ours = [name for name in RUN_FILES if (out / name).exists()]
         what = f"it holds a run ({', '.join(ours)})" if ours else "it holds files"
         raise CellgenError(f"--out {out} is not empty: {what}",
                            hint="pass --resume to continue that run, --force to start a new one there, "
                                 "or choose another directory")
+
+
+def _ours(name: str) -> bool:
+    """The run lock, and temp files a killed run left (a kill -9 during the first checkpoint):
+    they do not make a directory "hold files" a new run would mix with."""
+    from cellgen.files import is_own_temp_file
+    from cellgen.training.runlock import LOCK_FILE
+
+    return name == LOCK_FILE or is_own_temp_file(name)
 
 
 def _fresh_configs(args):
@@ -203,6 +227,7 @@ def _fresh_configs(args):
     from cellgen.data.sources import DataConfig, open_splits, parse_data_argument
     from cellgen.sequence import SequenceConfig
     from cellgen.training.config import TrainConfig
+    from cellgen.training.sizes import check_frame_size
 
     name, path = parse_data_argument(args.data or "moving-digits")
     data_values = {k: _given(args, k, DATA_DEFAULTS) for k in DATA_DEFAULTS}
@@ -211,6 +236,7 @@ def _fresh_configs(args):
     data_config = DataConfig(name, str(Path(path).resolve()) if path else None, seed=data_values["data_seed"],
                              frame_size=data_values["frame_size"], context=data_values["context"],
                              future=data_values["future"], test_sequences=data_values["test_sequences"])
+    check_frame_size(data_config.frame_size, data_config.context + data_config.future)
     splits = open_splits(data_config)  # fails now, on every process, for a bad path or file
     loaded = load_spec(args.spec)
     model_values = {k: _given(args, k, MODEL_DEFAULTS) for k in MODEL_DEFAULTS}
@@ -322,6 +348,9 @@ def run_eval(args: argparse.Namespace) -> int:
     from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
     from cellgen.training.trainer import evaluation_of
 
+    if args.batch_size < 1 or (args.sequences is not None and args.sequences < 1):
+        flag, value = ("--batch-size", args.batch_size) if args.batch_size < 1 else ("--sequences", args.sequences)
+        raise CellgenError(f"{flag} must be a positive whole number, not {value}")
     if args.output is not None:
         _check_writable(args.output, args.force)
     payload = load_checkpoint(args.checkpoint)
@@ -406,7 +435,9 @@ def run_export(args: argparse.Namespace) -> int:
     from cellgen import export
     from cellgen.cli import _check_writable
     from cellgen.data.sources import DataConfig
+    from cellgen.staging import staged
     from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
+    from cellgen.training.signals import terminate_raises
 
     _check_writable(args.output, args.force)
     payload = load_checkpoint(args.checkpoint)
@@ -418,16 +449,12 @@ def run_export(args: argparse.Namespace) -> int:
     if plan.signature.kind == "step" and (args.context is not None or args.future is not None):
         raise CellgenError("--context and --future set the length of an exported rollout, but this model's step "
                            "is exported (its carry is fixed-size)", hint="add --rollout to export the whole rollout")
-    staged = args.output.parent / f".{args.output.name}.export.tmp"
-    try:
-        export.EXPORTERS[args.format](model, staged, plan.signature)
-        report = _check_exported(args.format, staged, model, plan.signature, data, args.check_sequences) \
+    # staged beside the target under a name of its own, removed however this ends (cellgen/staging.py)
+    with terminate_raises(), staged(_check_writable(args.output, args.force)) as staged_path:
+        export.EXPORTERS[args.format](model, staged_path, plan.signature)
+        report = _check_exported(args.format, staged_path, model, plan.signature, data, args.check_sequences) \
             if args.check else "not checked (--no-check)"
-        _check_writable(args.output, args.force)
-        os.replace(staged, args.output)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            staged.unlink()
+        os.replace(staged_path, _check_writable(args.output, args.force))
     print(f"wrote {args.output} ({args.format}, {args.output.stat().st_size} bytes): {plan.signature.describe()}")
     print(f"  why this graph: {plan.reason}")
     print("\n".join(_interface_lines(plan.signature)))

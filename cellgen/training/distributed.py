@@ -19,6 +19,10 @@ import torch.distributed as dist
 from torch import nn
 
 from cellgen.errors import CellgenError
+from cellgen.training.watchdog import watch_parent
+
+DEFAULT_TIMEOUT = 300.0  # seconds a process waits for a silent peer (torch's default is 30 minutes)
+_TIMEOUT = [DEFAULT_TIMEOUT]  # the process group's timeout, for peer_timeout's message
 
 
 @dataclass
@@ -102,7 +106,7 @@ def choose_device(device: str, local_rank: int = 0, world: int = 1) -> torch.dev
     return torch.device("cuda", local_rank % count)
 
 
-def setup_distributed(device: str = "auto") -> Distributed:
+def setup_distributed(device: str = "auto", timeout: float | None = None) -> Distributed:
     """Join the process group torchrun describes, or run alone; pick the device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -111,10 +115,26 @@ def setup_distributed(device: str = "auto") -> Distributed:
     use_cuda = torch_device.type == "cuda"
     if use_cuda:
         torch.cuda.set_device(torch_device)
+    watch_parent()  # a torchrun worker whose agent dies stops: cellgen/training/watchdog.py
     if world <= 1:
         return Distributed(device=torch_device)
     backend = "nccl" if use_cuda else "gloo"
     if use_cuda and not dist.is_nccl_available():
         raise CellgenError("torchrun on GPUs needs NCCL, which this torch is built without")
-    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(minutes=30))
+    seconds = DEFAULT_TIMEOUT if timeout is None else timeout
+    if seconds <= 0:
+        raise CellgenError(f"--dist-timeout must be positive, not {seconds:g}")
+    dist.init_process_group(backend, rank=rank, world_size=world, timeout=timedelta(seconds=seconds))
+    _TIMEOUT[0] = seconds
     return Distributed(rank, world, local_rank, torch_device, backend)
+
+
+def peer_timeout(error: BaseException) -> CellgenError | None:
+    """The error to show for a collective that timed out waiting for a frozen or lost peer."""
+    text = str(error)
+    if not any(word in text for word in ("Timed out", "timed out", "Timeout", "timeout", "Connection reset",
+                                         "Connection closed")):
+        return None
+    return CellgenError(f"a peer process did not answer within {_TIMEOUT[0]:g} s (frozen, killed, or its "
+                        f"machine is unreachable); this process stops",
+                        hint="set the wait with --dist-timeout SECONDS; resume the run with --resume")

@@ -38,6 +38,7 @@ from cellgen.training.evaluate import Evaluation, MadeOnce, evaluate
 from cellgen.training.execution import Execution
 from cellgen.training.precision import TrainStep
 from cellgen.files import remove_stale_temp_files, write_json_atomically
+from cellgen.training import signals
 from cellgen.training.progress import Progress
 from cellgen.training.strip import write_prediction_strip
 from cellgen.training import logs
@@ -154,12 +155,15 @@ def train(run: Run) -> dict:
                 if result.results["model"]["mse"] <= min(e["model"]["mse"] for e in state.evaluations):
                     save_checkpoint(run.out / BEST_FILE, checkpoint_payload(model, optimizer, run, state))
                 progress.message(f"step {state.step}: {result.summary_line()}")
-            if (evaluated or last or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
+            stopping = signals.stop_agreed(dist)  # SIGINT/SIGTERM: checkpoint this step, then stop
+            if (evaluated or last or stopping or state.step % cfg.checkpoint_interval == 0) and dist.is_main:
                 save_checkpoint(run.out / FILENAME, checkpoint_payload(model, optimizer, run, state))
                 write_json_atomically(run.out / METRICS_FILE, metrics_document(model, run, state))
                 logs.write_metrics_csv(run.out / logs.CSV_FILE,
                                        logs.csv_rows(state.loss_history, state.step_log, state.evaluations))
                 write_curves(run.out / CURVES_FILE, state.loss_history, state.evaluations)
+            if stopping and not last:
+                raise signals.stopped_at(state.step, run.out / FILENAME)
     finally:
         progress.close()
         if board is not None:
