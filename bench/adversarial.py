@@ -723,11 +723,16 @@ def torchrun_agent_killed(tmp):
     workers = _children(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    def running(pid: int) -> bool:  # a zombie has exited: only its reaping is left (to whoever adopted it)
+        try:
+            return "zombie" not in open(f"/proc/{pid}/status").read()
+        except OSError:
+            return False
+
     deadline = time.time() + 30
-    while time.time() < deadline and any(os.path.exists(f"/proc/{w}") and
-                                         "zombie" not in open(f"/proc/{w}/status").read() for w in workers):
+    while time.time() < deadline and any(running(w) for w in workers):
         time.sleep(0.5)
-    alive = [w for w in workers if os.path.exists(f"/proc/{w}")]
+    alive = [w for w in workers if running(w)]
     for worker in alive:
         os.kill(worker, signal.SIGKILL)
     return bool(workers) and not alive, f"workers {workers}, still alive 30 s after the agent died: {alive}"

@@ -90,8 +90,10 @@ def test_train_eval_resume_export(tmp_path):
     first = cellgen("train", "predrnn", *TINY, "--steps", "4", "--eval-every", "2", "--scheduled-sampling", "3",
                     "--out", run)
     assert first.returncode == 0, first.stderr
+    # .cellgen-run.lock stays: removing a lock file on release would let two later runs lock two inodes
     assert {p.name for p in run.iterdir()} == {"checkpoint.pt", "best.pt", "metrics.json", "metrics.csv", "config.toml",
-                                               "curves.png", "predictions.png", "predictions.gif"}
+                                               "curves.png", "predictions.png", "predictions.gif",
+                                               ".cellgen-run.lock"}
     assert "copy last frame" in first.stdout
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert [s for s, _ in metrics["loss"]] == [1, 2, 3, 4]
