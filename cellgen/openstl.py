@@ -240,27 +240,87 @@ def load_cell(cell: torch.nn.Module, state_dict: Mapping[str, torch.Tensor], *, 
     return layout
 
 
+# OpenSTL's model-level module names, and the cellgen stack slot each one fills
+_MODEL_PREFIXES = {
+    "cell_list": "layers",                  # ConvLSTM_Model, PredRNN_Model, PredRNNv2_Model, PredRNNpp_Model
+    "stlstm_layer": "layers",               # MIM_Model: an ST-LSTM, then MIM blocks
+    "stlstm_layer_diff": "diff_chain",      # MIM_Model: the MIM-N cells between layers
+}
+_GHU = "gradient_highway"                   # PredRNNpp_Model: the GHU between layers 0 and 1
+
+
+def _slots_of(model) -> dict[str, torch.nn.Module]:
+    """OpenSTL prefix (`cell_list.2`, `gradient_highway`, …) → the cellgen cell it loads into."""
+    stack = model.stack
+    layer_prefix = "stlstm_layer" if len(stack.diff_chain) else "cell_list"
+    slots = {f"{layer_prefix}.{index}": cell for index, cell in enumerate(stack.layers)}
+    slots.update({f"stlstm_layer_diff.{index}": cell for index, cell in enumerate(stack.diff_chain)})
+    if len(stack.between):
+        if list(stack.between) != ["0"]:
+            raise CellgenError(f"this stack has cells after layers {', '.join(stack.between)}; OpenSTL's only "
+                               "model with a cell between layers is PredRNN++, one GHU after layer 0")
+        slots[_GHU] = stack.between["0"]
+    return slots
+
+
+def _prefix_of(key: str) -> Optional[str]:
+    """`cell_list.2.conv_x.0.weight` → `cell_list.2`; `gradient_highway.x_concat…` → `gradient_highway`."""
+    head, _, rest = key.partition(".")
+    if head == _GHU:
+        return _GHU
+    index = rest.partition(".")[0]
+    if head in _MODEL_PREFIXES and index.isdigit():
+        return f"{head}.{index}"
+    return None
+
+
+def _model_refusal(model, keys: set[str]) -> Optional[CellgenError]:
+    """A clear word when the checkpoint is another OpenSTL model than the sequence model is."""
+    stack = model.stack
+    has_chain, has_ghu = bool(len(stack.diff_chain)), "0" in stack.between
+    if any(k.startswith("stlstm_layer") for k in keys) and not has_chain:
+        return CellgenError("this is a checkpoint of OpenSTL's MIM_Model (stlstm_layer.{l}., stlstm_layer_diff.{l}.): "
+                            "an ST-LSTM, MIM blocks and a MIM-N chain; this sequence model is not",
+                            hint="build it with SequenceConfig.for_model('mim', layers=L, …) (`--model mim`; "
+                                 "mim_ln for layer_norm=1)")
+    if any(k.startswith("cell_list.") for k in keys) and has_chain:
+        return CellgenError("this sequence model is a MIM stack (OpenSTL keys stlstm_layer.{l}.…); the checkpoint "
+                            "has cell_list.{l}.… keys, a stack of one cell")
+    if any(k.startswith(_GHU + ".") for k in keys) and not has_ghu:
+        return CellgenError("gradient_highway.… is PredRNN++'s GHU between layers 0 and 1; this sequence model has "
+                            "no cell there",
+                            hint="build it with SequenceConfig.for_model('predrnnpp', layers=L, …) "
+                                 "(`--model predrnnpp`; predrnnpp_ln for layer_norm=1)")
+    if has_ghu and not any(k.startswith(_GHU + ".") for k in keys):
+        return CellgenError("missing gradient_highway.…: this sequence model has a GHU between layers 0 and 1 "
+                            "(OpenSTL's PredRNNpp_Model); the checkpoint has none")
+    return None
+
+
 def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
-    """OpenSTL's ConvLSTM_Model / PredRNN_Model / PredRNNv2_Model / PredRNNpp… state_dict
-    (`cell_list.{l}.…`, `conv_last.weight`) into a cellgen SequenceModel of as many layers."""
+    """OpenSTL's ConvLSTM_Model / PredRNN_Model / PredRNNv2_Model (`cell_list.{l}.…`),
+    PredRNNpp_Model (`cell_list.{l}.…`, `gradient_highway.…`) or MIM_Model
+    (`stlstm_layer.{l}.…`, `stlstm_layer_diff.{l}.…`), each with `conv_last.weight`, into a
+    cellgen SequenceModel of the same make (a heterogeneous one for PredRNN++ and MIM)."""
     config = model.config
     if config.embed is not None:
         raise CellgenError("OpenSTL's models feed the patched frame to the bottom cell; this sequence model has an "
                            f"input projection (embed={config.embed})", hint="build the model without --embed")
     if model.extra_inputs:
         raise CellgenError(f"the cells of this sequence model take extra inputs ({', '.join(model.extra_inputs)}), "
-                           "which OpenSTL's single-cell-type models do not have")
+                           "which OpenSTL's models do not have")
     keys = set(state_dict)
-    foreign = sorted(k for k in keys if not (k.startswith("cell_list.") or k == "conv_last.weight"))
-    layers = model.stack.layers
-    layouts = [layout_for(cell) for cell in layers]
-    ignorable = set().union(*(layout.extra_model_keys for layout in layouts))
-    foreign = [k for k in foreign if k not in ignorable]
+    refusal = _model_refusal(model, keys)
+    if refusal is not None:
+        raise refusal
+    slots = _slots_of(model)
+    layouts = {prefix: layout_for(cell) for prefix, cell in slots.items()}
+    ignorable = set().union(*(layout.extra_model_keys for layout in layouts.values()))
+    foreign = sorted(k for k in keys if _prefix_of(k) is None and k != "conv_last.weight" and k not in ignorable)
     if foreign:
-        raise CellgenError(f"keys that are not OpenSTL's cell_list.{{l}}.… or conv_last.weight: {', '.join(foreign[:6])}"
-                           + (" …" if len(foreign) > 6 else ""),
-                           hint="OpenSTL's PredRNN++ and MIM models (a GHU or MIM-N cells between layers) are not "
-                                "stacks of one cell: cellgen cannot load them yet (docs/openstl.md)")
+        raise CellgenError(f"keys that are not OpenSTL's model keys ({', '.join(sorted(_MODEL_PREFIXES))}.{{l}}.…, "
+                           f"{_GHU}.…, conv_last.weight): {', '.join(foreign[:6])}" + (" …" if len(foreign) > 6 else ""))
+    _check_layer_count(keys, slots, len(model.stack.layers))
     if "conv_last.weight" not in keys:
         raise CellgenError("missing key conv_last.weight (the model's 1×1 output conv)")
     head = state_dict["conv_last.weight"]
@@ -268,8 +328,37 @@ def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
         raise CellgenError(f"conv_last.weight has shape {tuple(head.shape)}, the model's head {tuple(model.head.weight.shape)}"
                            + (" with a bias" if model.head.bias is not None else ""),
                            hint="OpenSTL's frame channels are patch² × image channels; build the model with its patch size")
-    load_layers(layers, {k: v for k, v in state_dict.items() if k.startswith("cell_list.")}, layouts)
+    loaded = []
+    for prefix, cell in slots.items():              # every cell checked before any is written
+        sub = {k[len(prefix) + 1:]: v for k, v in state_dict.items() if _prefix_of(k) == prefix}
+        loaded.append((cell, _tensors_for(layouts[prefix], sub, dict(cell.named_parameters()), prefix)))
+    for cell, tensors in loaded:
+        _copy_into(cell, tensors)
     _copy_into(model.head, {"weight": head})
+
+
+def _check_layer_count(keys: set[str], slots: Mapping[str, object], layers: int) -> None:
+    """As many layers (and chain cells) stored as the model has, named as it would name them."""
+    stored = sorted({p for p in map(_prefix_of, keys) if p is not None and p != _GHU},
+                    key=lambda p: (p.rsplit(".", 1)[0], int(p.rsplit(".", 1)[1])))
+    wanted = sorted((p for p in slots if p != _GHU), key=lambda p: (p.rsplit(".", 1)[0], int(p.rsplit(".", 1)[1])))
+    if stored != wanted:
+        count = len({p for p in stored if p.rsplit(".", 1)[0] in ("cell_list", "stlstm_layer")})
+        raise CellgenError(f"the checkpoint has {count} layers ({', '.join(stored[:8])}{' …' if len(stored) > 8 else ''}), "
+                           f"the model {layers}", hint=f"build the model with {count} layers (--layers {count})")
+
+
+def openstl_names(model) -> dict[str, str]:
+    """OpenSTL state_dict key → the name of the cellgen parameter that holds it whole, for a
+    SequenceModel loadable from an OpenSTL model (keys cut into several parameters — the
+    paper-style specs' — are left out). What `load_openstl` writes where."""
+    stack_names = {id(cell): name for name, cell in model.stack.named_modules()}
+    names = {"conv_last.weight": "head.weight"}
+    for prefix, cell in _slots_of(model).items():
+        for key, targets in layout_for(cell).keys.items():
+            if len(targets) == 1 and isinstance(targets[0], str):
+                names[f"{prefix}.{key}"] = f"stack.{stack_names[id(cell)]}.{targets[0]}"
+    return names
 
 
 def load_layers(layers, state_dict: Mapping[str, "torch.Tensor"], layouts: Optional[list[Layout]] = None) -> None:

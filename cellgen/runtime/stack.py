@@ -9,10 +9,17 @@ layer at t; every other state stays in its layer from step to step.
 cell) and calls `step` at every t. A caller that produces its inputs one step at a time (a
 sequence model feeding back its own predictions) forms them itself and calls `step`, so
 both go through the same code.
+
+A heterogeneous stack (docs/stacks.md) adds two things around the layers, neither of which
+touches the zigzag: cells *between* two layers (`between={0: ghu}`: PredRNN++'s gradient
+highway, whose output layer 1 reads instead of layer 0's), and a *difference chain* (MIM's
+MIM-N cells): chain cell l-1 steps on the temporal difference of layer 0's output (l = 1) or
+on the chain cell below (l > 1), and its output is layer l's second input; it first steps at
+t = 1, giving zeros at t = 0, as OpenSTL's MIM_Model.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
@@ -32,14 +39,51 @@ class CellStack(nn.Module):
     in their layer's state dict, from step to step.
     """
 
-    def __init__(self, cells: Sequence[nn.Module]):
+    def __init__(self, cells: Sequence[nn.Module], between: Optional[Mapping[int, nn.Module]] = None,
+                 diff_chain: Sequence[nn.Module] = ()):
         super().__init__()
         if not cells:
             raise ValueError("a stack needs at least one layer")
         self.layers = nn.ModuleList(cells)
         self.zigzag = list(cells[0].zigzag_states)
         self.window = getattr(cells[0], "input_window", 1)
-        self._steps: Optional[list[Callable]] = None  # compiled layer steps (compile_layers)
+        if any(list(cell.zigzag_states) != self.zigzag for cell in cells):
+            raise ValueError("the layers of a stack must have the same zigzag states: "
+                             + ", ".join(str(list(cell.zigzag_states)) for cell in cells))
+        between = dict(between or {})
+        if any(not 0 <= index < len(cells) - 1 for index in between):
+            raise ValueError(f"cells between layers go after layers 0 … {len(cells) - 2}, not {sorted(between)}")
+        if diff_chain and len(diff_chain) != len(cells) - 1:
+            raise ValueError(f"a difference chain of {len(cells)} layers has {len(cells) - 1} cells, not {len(diff_chain)}")
+        # parameters `between.{l}.…` and `diff_chain.{i}.…`; absent (no keys) in a plain stack
+        self.between = nn.ModuleDict({str(index): cell for index, cell in sorted(between.items())})
+        self.diff_chain = nn.ModuleList(diff_chain)
+        self._steps: Optional[dict[str, Callable]] = None  # compiled steps by slot (compile_layers)
+
+    @property
+    def slots(self) -> list[str]:
+        """The name of each entry of `states`: `layers.{l}`, then `between.{l}`, `diff_chain.{i}`
+        and `diff_chain.source` (layer 0's previous output, and whether the chain has started)."""
+        names = [f"layers.{index}" for index in range(len(self.layers))]
+        names += [f"between.{index}" for index in self.between]
+        if len(self.diff_chain):
+            names += [f"diff_chain.{index}" for index in range(len(self.diff_chain))] + ["diff_chain.source"]
+        return names
+
+    def _cells(self) -> dict[str, nn.Module]:
+        cells = {f"layers.{index}": cell for index, cell in enumerate(self.layers)}
+        cells.update({f"between.{index}": cell for index, cell in self.between.items()})
+        cells.update({f"diff_chain.{index}": cell for index, cell in enumerate(self.diff_chain)})
+        return cells
+
+    def zero_states(self, x: torch.Tensor) -> States:
+        """Every slot's state at t = 0, in x's layout (x: the bottom input)."""
+        states = [_in_layout_of(x, cell.zero_state(x)) for cell in self._cells().values()]
+        if len(self.diff_chain):
+            previous = x.new_zeros((x.shape[0], self.layers[0].out_channels) + tuple(x.shape[2:]))
+            states.append(_in_layout_of(x, {"previous": previous,
+                                            "started": x.new_zeros((x.shape[0],) + (1,) * (x.dim() - 1))}))
+        return states
 
     def forward(self, xs: torch.Tensor, states: Optional[States] = None):
         outputs = []
@@ -58,19 +102,30 @@ class CellStack(nn.Module):
         multi-kernel ConvLSTM's flow features), given to every layer. Returns the top layer's
         output and the new states, zigzag states moved as the class docstring says.
         """
+        slots = self.slots
         if states is None:
-            states = [_in_layout_of(x, cell.zero_state(x)) for cell in self.layers]
-        carried = {name: states[-1][name] for name in self.zigzag}
-        new_states: States = []
-        steps = self._steps or self.layers
-        for cell, state in zip(steps, states):
-            x, state = cell(x, *extra, {**state, **carried})
-            new_states.append(state)
+            states = self.zero_states(x)
+        if len(states) != len(slots):
+            raise ValueError(f"the stack's states are {len(slots)} dicts ({', '.join(slots)}), not {len(states)}")
+        by_slot = dict(zip(slots, states))
+        steps = self._steps or self._cells()
+        carried = {name: states[len(self.layers) - 1][name] for name in self.zigzag}
+        new: dict[str, dict[str, torch.Tensor]] = {}
+        chain = _DiffChain(self, by_slot, steps, new) if len(self.diff_chain) else None
+        for index in range(len(self.layers)):
+            side = tuple(extra) if chain is None or index == 0 else (chain.step(index - 1),)
+            x, state = steps[f"layers.{index}"](x, *side, {**by_slot[f"layers.{index}"], **carried})
+            new[f"layers.{index}"] = state
             carried = {name: state[name] for name in self.zigzag}
-        return x, new_states
+            if chain is not None and index == 0:
+                chain.saw_bottom(x)
+            if str(index) in self.between:
+                x, new[f"between.{index}"] = steps[f"between.{index}"](x, by_slot[f"between.{index}"])
+        return x, [new[slot] for slot in slots]
 
     def compile_layers(self, **options) -> int:
-        """torch.compile each layer's step, one compile per distinct layer; returns how many.
+        """torch.compile each layer's step (and each between or chain cell's), one compile per
+        distinct cell; returns how many.
 
         The unit compiled is one step of one layer, not the unrolled rollout: a rollout of T
         steps traced whole would be a graph T·L times the size of a step, recompiled for every
@@ -82,15 +137,15 @@ class CellStack(nn.Module):
         from torch.func import functional_call
 
         templates: dict[tuple, tuple[nn.Module, Callable]] = {}
-        steps = []
-        for cell in self.layers:
+        steps = {}
+        for slot, cell in self._cells().items():
             key = (getattr(cell, "code", id(cell)), type(cell).__name__,
                    tuple((name, tuple(p.shape)) for name, p in cell.named_parameters()),
                    tuple((name, tuple(b.shape)) for name, b in cell.named_buffers()))
             if key not in templates:
                 templates[key] = (cell, torch.compile(_own_copy(_step_with, len(templates)), **options))
             template, compiled = templates[key]
-            steps.append(_LayerStep(compiled, template, cell, functional_call))
+            steps[slot] = _LayerStep(compiled, template, cell, functional_call)
         self._steps = steps
         return len(templates)
 
@@ -103,6 +158,38 @@ class CellStack(nn.Module):
         if first < 0:
             frames = torch.cat([frames.new_zeros((frames.shape[0], -first) + frames.shape[2:]), frames], 1)
         return frames.transpose(1, 2)  # (B, W, C, H, W') → (B, C, W, H, W')
+
+
+class _DiffChain:
+    """MIM's MIM-N chain within one step of a CellStack (see the module docstring).
+
+    Before the chain has started (t = 0: `started` 0) its cells' outputs are zeros and their
+    states stay as they were — OpenSTL steps them on zeros and throws the result away. The
+    choice is made per sample with `torch.where`, so an explicit zero carry means t = 0 too and
+    gradients are those of the branch taken."""
+
+    def __init__(self, stack: CellStack, by_slot: dict, steps: dict, new: dict):
+        self.stack, self.by_slot, self.steps, self.new = stack, by_slot, steps, new
+        source = by_slot["diff_chain.source"]
+        self.previous, self.started = source["previous"], source["started"]
+        self.bottom: Optional[torch.Tensor] = None
+        self.outputs: list[torch.Tensor] = []
+
+    def saw_bottom(self, y: torch.Tensor) -> None:
+        self.bottom = y
+        self.new["diff_chain.source"] = {"previous": y, "started": torch.ones_like(self.started)}
+
+    def step(self, index: int) -> torch.Tensor:
+        """Chain cell `index`'s output at this step: the second input of layer index + 1."""
+        slot = f"diff_chain.{index}"
+        below = self.bottom - self.previous if index == 0 else self.outputs[index - 1]
+        old = self.by_slot[slot]
+        y, state = self.steps[slot](below, old)
+        on = self.started > 0
+        y = torch.where(on, y, torch.zeros_like(y))
+        self.new[slot] = {name: torch.where(on, value, old[name]) for name, value in state.items()}
+        self.outputs.append(y)
+        return y
 
 
 def _in_layout_of(x: torch.Tensor, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -37,6 +37,7 @@ from torch import nn
 
 from cellgen.errors import CellgenError
 from cellgen.sequence.cells import build_stack
+from cellgen.sequence.stacks import build_plan
 from cellgen.sequence.patch import check_patchable, reshape_patch, reshape_patch_back
 
 Carry = dict[str, torch.Tensor]
@@ -55,16 +56,37 @@ class SequenceConfig:
     frame_size: tuple = (64, 64)      # (H, W)
     embed: Optional[int] = None       # channels of the input projection; None: no projection
     opt_level: int = 2
+    # a heterogeneous stack (docs/stacks.md; `for_model`, `for_stack`): the spec of each layer
+    # (then `spec` names the model and `spec_text` is the bottom layer's), cells between layers,
+    # MIM's difference chain, and the source of every spec they name (a checkpoint is whole)
+    layer_specs: tuple = ()
+    between: dict = field(default_factory=dict)
+    diff_chain: Optional[str] = None
+    spec_texts: dict = field(default_factory=dict)
+
+    @property
+    def heterogeneous(self) -> bool:
+        return bool(self.layer_specs)
+
+    def plan(self):
+        """The heterogeneous stack's StackPlan (only for a heterogeneous config)."""
+        from cellgen.sequence.stacks import StackPlan
+
+        return StackPlan(tuple(self.layer_specs), dict(self.between), self.diff_chain)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["frame_size"] = list(self.frame_size)
+        data["layer_specs"] = list(self.layer_specs)
+        data["between"] = {str(index): spec for index, spec in self.between.items()}  # TOML/JSON keys are strings
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> "SequenceConfig":
         data = dict(data)
         data["frame_size"] = tuple(data["frame_size"])
+        data["layer_specs"] = tuple(data.get("layer_specs", ()))
+        data["between"] = {int(index): spec for index, spec in data.get("between", {}).items()}
         return cls(**data)
 
     @classmethod
@@ -73,6 +95,33 @@ class SequenceConfig:
         import cellgen
 
         return cls(spec=spec if "\n" not in spec else "<string>", spec_text=cellgen.load_spec(spec).text, **kwargs)
+
+    @classmethod
+    def for_model(cls, model: str, layers: int = 4, **kwargs) -> "SequenceConfig":
+        """OpenSTL's PredRNN++ or MIM model by name (`cellgen.sequence.stacks.MODELS`): e.g.
+        `SequenceConfig.for_model("mim", layers=4, params={"hidden": 64, "k": 5})`."""
+        from cellgen.sequence.stacks import model_plan
+
+        plan = model_plan(model, layers)
+        return cls.for_stack(plan.layers, between=plan.between, diff_chain=plan.diff_chain, name=model, **kwargs)
+
+    @classmethod
+    def for_stack(cls, layers, between: Optional[dict] = None, diff_chain: Optional[str] = None,
+                  name: Optional[str] = None, **kwargs) -> "SequenceConfig":
+        """A stack of the given specs, bottom first, with cells `between` layers ({l: spec}: after
+        layer l, read by layer l+1) and MIM's `diff_chain`; spec texts are read now."""
+        import cellgen
+        from cellgen.sequence.stacks import StackPlan, check_plan_shape
+
+        if isinstance(layers, str) or not all(isinstance(spec, str) for spec in layers):
+            raise CellgenError(f"layers must be a list of spec names, not {layers!r}")
+        plan = StackPlan(tuple(layers), dict(between or {}), diff_chain)
+        check_plan_shape(plan)
+        texts = {spec: cellgen.load_spec(spec).text for spec in plan.specs()}
+        label = name or ",".join(plan.layers) + "".join(f" +{i}:{s}" for i, s in sorted(plan.between.items())) \
+            + (f" +chain:{diff_chain}" if diff_chain else "")
+        return cls(spec=label, spec_text=texts[plan.layers[0]], layers=len(plan.layers), layer_specs=plan.layers,
+                   between=dict(plan.between), diff_chain=diff_chain, spec_texts=texts, **kwargs)
 
 
 class SequenceModel(nn.Module):
@@ -88,8 +137,12 @@ class SequenceModel(nn.Module):
         self.patched_channels = config.frame_channels * config.patch ** 2
         self.map_size = (height // config.patch, width // config.patch)
         cell_in = config.embed or self.patched_channels
-        built = build_stack(config.spec_text, config.layers, config.params, cell_in, self.map_size,
-                            config.opt_level)
+        if config.heterogeneous:
+            built = build_plan(config.plan(), config.spec_texts, config.params, cell_in, self.map_size,
+                               config.opt_level)
+        else:
+            built = build_stack(config.spec_text, config.layers, config.params, cell_in, self.map_size,
+                                config.opt_level)
         self.stack = built.stack
         self.window = built.window
         self.spatial_dims = built.spatial_dims
@@ -144,8 +197,8 @@ class SequenceModel(nn.Module):
         inputs = {name: self._windowed(name, tensor, carry, new_carry) for name, tensor in streams.items()}
         y, states = self.stack.step(inputs["x"], self._layer_states(carry),
                                     extra=[inputs[name] for name in self.extra_inputs])
-        for index, state in enumerate(states):
-            new_carry.update({f"layers.{index}.{key}": value for key, value in state.items()})
+        for slot, state in zip(self.stack.slots, states):
+            new_carry.update({f"{slot}.{key}": value for key, value in state.items()})
         prediction = self.head(y)
         if self.spatial_dims == 3:
             prediction = prediction.squeeze(2)
@@ -168,12 +221,14 @@ class SequenceModel(nn.Module):
     def _layer_states(self, carry: Optional[Carry]) -> Optional[list[dict]]:
         if carry is None:
             return None
-        states: list[dict] = [{} for _ in self.stack.layers]
+        slots = self.stack.slots
+        states: dict[str, dict] = {slot: {} for slot in slots}
         for key, value in carry.items():
-            if key.startswith("layers."):
-                index, name = key[len("layers."):].split(".", 1)
-                states[int(index)][name] = value
-        return states
+            for slot in slots:          # a slot is `kind.index` (or diff_chain.source): two dotted words
+                if key.startswith(slot + "."):
+                    states[slot][key[len(slot) + 1:]] = value
+                    break
+        return [states[slot] for slot in slots]
 
     @torch.no_grad()
     def zero_carry(self, frame: torch.Tensor) -> Carry:
@@ -184,6 +239,24 @@ class SequenceModel(nn.Module):
         """
         _, carry = self.step(torch.zeros_like(frame), None)
         return {key: torch.zeros_like(value) for key, value in carry.items()}
+
+    def _cell_names(self) -> str:
+        """`CausalLSTM, GHU, CausalLSTM ×3`: the cells of a heterogeneous stack, bottom first."""
+        names = []
+        for index, cell in enumerate(self.stack.layers):
+            names.append(cell.cell_graph.name)
+            if str(index) in self.stack.between:
+                names.append(self.stack.between[str(index)].cell_graph.name)
+        runs: list[list] = []
+        for name in names:
+            if runs and runs[-1][0] == name:
+                runs[-1][1] += 1
+            else:
+                runs.append([name, 1])
+        text = ", ".join(name if count == 1 else f"{name} ×{count}" for name, count in runs)
+        if len(self.stack.diff_chain):
+            text += f"; {self.stack.diff_chain[0].cell_graph.name} chain ×{len(self.stack.diff_chain)}"
+        return text
 
     # --- whole sequences ---------------------------------------------------------------------
 
@@ -250,5 +323,7 @@ class SequenceModel(nn.Module):
         cell = self.stack.layers[0]
         name = getattr(getattr(cell, "cell_graph", None), "name", "?")
         count = sum(p.numel() for p in self.parameters())
+        if self.config.heterogeneous:
+            name = f"{self.config.spec} ({self._cell_names()})"
         return (f"{name} × {len(self.stack.layers)} layers on {self.map_size[0]}×{self.map_size[1]} maps "
                 f"(patch {self.config.patch}), {count} parameters")

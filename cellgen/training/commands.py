@@ -1,9 +1,11 @@
 """`cellgen train`, `cellgen eval` and `cellgen export`: the command-line face of this package.
 
     cellgen train SPEC --steps N --out DIR [--data moving-digits | moving-mnist:PATH | npy:PATH | frames:DIR]
-                  [--param NAME=VALUE]… [--layers L] [--patch P] [--embed C] [--batch-size B] [--lr LR]
+                  [--param NAME=VALUE]… [--layers L | SPEC,SPEC,…] [--between L:SPEC]… [--diff-chain SPEC]
+                  [--patch P] [--embed C] [--batch-size B] [--lr LR]
                   [--lr-schedule constant|cosine|onecycle] [--clip-grad NORM] [--scheduled-sampling STEP]
                   [--ssim gaussian|skimage] [--log csv|tensorboard] [--config run.toml] [--resume | --force] …
+    cellgen train --model predrnnpp|predrnnpp_ln|mim|mim_ln [--layers L] --steps N --out DIR …
     cellgen eval CHECKPOINT [--sequences N] [--json] [-o FILE]
     cellgen export CHECKPOINT --format onnx|torchscript -o FILE [--force] [--no-check]
                    [--step | --rollout] [--context N] [--future N]
@@ -69,7 +71,17 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                      help="under torchrun: how long a process waits for a silent peer before the run stops with "
                           "an error (default 300)")
     model = parser.add_argument_group("model (fixed for a run)")
-    model.add_argument("--layers", type=int, default=None, help="stacked cells (default 2)")
+    model.add_argument("--layers", default=None, metavar="L|SPEC,SPEC,…",
+                       help="stacked cells (default 2), or the spec of each layer, bottom first (SPEC then "
+                            "not given): a heterogeneous stack, docs/stacks.md")
+    model.add_argument("--model", default=None, metavar="NAME",
+                       help="OpenSTL's PredRNN++ or MIM model (predrnnpp, predrnnpp_ln, mim, mim_ln) of --layers "
+                            "layers (default 4), instead of SPEC")
+    model.add_argument("--between", action="append", default=[], metavar="L:SPEC",
+                       help="a cell after layer L whose output layer L+1 reads (repeatable): e.g. 0:ghu, "
+                            "PredRNN++'s gradient highway")
+    model.add_argument("--diff-chain", default=None, metavar="SPEC",
+                       help="MIM's chain of SPEC cells (mimn) between layers, giving layers ≥ 1 their second input")
     model.add_argument("--patch", type=int, default=None,
                        help="patch size: 64×64×1 → 16×16×16 with 4 (default 4)")
     model.add_argument("--embed", type=int, default=None, metavar="C",
@@ -109,7 +121,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     add_execution_arguments(parser)
     from cellgen.training.runconfig import defer_defaults
 
-    defer_defaults(parser, required=("spec", "steps", "out"))   # last: it sees every option above
+    defer_defaults(parser, required=("steps", "out"))   # SPEC or --model or --layers SPEC,…: _model_config   # last: it sees every option above
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -238,11 +250,19 @@ def _fresh_configs(args):
                              future=data_values["future"], test_sequences=data_values["test_sequences"])
     check_frame_size(data_config.frame_size, data_config.context + data_config.future)
     splits = open_splits(data_config)  # fails now, on every process, for a bad path or file
-    loaded = load_spec(args.spec)
-    model_values = {k: _given(args, k, MODEL_DEFAULTS) for k in MODEL_DEFAULTS}
-    model_config = SequenceConfig(spec=args.spec, spec_text=loaded.text, params=parse_params(args.params),
-                                  frame_channels=splits.channels, frame_size=tuple(splits.frame_size),
-                                  **model_values)
+    model_values = {k: _given(args, k, MODEL_DEFAULTS) for k in MODEL_DEFAULTS if k != "layers"}
+    common = dict(params=parse_params(args.params), frame_channels=splits.channels,
+                  frame_size=tuple(splits.frame_size), **model_values)
+    stack = _stack_arguments(args)
+    if stack is None:
+        loaded = load_spec(args.spec)
+        model_config = SequenceConfig(spec=args.spec, spec_text=loaded.text, layers=stack_layers(args), **common)
+    elif args.model is not None:
+        model_config = SequenceConfig.for_model(args.model, layers=stack[0], **common)
+    else:
+        layers, between, diff_chain = stack
+        model_config = SequenceConfig.for_stack(layers, between=between, diff_chain=diff_chain, name=args.spec,
+                                                **common)
     train_config = TrainConfig(**_train_values(args, {}))
     return model_config, data_config, train_config
 
@@ -256,15 +276,14 @@ def _resumed_configs(args, payload):
     model_config = SequenceConfig.from_dict(payload["model_config"])
     data_config = DataConfig.from_dict(payload["data_config"])
     stored_train = payload["train_config"]
-    if args.spec != model_config.spec:
-        raise CellgenError(f"{args.out} is a run of `{model_config.spec}`, not `{args.spec}`",
-                           hint=f"resume it with `cellgen train {model_config.spec} --resume …`")
+    _same_model_on_resume(args, model_config)
     params = parse_params(args.params)
     if any(model_config.params.get(name) != value for name, value in params.items()):
         raise CellgenError(f"--param {_params_text(params)} differs from the run's {_params_text(model_config.params)}",
                            hint="a resumed run keeps its model; leave out --param")
     for key in MODEL_DEFAULTS:
-        _same_on_resume(args, key, getattr(model_config, key), "model")
+        if key != "layers":
+            _same_on_resume(args, key, getattr(model_config, key), "model")
     if args.data is not None:
         name, path = parse_data_argument(args.data)
         stored = (data_config.name, data_config.path)
@@ -278,6 +297,63 @@ def _resumed_configs(args, payload):
         _same_on_resume(args, key, stored_train.get(key, getattr(TrainConfig, key)), "training")
     train_config = TrainConfig(**_train_values(args, stored_train))
     return model_config, data_config, train_config
+
+
+def _stack_arguments(args):
+    """None for a stack of SPEC; `(layers,)` for --model; else (layer specs, between, diff chain)."""
+    from cellgen.sequence.stacks import parse_between, parse_layers
+
+    layers = parse_layers(args.layers) if args.layers is not None else None
+    between = parse_between(args.between or [])
+    if args.model is not None:
+        if args.spec is not None:
+            raise CellgenError(f"--model {args.model} names its own cells: leave out SPEC `{args.spec}`",
+                               hint=f"cellgen train --model {args.model} --layers 4 …")
+        if isinstance(layers, tuple) or between or args.diff_chain:
+            raise CellgenError(f"--model {args.model} says what its layers are: --layers takes a number with it, "
+                               "and --between and --diff-chain are for a stack of your own")
+        return (4 if layers is None else layers,)
+    if isinstance(layers, tuple):
+        if args.spec is not None:
+            raise CellgenError(f"--layers {args.layers} names the spec of every layer: leave out SPEC `{args.spec}`")
+        return layers, between, args.diff_chain
+    if args.spec is None:
+        raise CellgenError("`cellgen train` needs SPEC (or --model NAME, or --layers SPEC,SPEC,…): on the command "
+                           "line, or as `spec` in --config")
+    if between or args.diff_chain:
+        return (args.spec,) * (MODEL_DEFAULTS["layers"] if layers is None else layers), between, args.diff_chain
+    return None
+
+
+def stack_layers(args) -> int:
+    from cellgen.sequence.stacks import parse_layers
+
+    return MODEL_DEFAULTS["layers"] if args.layers is None else parse_layers(args.layers)
+
+
+def _same_model_on_resume(args, model_config) -> None:
+    """A resumed run keeps its model: what SPEC, --model, --layers, --between, --diff-chain say
+    (those given) must be what the run was built from."""
+    from cellgen.sequence.stacks import parse_between, parse_layers
+
+    hint = f"a resumed run keeps its model ({model_config.spec}); leave out SPEC and the stack's flags"
+    if args.spec is not None and args.spec != model_config.spec:
+        raise CellgenError(f"{args.out} is a run of `{model_config.spec}`, not `{args.spec}`",
+                           hint=f"resume it with `cellgen train {model_config.spec} --resume …`"
+                           if not model_config.heterogeneous else hint)
+    if args.model is not None and args.model != model_config.spec:
+        raise CellgenError(f"{args.out} is a run of `{model_config.spec}`, not --model {args.model}", hint=hint)
+    if args.layers is not None:
+        layers = parse_layers(args.layers)
+        stored = tuple(model_config.layer_specs) if isinstance(layers, tuple) else model_config.layers
+        if layers != stored:
+            raise CellgenError(f"--layers {args.layers} differs from the run's "
+                               f"{','.join(stored) if isinstance(stored, tuple) else stored}", hint=hint)
+    if args.between and parse_between(args.between) != dict(model_config.between):
+        raise CellgenError(f"--between {' '.join(args.between)} differs from the run's "
+                           f"{' '.join(f'{i}:{s}' for i, s in model_config.between.items()) or 'none'}", hint=hint)
+    if args.diff_chain is not None and args.diff_chain != model_config.diff_chain:
+        raise CellgenError(f"--diff-chain {args.diff_chain} differs from the run's {model_config.diff_chain}", hint=hint)
 
 
 def _same_on_resume(args, key: str, stored, what: str) -> None:
