@@ -149,9 +149,22 @@ def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), d
     return module
 
 
-def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **params) -> "CellStack":
+def compile_stack(spec, layers: int = 2, *, opt_level: int = 2, between: Optional[dict] = None,
+                  diff_chain: Optional[str] = None, **params) -> "CellStack":
     """`layers` copies of a cell stacked: layer 0 reads the input, layer l > 0 reads layer l-1's
-    output. Parameters are named `layers.{l}.{symbol}`."""
+    output. Parameters are named `layers.{l}.{symbol}`.
+
+    A list of specs is a heterogeneous stack (docs/stacks.md), one spec per layer, bottom
+    first: `compile_stack(["predrnnpp"] * 4, between={0: "ghu"}, in_channels=16, hidden=64)`
+    puts a GHU after layer 0 (layer 1 reads its output; parameters `between.0.…`);
+    `diff_chain="mimn"` gives layers ≥ 1 MIM's MIM-N chain as their second input
+    (`diff_chain.{i}.…`). Each cell takes the params its spec declares; input channels follow
+    from what it reads."""
+    if isinstance(spec, (list, tuple)):
+        return _compile_plan(list(spec), between, diff_chain, opt_level, params)
+    if between or diff_chain:
+        raise CellgenError("between= and diff_chain= are for a heterogeneous stack: give the spec of every layer",
+                           hint=f"compile_stack([{str(spec)!r}] * {layers}, between=…)")
     if not isinstance(layers, int) or layers < 1:
         raise CellgenError(f"a stack needs a positive number of layers, not {layers!r}")
     loaded = load_spec(spec)
@@ -169,3 +182,17 @@ def compile_stack(spec: SpecLike, layers: int = 2, *, opt_level: int = 2, **para
     from cellgen.runtime.stack import CellStack
 
     return CellStack(cells)
+
+
+def _compile_plan(specs: list, between: Optional[dict], diff_chain: Optional[str], opt_level: int,
+                  params: dict) -> "CellStack":
+    from cellgen.sequence.cells import spec_interface
+    from cellgen.sequence.stacks import StackPlan, build_plan, check_plan_shape
+
+    plan = StackPlan(tuple(specs), dict(between or {}), diff_chain)
+    check_plan_shape(plan)
+    channel_param = spec_interface(specs[0]).channel_param
+    if channel_param not in params:
+        raise CellgenError(f"compile_stack needs {channel_param}=…: the channels layer 0 ({specs[0]}) reads")
+    rest = {k: v for k, v in params.items() if k != channel_param}
+    return build_plan(plan, {}, rest, params[channel_param], None, opt_level).stack

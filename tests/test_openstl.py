@@ -603,8 +603,9 @@ def test_model_level_errors():
 
 
 # ---------------------------------------------------------------------------------------------
-# PredRNN++ and MIM: OpenSTL model checkpoints run by compiled cells wired by hand (the
-# heterogeneous stacks the language lacks), against the reference models' unroll
+# PredRNN++ and MIM: OpenSTL model checkpoints run by compiled cells wired by hand, against
+# the reference models' unroll — the cells alone; the heterogeneous sequence models that wire
+# them (`SequenceConfig.for_model("predrnnpp" | "mim")`) are tests/test_stacks.py's
 # ---------------------------------------------------------------------------------------------
 
 def _sub(state, prefix):

@@ -111,8 +111,9 @@ class _Spec:
 
 
 def build_plan(plan: StackPlan, texts: Mapping[str, str], params: Mapping[str, int], in_channels: int,
-               map_size: tuple[int, int], opt_level: int = 2) -> BuiltStack:
-    """Compile the plan's cells for a bottom input of `in_channels` on `map_size` maps.
+               map_size: Optional[tuple[int, int]], opt_level: int = 2) -> BuiltStack:
+    """Compile the plan's cells for a bottom input of `in_channels` on `map_size` maps (None:
+    `height` and `width` are params like any other, as `compile_stack` takes them).
 
     `texts` maps each spec name of the plan to its source (a checkpoint's copy); a name
     missing there is loaded as `cellgen.load_spec` finds it."""
@@ -131,7 +132,7 @@ def build_plan(plan: StackPlan, texts: Mapping[str, str], params: Mapping[str, i
             raise CellgenError(f"--param {spec.interface.channel_param} is set by the stack (the channels {role} "
                                f"reads: {channels})", hint=f"leave out --param {spec.interface.channel_param}")
         own[spec.interface.channel_param] = channels
-        for param, size in zip(SPATIAL_PARAMS, map_size):
+        for param, size in zip(SPATIAL_PARAMS, map_size or ()):
             if param in spec.interface.declared_params:
                 if param in params and params[param] != size:
                     raise CellgenError(f"--param {param}={params[param]} does not match the maps the cells run on: "
