@@ -223,9 +223,10 @@ def _check_wiring(plan: StackPlan, layers: list, between: dict, chain: list) -> 
     for index, layer in enumerate(layers[1:], start=1):
         if _inputs(layer)[1:] != bottom_extra:
             inputs = ", ".join(n for n, _ in _inputs(layer))
+            unfed = [n for n, _ in _inputs(layer)[1:] if n not in dict(bottom_extra)] or ["its inputs beyond x"]
             hint = ("its second input d comes from a MIM-N chain: --diff-chain mimn (or --model mim)"
                     if _name(layer) == "MIMBlock" else "give every layer the same inputs")
             raise CellgenError(f"layer {index} ({_name(layer)}) takes inputs {inputs}, layer 0 "
                                f"({_name(layers[0])}) {', '.join(n for n, _ in _inputs(layers[0]))}: nothing "
-                               "would feed the others", hint=hint)
+                               f"feeds {', '.join(unfed)}", hint=hint)
     return bottom_extra
