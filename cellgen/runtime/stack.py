@@ -30,6 +30,12 @@ class CellStack(nn.Module):
     the frames t-W+1 … t of xs on a new time axis (B, C, W, H, W'), zeros before the first;
     the layers above read the NCTHW output of the layer below. Histories (`c.history`) stay
     in their layer's state dict, from step to step.
+
+    Cells with several outputs (`output h', delta_c, delta_m`): the first is what the layer
+    above reads; the others are passed on, one dict per layer ({} for a layer without them),
+    as a third element: `ys, states, outputs = stack(xs, states)` with `outputs[l][name]`
+    (B, T, C, *spatial), and `y, states, outputs = stack.step(x, states)` with one step's.
+    A stack of single-output cells returns two elements, as it always has.
     """
 
     def __init__(self, cells: Sequence[nn.Module]):
@@ -41,12 +47,22 @@ class CellStack(nn.Module):
         self.window = getattr(cells[0], "input_window", 1)
         self._steps: Optional[list[Callable]] = None  # compiled layer steps (compile_layers)
 
+    @property
+    def extra_outputs(self) -> bool:
+        """Whether some layer has outputs beyond its first (then results have a third element)."""
+        return any(getattr(cell, "extra_outputs", None) for cell in self.layers)
+
     def forward(self, xs: torch.Tensor, states: Optional[States] = None):
-        outputs = []
+        ys, per_step = [], []
         for t in range(xs.shape[1]):
-            y, states = self.step(self._input(xs, t), states)
-            outputs.append(y)
-        return torch.stack(outputs, dim=1), states
+            y, states, *extra = self.step(self._input(xs, t), states)
+            ys.append(y)
+            per_step.append(extra)
+        if not self.extra_outputs:
+            return torch.stack(ys, dim=1), states
+        outputs = [{name: torch.stack([step[0][layer][name] for step in per_step], dim=1) for name in layer_outputs}
+                   for layer, layer_outputs in enumerate(per_step[0][0])]
+        return torch.stack(ys, dim=1), states, outputs
 
     def step(self, x: torch.Tensor, states: Optional[States] = None, extra: Sequence[torch.Tensor] = ()
              ) -> tuple[torch.Tensor, States]:
@@ -56,17 +72,22 @@ class CellStack(nn.Module):
         window (B, C, W, H, W') already formed); `states` one dict per layer (None: zeros),
         left unchanged. `extra` are the cell's further inputs (`cell(x, *extra, state)`:
         multi-kernel ConvLSTM's flow features), given to every layer. Returns the top layer's
-        output and the new states, zigzag states moved as the class docstring says.
+        output and the new states, zigzag states moved as the class docstring says (and, when
+        a layer has several outputs, the others: one dict per layer).
         """
         if states is None:
             states = [_in_layout_of(x, cell.zero_state(x)) for cell in self.layers]
         carried = {name: states[-1][name] for name in self.zigzag}
         new_states: States = []
+        outputs: list[dict[str, torch.Tensor]] = []
         steps = self._steps or self.layers
         for cell, state in zip(steps, states):
-            x, state = cell(x, *extra, {**state, **carried})
+            x, state, *others = cell(x, *extra, {**state, **carried})
             new_states.append(state)
+            outputs.append(others[0] if others else {})
             carried = {name: state[name] for name in self.zigzag}
+        if self.extra_outputs:
+            return x, new_states, outputs
         return x, new_states
 
     def compile_layers(self, **options) -> int:

@@ -93,6 +93,15 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--scheduled-sampling", type=int, default=None, metavar="STEP",
                        help="read true future frames with probability falling linearly from 1 to 0 at STEP "
                             "(default 0: off)")
+    train.add_argument("--reverse-scheduled-sampling", action="store_true", default=None,
+                       help="PredRNN-V2's schedule (OpenSTL's): context frames too are sometimes the model's own, "
+                            "the truth ever more often from --r-sampling-step-1 to -2 (exp, --r-exp-alpha)")
+    train.add_argument("--r-sampling-step-1", type=int, default=None, metavar="STEP", help="(25000)")
+    train.add_argument("--r-sampling-step-2", type=int, default=None, metavar="STEP", help="(50000)")
+    train.add_argument("--r-exp-alpha", type=float, default=None, metavar="STEPS", help="(5000)")
+    train.add_argument("--decouple-beta", type=float, default=None, metavar="B",
+                       help="PredRNN-V2: train on MSE + B × the decoupling loss of its memory increments "
+                            "(a cell with `output h', delta_c, delta_m`; default 0: MSE)")
     train.add_argument("--eval-every", type=int, default=None, metavar="N", help="default: 5 evaluations per run")
     train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
     train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
