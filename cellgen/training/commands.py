@@ -253,7 +253,21 @@ def _fresh_configs(args):
                                   frame_channels=splits.channels, frame_size=tuple(splits.frame_size),
                                   **model_values)
     train_config = TrainConfig(**_train_values(args, {}))
+    _check_increments(loaded, args.spec, train_config)
     return model_config, data_config, train_config
+
+
+def _check_increments(loaded, spec: str, train_config) -> None:
+    """--decouple-beta reads the cell's `delta_c` and `delta_m` outputs: say so before the run
+    directory is made (the trainer checks the model too, for cellgen.training.train)."""
+    from cellgen.sequence.decoupling import INCREMENTS
+
+    declared = loaded.resolved.output
+    names = {ref.text for ref in declared.refs[1:]} if declared is not None else set()
+    if train_config.decouple_beta and not set(INCREMENTS) <= names:
+        raise CellgenError(f"--decouple-beta needs a cell that outputs its memory increments, `output h', delta_c, "
+                           f"delta_m`; {spec} does not",
+                           hint="PredRNN-V2's cells do: train predrnnv2 or predrnnv2_ln (docs/outputs.md)")
 
 
 def _resumed_configs(args, payload):
