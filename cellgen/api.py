@@ -139,6 +139,8 @@ def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), d
 
     `spec` is a path, a shipped spec's name (`"convlstm"`) or spec text; `params` set the
     spec's `param`s. Parameters are named by the spec's weight symbols at every opt level.
+    A cell with several outputs (`output h', delta_c, delta_m`) returns the others after the
+    state: `h, state, outputs = cell(x, state)` (docs/outputs.md).
     """
     from cellgen.codegen.module import build_module
     from cellgen.passes import optimize

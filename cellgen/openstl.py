@@ -98,7 +98,7 @@ def _layouts() -> list[Layout]:
             (f"predrnn_openstl{suffix}", f"predrnnv2{suffix}"),
             {**_fused({"conv_x": "W_x", "conv_h": "W_h", "conv_m": "W_m", "conv_o": "W_o"}, ln),
              "conv_last.weight": ("W_last",)},
-            extra_model_keys=frozenset({"adapter.weight"})))     # PredRNN-V2's decoupling-loss adapter
+            extra_model_keys=frozenset({"adapter.weight"})))     # PredRNN-V2's decoupling-loss adapter (loaded by load_model)
         # CausalLSTMCell: conv_o unused
         layouts.append(Layout(
             "CausalLSTMCell", (f"predrnnpp{suffix}",),
@@ -328,6 +328,7 @@ def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
         raise CellgenError(f"conv_last.weight has shape {tuple(head.shape)}, the model's head {tuple(model.head.weight.shape)}"
                            + (" with a bias" if model.head.bias is not None else ""),
                            hint="OpenSTL's frame channels are patch² × image channels; build the model with its patch size")
+    adapter = _adapter_weight(model, state_dict)
     loaded = []
     for prefix, cell in slots.items():              # every cell checked before any is written
         sub = {k[len(prefix) + 1:]: v for k, v in state_dict.items() if _prefix_of(k) == prefix}
@@ -335,6 +336,26 @@ def load_model(model, state_dict: Mapping[str, torch.Tensor]) -> None:
     for cell, tensors in loaded:
         _copy_into(cell, tensors)
     _copy_into(model.head, {"weight": head})
+    if adapter is not None:
+        _copy_into(model.adapter, {"weight": adapter})
+
+
+def _adapter_weight(model, state_dict: Mapping[str, "torch.Tensor"]):
+    """PredRNNv2_Model's `adapter.weight` (its decoupling loss's shared 1×1 conv), checked, for a
+    model that has the adapter (its cells output delta_c and delta_m); None where there is
+    nothing to load: a PredRNN_Model checkpoint has no adapter (the model's keeps its init), and
+    a model without one (predrnn_openstl's cells) has no use for it."""
+    if "adapter.weight" not in state_dict or getattr(model, "adapter", None) is None:
+        return None
+    weight = state_dict["adapter.weight"]
+    if not _is_tensor(weight):
+        raise CellgenError(f"adapter.weight is {type(weight).__name__}, not a tensor")
+    wanted = tuple(model.adapter.weight.shape)
+    if tuple(weight.shape) != wanted:
+        raise CellgenError(f"adapter.weight has shape {tuple(weight.shape)}, the model's adapter {wanted}",
+                           hint="OpenSTL's adapter maps the bottom layer's hidden channels to themselves: build the "
+                                "model with the checkpoint's hidden")
+    return weight
 
 
 def _check_layer_count(keys: set[str], slots: Mapping[str, object], layers: int) -> None:

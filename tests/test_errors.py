@@ -321,7 +321,12 @@ CASES = [
     # --- the cell as a whole ------------------------------------------------------------------------
     Case("no_input.cell", CellgenError, (2, 1), "cell NoInput has no input", hint="`input x[C]`"),
     Case("output_twice.cell", RedefinitionError, (7, 3), "cell TwoOutputs declares its output twice",
-         hint="a cell has one output", notes=[(6, 3)]),
+         hint="name every output on one line, the first first: `output c', h'`", notes=[(6, 3)]),
+    Case("output_duplicate.cell", RedefinitionError, (6, 21), "`delta` is output twice",
+         hint="name each output once", notes=[(6, 14)]),
+    Case("output_unknown.cell", UnknownSymbolError, (6, 14), "unknown symbol `delat`", hint="did you mean `delta`?"),
+    Case("output_extra_stack.cell", TypeMismatchError, (8, 8),
+         "the cell's output `c[t-2:t-1]` is a stack, but a cell outputs a single map", hint="`sum(…, over=stack)`"),
     # --- warnings -----------------------------------------------------------------------------
     Case("unused_gate.cell", CellgenWarning, (7, 3), "`o` is computed but never used",
          hint="use it, or delete its equation"),

@@ -169,7 +169,7 @@ def run_cell(cell, steps, state0):
     state = state0
     outs, states = [], []
     for inputs in steps:
-        out, state = cell(*inputs, state)
+        out, state, *_ = cell(*inputs, state)   # predrnnv2 also returns its increments (tests/test_outputs.py)
         outs.append(out)
         states.append(state)
     return outs, states

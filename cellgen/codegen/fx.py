@@ -11,7 +11,8 @@ The generated forward is plain, printable PyTorch whose variables carry the spec
         return (h_next, {'h': h_next, 'c': c_next})
 
 Parameters live on the module under their spec symbols (`W_xi`), so `state_dict()` keys are
-the spec's names.
+the spec's names. A cell with several outputs (`output h', delta_c, delta_m`) returns the others
+as a third element, a dict by their written names: `return (h_next, {…states…}, {'delta_c': …})`.
 """
 from __future__ import annotations
 
@@ -85,7 +86,10 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
         next_state[f"{name}.history"] = out.create_node(
             "call_function", runtime_ops.push_history, (buffer, next_state[name], graph.states[name].history_size),
             name=f"{python_name(name)}_history_next")
-    out.output((result, next_state))
+    if graph.extra_outputs:  # `output h', delta_c, delta_m`: the others beside h (docs/outputs.md)
+        out.output((result, next_state, {name: values[n] for name, n in graph.extra_outputs.items()}))
+    else:
+        out.output((result, next_state))
     out.lint()
     return out
 

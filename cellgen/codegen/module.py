@@ -17,7 +17,9 @@ class CellModule(fx.GraphModule):
     """One time step of a cell: `h, state = cell(x, state)`.
 
     `state` maps each state name to a tensor, or is None for zeros at t = 0. The generated
-    code is in `cell.code`; the graph it was made from in `cell.cell_graph`.
+    code is in `cell.code`; the graph it was made from in `cell.cell_graph`. A cell with
+    several outputs (`output h', delta_c, delta_m`) returns the others after the state, by
+    their written names: `h, state, outputs = cell(x, state)` (docs/outputs.md).
     """
 
     cell_graph: CellGraph
@@ -48,6 +50,11 @@ class CellModule(fx.GraphModule):
     @property
     def zigzag_states(self) -> list[str]:
         return [name for name, info in self.cell_graph.states.items() if info.zigzag]
+
+    @property
+    def extra_outputs(self) -> list[str]:
+        """The outputs after the first, by their written names (`['delta_c', 'delta_m']`); [] for one output."""
+        return list(self.cell_graph.extra_outputs)
 
     @property
     def out_channels(self) -> int:

@@ -31,7 +31,8 @@ def describe(module) -> str:
     params = ", ".join(f"{name}={value}" for name, value in graph.params.items())
     count = sum(math.prod(info.shape) for info in graph.weights.values())
     weights = len(graph.weights)
-    parts = [p for p in (params, f"O{module.opt_level}", f"{weights} weight{'s' if weights != 1 else ''}",
+    outputs = f"also outputs {', '.join(graph.extra_outputs)}" if graph.extra_outputs else ""
+    parts = [p for p in (params, outputs, f"O{module.opt_level}", f"{weights} weight{'s' if weights != 1 else ''}",
                          f"{count:,} parameters") if p]
     return f"{graph.name}(" + ", ".join(parts) + ")"
 

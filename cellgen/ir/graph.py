@@ -68,6 +68,9 @@ class CellGraph:
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
     # While a rewrite records (see `recording`): the nodes it created or whose operands or users changed.
     _changed: Optional[set] = field(default=None, repr=False, compare=False)
+    # `output h', delta_c, delta_m`: each output after the first, by its written name, → its
+    # node, in the spec's order. Empty for a cell with one output (the step returns `h, state`).
+    extra_outputs: dict[str, str] = field(default_factory=dict)
 
     # --- building ---------------------------------------------------------------------------
     def add(self, kind: str, operands: Iterable[str] = (), *, name: Optional[str] = None, **attrs) -> str:
@@ -102,8 +105,8 @@ class CellGraph:
         return [n for n in self.order() if self[n]["kind"] == "op" and (op is None or self[n]["op"] == op)]
 
     def results(self) -> list[str]:
-        """Nodes whose values leave the step: the output and every state's next value."""
-        return list(dict.fromkeys([self.output, *self.next_state.values()]))
+        """Nodes whose values leave the step: the outputs and every state's next value."""
+        return list(dict.fromkeys([self.output, *self.extra_outputs.values(), *self.next_state.values()]))
 
     def order(self) -> list[str]:
         """Nodes in a deterministic topological order (operands before users): among the nodes
@@ -126,6 +129,7 @@ class CellGraph:
             self.nx.add_edge(new, user, key=port)
         self.output = new if self.output == old else self.output
         self.next_state = {s: new if n == old else n for s, n in self.next_state.items()}
+        self.extra_outputs = {s: new if n == old else n for s, n in self.extra_outputs.items()}
         self._mutated(old, new, *(user for _, user, _ in users))
 
     def remove(self, nodes: Iterable[str]) -> None:
@@ -179,7 +183,7 @@ class CellGraph:
                           {k: StateInfo(**vars(v)) for k, v in self.states.items()}, dict(self.state_nodes),
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,
-                          self.nx.copy(), provenance=dict(self.provenance))
+                          self.nx.copy(), provenance=dict(self.provenance), extra_outputs=dict(self.extra_outputs))
         clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
         return clone
 

@@ -147,17 +147,17 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
                                     "but a state holds a single map", spans.get(node) or graph[node].get("span"),
                                     hint="reduce it, `sum(…, over=stack)`, or take its entries apart: "
                                          "`a, b = unstack(…)`")
-    if graph.output and graph.output not in graph.next_state.values() and graph.output not in maps:
-        raise TypeMismatchError(f"the cell's output {written(graph.output)} is {not_a_map(graph.output)}, but a "
-                                "cell outputs a map", spans.get(graph.output) or graph[graph.output].get("span"))
-    if graph.output and graph.output in maps:
-        removed = [axis for axis, value in extents[graph.output].items() if value is None]
-        if removed:
-            raise TypeMismatchError(f"the cell's output {written(graph.output)} has no {removed[0]} axis "
-                                    f"(`sum(…, over={removed[0]})` removed it), but a cell outputs a map",
-                                    spans.get(graph.output) or graph[graph.output].get("span"))
-    if graph.output and graph.output in stacked and graph.output not in graph.next_state.values():
-        node = graph.output
-        raise TypeMismatchError(f"the cell's output {written(node)} is a stack, but a cell outputs a single map",
-                                spans.get(node) or graph[node].get("span"),
-                                hint="reduce it, `sum(…, over=stack)`, or output one map")
+    for output in dict.fromkeys([graph.output, *graph.extra_outputs.values()]):  # `output h', delta_c, …`: each
+        if output and output not in graph.next_state.values() and output not in maps:
+            raise TypeMismatchError(f"the cell's output {written(output)} is {not_a_map(output)}, but a "
+                                    "cell outputs a map", spans.get(output) or graph[output].get("span"))
+        if output and output in maps:
+            removed = [axis for axis, value in extents[output].items() if value is None]
+            if removed:
+                raise TypeMismatchError(f"the cell's output {written(output)} has no {removed[0]} axis "
+                                        f"(`sum(…, over={removed[0]})` removed it), but a cell outputs a map",
+                                        spans.get(output) or graph[output].get("span"))
+        if output and output in stacked and output not in graph.next_state.values():
+            raise TypeMismatchError(f"the cell's output {written(output)} is a stack, but a cell outputs a single "
+                                    "map", spans.get(output) or graph[output].get("span"),
+                                    hint="reduce it, `sum(…, over=stack)`, or output one map")

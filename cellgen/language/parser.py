@@ -151,7 +151,7 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def output_decl(self, meta, children):
-        return ast.OutputDecl(ref=children[0], span=self._at(meta))
+        return ast.OutputDecl(refs=list(children), span=self._at(meta))
 
     def weights_header(self, children):
         return None  # `weights` only groups the declarations below it for the reader

@@ -223,7 +223,7 @@ def _declaration(statement, ascii: bool) -> str:
     if isinstance(statement, ast.StateDecl):
         return "state " + ", ".join(_tensor(t) for t in statement.tensors) + (" zigzag" if statement.zigzag else "")
     if isinstance(statement, ast.OutputDecl):
-        return f"output {_ref(statement.ref)}"
+        return "output " + ", ".join(_ref(r) for r in statement.refs)
     raise AssertionError(f"unhandled statement {statement!r}")
 
 

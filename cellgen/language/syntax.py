@@ -146,7 +146,14 @@ class StateDecl(Node):
 
 
 class OutputDecl(Node):
-    ref: Ref
+    """`output h', delta_c, delta_m`: what the step returns, the first output first."""
+
+    refs: list[Ref]
+
+    @property
+    def ref(self) -> Ref:
+        """The first output: the `h` of `h, state = cell(x, state)`."""
+        return self.refs[0]
 
 
 class KernelShare(Node):

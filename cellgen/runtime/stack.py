@@ -37,6 +37,12 @@ class CellStack(nn.Module):
     the frames t-W+1 … t of xs on a new time axis (B, C, W, H, W'), zeros before the first;
     the layers above read the NCTHW output of the layer below. Histories (`c.history`) stay
     in their layer's state dict, from step to step.
+
+    Cells with several outputs (`output h', delta_c, delta_m`): the first is what the layer
+    above reads; the others are passed on, one dict per layer ({} for a layer without them),
+    as a third element: `ys, states, outputs = stack(xs, states)` with `outputs[l][name]`
+    (B, T, C, *spatial), and `y, states, outputs = stack.step(x, states)` with one step's.
+    A stack of single-output cells returns two elements, as it always has.
     """
 
     def __init__(self, cells: Sequence[nn.Module], between: Optional[Mapping[int, nn.Module]] = None,
@@ -85,12 +91,22 @@ class CellStack(nn.Module):
                                             "started": x.new_zeros((x.shape[0],) + (1,) * (x.dim() - 1))}))
         return states
 
+    @property
+    def extra_outputs(self) -> bool:
+        """Whether some layer has outputs beyond its first (then results have a third element)."""
+        return any(getattr(cell, "extra_outputs", None) for cell in self.layers)
+
     def forward(self, xs: torch.Tensor, states: Optional[States] = None):
-        outputs = []
+        ys, per_step = [], []
         for t in range(xs.shape[1]):
-            y, states = self.step(self._input(xs, t), states)
-            outputs.append(y)
-        return torch.stack(outputs, dim=1), states
+            y, states, *extra = self.step(self._input(xs, t), states)
+            ys.append(y)
+            per_step.append(extra)
+        if not self.extra_outputs:
+            return torch.stack(ys, dim=1), states
+        outputs = [{name: torch.stack([step[0][layer][name] for step in per_step], dim=1) for name in layer_outputs}
+                   for layer, layer_outputs in enumerate(per_step[0][0])]
+        return torch.stack(ys, dim=1), states, outputs
 
     def step(self, x: torch.Tensor, states: Optional[States] = None, extra: Sequence[torch.Tensor] = ()
              ) -> tuple[torch.Tensor, States]:
@@ -100,7 +116,8 @@ class CellStack(nn.Module):
         window (B, C, W, H, W') already formed); `states` one dict per layer (None: zeros),
         left unchanged. `extra` are the cell's further inputs (`cell(x, *extra, state)`:
         multi-kernel ConvLSTM's flow features), given to every layer. Returns the top layer's
-        output and the new states, zigzag states moved as the class docstring says.
+        output and the new states, zigzag states moved as the class docstring says (and, when
+        a layer has several outputs, the others: one dict per layer).
         """
         slots = self.slots
         if states is None:
@@ -111,16 +128,21 @@ class CellStack(nn.Module):
         steps = self._steps or self._cells()
         carried = {name: states[len(self.layers) - 1][name] for name in self.zigzag}
         new: dict[str, dict[str, torch.Tensor]] = {}
+        outputs: list[dict[str, torch.Tensor]] = []      # each layer's further outputs ({}: none)
         chain = _DiffChain(self, by_slot, steps, new) if len(self.diff_chain) else None
         for index in range(len(self.layers)):
             side = tuple(extra) if chain is None or index == 0 else (chain.step(index - 1),)
-            x, state = steps[f"layers.{index}"](x, *side, {**by_slot[f"layers.{index}"], **carried})
+            x, state, *others = steps[f"layers.{index}"](x, *side, {**by_slot[f"layers.{index}"], **carried})
             new[f"layers.{index}"] = state
+            outputs.append(others[0] if others else {})
             carried = {name: state[name] for name in self.zigzag}
             if chain is not None and index == 0:
                 chain.saw_bottom(x)
             if str(index) in self.between:
-                x, new[f"between.{index}"] = steps[f"between.{index}"](x, by_slot[f"between.{index}"])
+                # a cell between layers passes on its first output only
+                x, new[f"between.{index}"], *_ = steps[f"between.{index}"](x, by_slot[f"between.{index}"])
+        if self.extra_outputs:
+            return x, [new[slot] for slot in slots], outputs
         return x, [new[slot] for slot in slots]
 
     def compile_layers(self, **options) -> int:
@@ -184,7 +206,7 @@ class _DiffChain:
         slot = f"diff_chain.{index}"
         below = self.bottom - self.previous if index == 0 else self.outputs[index - 1]
         old = self.by_slot[slot]
-        y, state = self.steps[slot](below, old)
+        y, state, *_ = self.steps[slot](below, old)
         on = self.started > 0
         y = torch.where(on, y, torch.zeros_like(y))
         self.new[slot] = {name: torch.where(on, value, old[name]) for name, value in state.items()}

@@ -20,6 +20,12 @@ of frames 1 … T-1; a loss over all of them is what predrnn-pytorch trains on.
   through the stack exactly as in `CellStack`'s own unroll over a sequence.
 - Teacher forcing on observed frames; after them, the model's own prediction, or with
   scheduled sampling the true frame where `teacher_mask` is 1.
+- Cells with several outputs (`output h', delta_c, delta_m`): the stack passes them on
+  (`step(…, outputs=True)`); for PredRNN-V2's increments the model holds OpenSTL's shared
+  1×1 `adapter` and `forward(…, decoupling=True)` also returns the decoupling loss
+  (decoupling.py).
+- Reverse scheduled sampling (PredRNN-V2): a mask may start at step 1 (`mask_start`), so that
+  context frames too are sometimes replaced by the model's own predictions (sampling.py).
 - A cell with extra inputs (multi-kernel ConvLSTM's optical-flow features) gets, for want of
   an optical-flow network, a 1×1 conv of the patched frame difference x_t − x_{t-1} (with
   a zero frame before the first): a learnable motion feature with the input's channels.
@@ -38,6 +44,7 @@ from torch import nn
 from cellgen.errors import CellgenError
 from cellgen.sequence.cells import build_stack
 from cellgen.sequence.stacks import build_plan
+from cellgen.sequence.decoupling import make_adapter, step_terms
 from cellgen.sequence.patch import check_patchable, reshape_patch, reshape_patch_back
 
 Carry = dict[str, torch.Tensor]
@@ -158,6 +165,7 @@ class SequenceModel(nn.Module):
                                   stride=(self.window, 1, 1))
         else:
             self.head = nn.Conv2d(built.out_channels, self.patched_channels, 1, bias=False)
+        self.adapter = make_adapter(self.stack.layers[0])  # PredRNN-V2's decoupling loss; None for other cells
         # how it runs, not what it computes (so not in the config): see `set_execution`
         self.channels_last = False
         self.checkpoint_activations = False
@@ -185,8 +193,10 @@ class SequenceModel(nn.Module):
 
     # --- one step ----------------------------------------------------------------------------
 
-    def step(self, frame: torch.Tensor, carry: Optional[Carry] = None) -> tuple[torch.Tensor, Carry]:
-        """Read one patched frame (B, C·p², H/p, W/p); predict the next one. `carry` None: t = 0."""
+    def step(self, frame: torch.Tensor, carry: Optional[Carry] = None, *, outputs: bool = False):
+        """Read one patched frame (B, C·p², H/p, W/p); predict the next one. `carry` None: t = 0.
+        Returns (prediction, carry); with `outputs`, also each layer's further outputs (a dict per
+        layer, {} for a cell with one output)."""
         streams = {"x": self.embed(frame)}
         new_carry: Carry = {}
         if self.extra_inputs:
@@ -195,13 +205,15 @@ class SequenceModel(nn.Module):
             streams.update({name: self.motion[name](motion) for name in self.extra_inputs})
             new_carry["previous_frame"] = frame
         inputs = {name: self._windowed(name, tensor, carry, new_carry) for name, tensor in streams.items()}
-        y, states = self.stack.step(inputs["x"], self._layer_states(carry),
-                                    extra=[inputs[name] for name in self.extra_inputs])
+        y, states, *others = self.stack.step(inputs["x"], self._layer_states(carry),
+                                             extra=[inputs[name] for name in self.extra_inputs])
         for slot, state in zip(self.stack.slots, states):
             new_carry.update({f"{slot}.{key}": value for key, value in state.items()})
         prediction = self.head(y)
         if self.spatial_dims == 3:
             prediction = prediction.squeeze(2)
+        if outputs:
+            return prediction, new_carry, (others[0] if others else [{} for _ in self.stack.layers])
         return prediction, new_carry
 
     def _layout(self, frame: torch.Tensor) -> torch.Tensor:
@@ -260,38 +272,55 @@ class SequenceModel(nn.Module):
 
     # --- whole sequences ---------------------------------------------------------------------
 
-    def forward(self, frames: torch.Tensor, context: int, teacher_mask: Optional[torch.Tensor] = None
-                ) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, context: int, teacher_mask: Optional[torch.Tensor] = None,
+                mask_start: Optional[int] = None, decoupling: bool = False):
         """Predictions of frames 1 … T-1 of `frames` (B, T, C, H, W), as (B, T-1, C, H, W).
 
         The first `context` frames are read as given (teacher forcing). After them the model
         reads its own previous prediction; with scheduled sampling, `teacher_mask` (B, T-1-context)
         holds 1 where the true frame is read instead. Frames after `context` are read only there.
+        `mask_start` (default `context`) is the step of the mask's first column: reverse
+        scheduled sampling passes 1 and a mask (B, T-2) over steps 1 … T-2, so that from step 1
+        on every frame read is the truth or the model's prediction as the mask says.
+        With `decoupling` (a PredRNN-V2 cell), returns (predictions, decoupling loss).
         """
         total = frames.shape[1]
         if not 1 <= context < total:
             raise ValueError(f"context must be in 1 … {total - 1}, not {context}")
+        start = context if mask_start is None else mask_start
+        if teacher_mask is not None and not (1 <= start <= context and teacher_mask.shape[1] == total - 1 - start):
+            raise ValueError(f"a mask starting at step {start} of {total - 1} steps has {total - 1 - start} columns, "
+                             f"not {teacher_mask.shape[1]} (and starts in 1 … {context})")
+        if decoupling and self.adapter is None:
+            raise CellgenError("the decoupling loss needs a cell that outputs its memory increments "
+                               "(`output h', delta_c, delta_m`, as predrnnv2 does)")
+        terms: list[torch.Tensor] = []
         patched = reshape_patch(frames, self.config.patch)
         carry: Optional[Carry] = None
         predictions = []
         prediction = None
         checkpointed = self.checkpoint_activations and torch.is_grad_enabled()
         for t in range(total - 1):
-            if t < context:
+            if t < (context if teacher_mask is None else start):
                 frame = self._layout(patched[:, t])
             elif teacher_mask is None:
                 frame = prediction
             else:
-                use_truth = teacher_mask[:, t - context].to(patched.dtype).view(-1, 1, 1, 1)
+                use_truth = teacher_mask[:, t - start].to(patched.dtype).view(-1, 1, 1, 1)
                 frame = use_truth * self._layout(patched[:, t]) + (1 - use_truth) * prediction
             if checkpointed:
                 from torch.utils.checkpoint import checkpoint
 
-                prediction, carry = checkpoint(self.step, frame, carry, use_reentrant=False)
+                prediction, carry, outputs = checkpoint(self.step, frame, carry, use_reentrant=False, outputs=True)
             else:
-                prediction, carry = self.step(frame, carry)
+                prediction, carry, outputs = self.step(frame, carry, outputs=True)
+            if decoupling:
+                terms += step_terms(self.adapter, outputs)
             predictions.append(prediction)
-        return reshape_patch_back(torch.stack(predictions, dim=1), self.config.patch)
+        predicted = reshape_patch_back(torch.stack(predictions, dim=1), self.config.patch)
+        if decoupling:
+            return predicted, torch.stack(terms).mean()
+        return predicted
 
     @torch.no_grad()
     def predict(self, context_frames: torch.Tensor, future: int) -> torch.Tensor:

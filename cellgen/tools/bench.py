@@ -334,18 +334,20 @@ def conv_count(module: nn.Module) -> int:
 # ---------------------------------------------------------------------------
 
 def _outputs(result) -> list[torch.Tensor]:
-    """h and every state (in the reference's order) of `(h, state)`, or a floor's tensors."""
+    """h and every state (in the reference's order) of `(h, state)`, and the further outputs of
+    `(h, state, outputs)` (docs/outputs.md), or a floor's tensors."""
     if isinstance(result, torch.Tensor):
         return [result]
-    if isinstance(result, tuple) and len(result) == 2 and isinstance(result[1], dict):
-        h, state = result
-        return [h, *state.values()]
+    if isinstance(result, tuple) and len(result) in (2, 3) and all(isinstance(r, dict) for r in result[1:]):
+        h, state, *others = result
+        return [h, *state.values(), *(others[0].values() if others else ())]
     return list(result)
 
 
 def _named_outputs(result) -> dict[str, torch.Tensor]:
-    h, state = result
-    return {"h (output)": h, **{f"state {name}": value for name, value in state.items()}}
+    h, state, *others = result
+    return {"h (output)": h, **{f"state {name}": value for name, value in state.items()},
+            **{f"output {name}": value for name, value in (others[0] if others else {}).items()}}
 
 
 def run_step(step: Callable, inputs: Sequence[torch.Tensor], state: Mapping[str, torch.Tensor], *,

@@ -95,7 +95,7 @@ class WeightChange:
 class AttributeChange:
     """A change in how something is computed: conv dims, a kernel, a gate's functions."""
 
-    what: str  # "conv_dims" | "kernel" | "weight_kind" | "functions" | "constants" | "output"
+    what: str  # "conv_dims" | "kernel" | "weight_kind" | "functions" | "constants" | "output" | "outputs"
     where: Optional[str]  # the weight symbol or equation (A's name), None for the whole cell
     before: Any
     after: Any
@@ -375,7 +375,14 @@ def _attributes(al: Alignment, eq: "_Equations") -> list[AttributeChange]:
     output_b = al.pairs.get(ga.output)
     if output_b != gb.output:
         changes.append(AttributeChange("output", None, _value_name(ga, ga.output), _value_name(gb, gb.output)))
+    extra_a, extra_b = _extra_output_names(ga), _extra_output_names(gb)
+    if extra_a != extra_b:  # `output h', delta_c, delta_m`: the further outputs, by name
+        changes.append(AttributeChange("outputs", None, extra_a, extra_b))
     return changes
+
+
+def _extra_output_names(graph: CellGraph) -> str:
+    return ", ".join(graph.extra_outputs) or "none"
 
 
 def _fused_convs(al: Alignment) -> list[AttributeChange]:
@@ -607,8 +614,9 @@ def _included(rows: dict[str, _Row], spec: ast.CellSpec, graph: CellGraph) -> li
     target_row = {target: key for key, row in rows.items() for target in row.targets}
     wanted = [key for key, row in rows.items() if not row.statement.borrowed
               or any(_is_state_update(graph, t) for t in row.targets)]
-    if spec.output is not None and spec.output.ref.text in target_row:
-        wanted.append(target_row[spec.output.ref.text])
+    for ref in spec.output.refs if spec.output is not None else ():
+        if ref.text in target_row:
+            wanted.append(target_row[ref.text])
     keep: set[str] = set()
     while wanted:
         key = wanted.pop()
@@ -1103,6 +1111,8 @@ def _attribute_line(change: AttributeChange) -> str:
         return f"{where}: never updated ({kept})" if after else f"{where}: updated again (was {kept})"
     if what == "output":
         return f"output: {before} → {after}"
+    if what == "outputs":
+        return f"further outputs: {before} → {after}"
     return f"{where or 'cell'}: {what} {before} → {after}"
 
 

@@ -121,7 +121,11 @@ class _Painter:
     def _chainable(self, node: str) -> bool:
         data = self.graph[node]
         return (data["kind"] == "op" and not data.get("name") and data.get("op") in _CHAIN_OPS
-                and node not in self.next_values and node != self.graph.output and node not in self.static_ops)
+                and node not in self.next_values and not self._is_output(node) and node not in self.static_ops)
+
+    def _is_output(self, node: str) -> bool:
+        """The step's output, or one of its further outputs (`output h', delta_c, delta_m`)."""
+        return node == self.graph.output or node in self.graph.extra_outputs.values()
 
     def _drawn(self, node: str) -> bool:
         data = self.graph[node]
@@ -223,7 +227,7 @@ class _Painter:
         style = ["filled"]
         if data["kind"] in ("input", "state", "history") or node in self.next_values:
             style.append("rounded")
-        if node in self.next_values or node == self.graph.output:
+        if node in self.next_values or self._is_output(node):
             style.append("bold")
             attrs["peripheries"] = "2" if node in self.next_values else None
         if shape == "plaintext":
@@ -290,12 +294,12 @@ class _Painter:
         if node in self.static_ops:
             return "box", "weight", self._fused_label(node)
         symbol = self._op_label(node)
-        if node in self.next_values or node == graph.output:
+        if node in self.next_values or self._is_output(node):
             state = self.next_values.get(node)
             title = f"{state}'" if state else (name or "")
             if name and name != title:
                 title += f" = {name}"
-            tail = " (output)" if node == graph.output else ""
+            tail = " (output)" if self._is_output(node) else ""
             return "box", "state", f"{title}{tail}\n{symbol}"
         if data.get("op") == "conv":
             return "box", "conv", f"{name}\n{symbol}" if name else symbol

@@ -105,6 +105,15 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
     train.add_argument("--scheduled-sampling", type=int, default=None, metavar="STEP",
                        help="read true future frames with probability falling linearly from 1 to 0 at STEP "
                             "(default 0: off)")
+    train.add_argument("--reverse-scheduled-sampling", action="store_true", default=None,
+                       help="PredRNN-V2's schedule (OpenSTL's): context frames too are sometimes the model's own, "
+                            "the truth ever more often from --r-sampling-step-1 to -2 (exp, --r-exp-alpha)")
+    train.add_argument("--r-sampling-step-1", type=int, default=None, metavar="STEP", help="(25000)")
+    train.add_argument("--r-sampling-step-2", type=int, default=None, metavar="STEP", help="(50000)")
+    train.add_argument("--r-exp-alpha", type=float, default=None, metavar="STEPS", help="(5000)")
+    train.add_argument("--decouple-beta", type=float, default=None, metavar="B",
+                       help="PredRNN-V2: train on MSE + B × the decoupling loss of its memory increments "
+                            "(a cell with `output h', delta_c, delta_m`; default 0: MSE)")
     train.add_argument("--eval-every", type=int, default=None, metavar="N", help="default: 5 evaluations per run")
     train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
     train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
@@ -264,7 +273,23 @@ def _fresh_configs(args):
         model_config = SequenceConfig.for_stack(layers, between=between, diff_chain=diff_chain, name=args.spec,
                                                 **common)
     train_config = TrainConfig(**_train_values(args, {}))
+    if stack is not None:                      # a heterogeneous stack: its bottom layer's spec
+        loaded = load_spec(model_config.spec_text)
+    _check_increments(loaded, model_config.spec, train_config)
     return model_config, data_config, train_config
+
+
+def _check_increments(loaded, spec: str, train_config) -> None:
+    """--decouple-beta reads the cell's `delta_c` and `delta_m` outputs: say so before the run
+    directory is made (the trainer checks the model too, for cellgen.training.train)."""
+    from cellgen.sequence.decoupling import INCREMENTS
+
+    declared = loaded.resolved.output
+    names = {ref.text for ref in declared.refs[1:]} if declared is not None else set()
+    if train_config.decouple_beta and not set(INCREMENTS) <= names:
+        raise CellgenError(f"--decouple-beta needs a cell that outputs its memory increments, `output h', delta_c, "
+                           f"delta_m`; {spec} does not",
+                           hint="PredRNN-V2's cells do: train predrnnv2 or predrnnv2_ln (docs/outputs.md)")
 
 
 def _resumed_configs(args, payload):

@@ -22,9 +22,16 @@ class TrainConfig:
     clip_grad: float = 0.0          # max 2-norm of the gradient; 0: no clipping
     ssim: str = "gaussian"          # the SSIM convention of evaluations (metrics.py)
     log: str = "csv"                # csv: metrics.csv; tensorboard: also TensorBoard events (logs.py)
+    decouple_beta: float = 0.0      # PredRNN-V2: loss = MSE + β · decoupling loss (sequence/decoupling.py)
+    reverse_scheduled_sampling: bool = False  # PredRNN-V2's, instead of `scheduled_sampling` (sequence/sampling.py)
+    r_sampling_step_1: int = 25000  # its schedule, OpenSTL's names and defaults
+    r_sampling_step_2: int = 50000
+    r_exp_alpha: float = 5000.0
 
     # Options a resumed run must keep, or it would not continue the same run.
-    LOCKED_ON_RESUME = ("batch_size", "lr", "seed", "scheduled_sampling", "lr_schedule", "clip_grad", "ssim")
+    LOCKED_ON_RESUME = ("batch_size", "lr", "seed", "scheduled_sampling", "lr_schedule", "clip_grad", "ssim",
+                        "decouple_beta", "reverse_scheduled_sampling", "r_sampling_step_1", "r_sampling_step_2",
+                        "r_exp_alpha")
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "eval_sequences", "eval_batch_size", "picture_sequences"):
@@ -35,6 +42,18 @@ class TrainConfig:
                 raise CellgenError(f"--{name.replace('_', '-')} cannot be negative ({getattr(self, name)})")
         if not self.lr > 0:
             raise CellgenError(f"--lr must be positive, not {self.lr}")
+        if not self.decouple_beta >= 0:
+            raise CellgenError(f"--decouple-beta must be a weight ≥ 0 (0: plain MSE), not {self.decouple_beta}")
+        if self.reverse_scheduled_sampling:
+            if self.scheduled_sampling:
+                raise CellgenError("--reverse-scheduled-sampling and --scheduled-sampling are two schedules of the "
+                                   "same masks: pick one",
+                                   hint="PredRNN-V2 trains with --reverse-scheduled-sampling alone")
+            if not 0 <= self.r_sampling_step_1 < self.r_sampling_step_2:
+                raise CellgenError(f"--r-sampling-step-1 {self.r_sampling_step_1} must be ≥ 0 and below "
+                                   f"--r-sampling-step-2 {self.r_sampling_step_2}")
+            if not self.r_exp_alpha > 0:
+                raise CellgenError(f"--r-exp-alpha must be positive, not {self.r_exp_alpha}")
         if not self.clip_grad >= 0:
             raise CellgenError(f"--clip-grad must be a positive norm (or 0: no clipping), not {self.clip_grad}")
         from cellgen.training.logs import LOGS

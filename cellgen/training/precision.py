@@ -76,19 +76,27 @@ class TrainStep:
     """One optimizer step on a batch: forward under the precision's autocast, fp32 MSE loss on
     frames 1 … T-1, backward (scaled for fp16), then `on_gradients` (e.g. clipping; for fp16 it
     sees the gradients unscaled), then the optimizer. Returns the loss (a 0-d fp32 tensor);
-    `on_gradients`' result is kept as `gradients_result`."""
+    `on_gradients`' result is kept as `gradients_result`. With `decouple_beta` > 0 (PredRNN-V2)
+    the loss is MSE + β · the model's decoupling loss (cellgen/sequence/decoupling.py), in fp32."""
 
     def __init__(self, network: torch.nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                 context: int, on_gradients: Optional[Callable[[], object]] = None):
+                 context: int, on_gradients: Optional[Callable[[], object]] = None, decouple_beta: float = 0.0):
         self.network, self.optimizer, self.precision, self.context = network, optimizer, precision, context
         self.on_gradients = on_gradients
+        self.decouple_beta = decouple_beta
         self.scaler = precision.grad_scaler()
         self.gradients_result = None
 
-    def __call__(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def __call__(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None,
+                 mask_start: Optional[int] = None) -> torch.Tensor:
         with self.precision.autocast():
-            predictions = self.network(video, self.context, mask)
+            if self.decouple_beta:
+                predictions, decoupling = self.network(video, self.context, mask, mask_start, decoupling=True)
+            else:
+                predictions = self.network(video, self.context, mask, mask_start)
         loss = F.mse_loss(predictions.float(), video[:, 1:].float())
+        if self.decouple_beta:
+            loss = loss + self.decouple_beta * decoupling.float()
         self.optimizer.zero_grad(set_to_none=True)
         if self.scaler is None:
             loss.backward()

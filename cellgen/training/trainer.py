@@ -29,7 +29,7 @@ import torch
 
 from cellgen.data.sources import DataConfig, Splits, open_splits
 from cellgen.errors import CellgenError
-from cellgen.sequence import ScheduledSampling, SequenceConfig, SequenceModel
+from cellgen.sequence import ReverseScheduledSampling, ScheduledSampling, SequenceConfig, SequenceModel
 from cellgen.training.batches import BatchSchedule, check_batch_size, dataset_length, load_batch, to_device
 from cellgen.training.checkpoint import FILENAME, save_checkpoint
 from cellgen.training.config import TrainConfig
@@ -92,6 +92,12 @@ def train(run: Run) -> dict:
                            f"{splits.channels}")
     torch.manual_seed(cfg.seed)
     model = SequenceModel(run.model_config).to(dist.device)
+    if cfg.decouple_beta and model.adapter is None:
+        raise CellgenError(f"--decouple-beta needs a cell that outputs its memory increments, `output h', delta_c, "
+                           f"delta_m`; {run.model_config.spec} does not",
+                           hint="PredRNN-V2's cells do: train predrnnv2 or predrnnv2_ln (docs/outputs.md)")
+    if model.adapter is not None and not cfg.decouple_beta:
+        model.adapter.requires_grad_(False)  # outside the loss: DDP must not wait for its gradient
     precision = run.execution.prepare(model, dist.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     state = RunState()
@@ -107,9 +113,12 @@ def train(run: Run) -> dict:
     board = logs.open_tensorboard(cfg.log, run.out, state.step, describe_conventions(cfg.ssim)) if dist.is_main else None
     network = dist.wrap(model)
     train_step = TrainStep(network, optimizer, precision, data.context,
-                           on_gradients=lambda: clip_gradients(model.parameters(), cfg.clip_grad))
+                           on_gradients=lambda: clip_gradients(model.parameters(), cfg.clip_grad),
+                           decouple_beta=cfg.decouple_beta)
     schedule = BatchSchedule(cfg.batch_size, cfg.seed, dataset_length(splits.train))
     sampling = ScheduledSampling(cfg.scheduled_sampling)
+    reverse = ReverseScheduledSampling(cfg.r_sampling_step_1, cfg.r_sampling_step_2, cfg.r_exp_alpha) \
+        if cfg.reverse_scheduled_sampling else None
     per_process = cfg.batch_size // dist.world
     rows = slice(dist.rank * per_process, (dist.rank + 1) * per_process)
     progress = Progress(cfg.steps, state.step, sequences_per_step=cfg.batch_size,
@@ -123,11 +132,14 @@ def train(run: Run) -> dict:
         for step in range(state.step, cfg.steps):
             began = time.perf_counter()
             video = to_device(load_batch(splits.train, schedule.shard(step, dist.rank, dist.world)), dist.device)
-            mask = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed)
+            if reverse is None:
+                mask, mask_start = sampling.mask(step, cfg.batch_size, data.future - 1, cfg.seed), None
+            else:   # steps 1 … T-2, context steps included (PredRNN-V2)
+                mask, mask_start = reverse.mask(step, cfg.batch_size, data.context, data.future, cfg.seed), 1
             mask = None if mask is None else mask[rows].to(dist.device)
             rate = learning_rate(cfg.lr_schedule, cfg.lr, step, cfg.steps)
             set_learning_rate(optimizer, rate)
-            value = dist.average(train_step(video, mask))
+            value = dist.average(train_step(video, mask, mask_start))
             grad_norm = train_step.gradients_result
             state.step = step + 1
             state.train_seconds += time.perf_counter() - began

@@ -1,4 +1,4 @@
-"""Checks after the equations are lowered: every state updated, one output, channels inferred for
+"""Checks after the equations are lowered: every state updated, the outputs named once, channels inferred for
 every value (and 2D and 3D convs not mixed), LayerNorms shared at one width, unused values warned of."""
 from __future__ import annotations
 
@@ -31,15 +31,31 @@ class Checks:
         if len(outputs) > 1:
             raise RedefinitionError(f"cell {self.spec.name} declares its output twice", outputs[1].span,
                                     related=[Note("its first `output`", outputs[0].span)],
-                                    hint="a cell has one output; the others leave the step as states")
+                                    hint="name every output on one line, the first first: "
+                                         f"`output {', '.join(r.text for o in outputs for r in o.refs)}`")
         declared = self.spec.output
         if declared is not None:
             graph.output = self._tensor_ref(declared.ref)
+            graph.extra_outputs = self._extra_outputs(declared)
         elif "h" in graph.states:
             graph.output = graph.next_state["h"]
         else:
             raise CellgenError(f"cell {self.spec.name} does not say what it outputs", self.spec.span,
                                hint="declare `output NAME` (a state with no `output` line must be called `h`)")
+
+    def _extra_outputs(self, declared: ast.OutputDecl) -> dict[str, str]:
+        """`output h', delta_c, delta_m`: delta_c and delta_m by their written names, each named once."""
+        extra: dict[str, str] = {}
+        seen = {declared.refs[0].text: declared.refs[0]}
+        for ref in declared.refs[1:]:
+            if ref.text in seen:
+                raise RedefinitionError(f"`{ref.text}` is output twice", ref.span,
+                                        related=[Note(f"`{ref.text}` is already an output here",
+                                                      seen[ref.text].span)],
+                                        hint=f"name each output once: drop this `{ref.text}`")
+            seen[ref.text] = ref
+            extra[ref.text] = self._tensor_ref(ref)
+        return extra
 
     def _infer_channels(self) -> None:
         graph, solver = self.graph, self.channels
