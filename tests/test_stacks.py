@@ -316,3 +316,17 @@ def test_train_refuses_bad_stacks_without_a_traceback(tmp_path, words, fragment)
     assert result.returncode != 0
     assert fragment in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("name", ["predrnnpp", "mim"])
+def test_execution_modes_compute_the_same(name):
+    """channels-last and activation checkpointing reach the between and chain cells' states too."""
+    model = SequenceModel(SequenceConfig.for_model(name, layers=3, params={"hidden": HIDDEN, "k": K}, patch=PATCH,
+                                                   frame_size=(FRAME, FRAME)))
+    frames = video(5).float()
+    plain = model(frames, context=3)
+    model.set_execution(channels_last=True)
+    assert_close(model(frames, context=3), plain, f"{name}: channels-last", atol=1e-5)
+    model.set_execution(channels_last=False, checkpoint_activations=True)
+    assert_close(model(frames, context=3), plain, f"{name}: checkpointed activations", atol=1e-6)
+    assert "GHU" in model.describe() if name == "predrnnpp" else "MIMN chain ×2" in model.describe()
