@@ -300,6 +300,17 @@ def test_train_one_step_of_a_heterogeneous_model(tmp_path, words):
     assert resumed.returncode == 0, resumed.stderr
 
 
+def test_the_saved_config_of_a_heterogeneous_run_repeats_it(tmp_path):
+    first = run_in_process("train", "predrnnpp", "--layers", "3", "--between", "0:ghu", *TINY, "--steps", "1",
+                           "--out", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    again = run_in_process("train", "--config", tmp_path / "a" / "config.toml", "--out", tmp_path / "b")
+    assert again.returncode == 0, again.stderr
+    configs = [torch.load(tmp_path / run / "checkpoint.pt", map_location="cpu", weights_only=False)["model_config"]
+               for run in ("a", "b")]
+    assert configs[0] == configs[1] and configs[0]["between"] == {"0": "ghu"}
+
+
 @pytest.mark.parametrize("words,fragment", [
     (("--model", "predrnpp"), "did you mean `predrnnpp`?"),
     (("--layers", "predrnn_openstl,mimm", "--diff-chain", "mimn"), "did you mean `mim`?"),

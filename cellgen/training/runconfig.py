@@ -136,7 +136,8 @@ def _convert(action: argparse.Action, value: Any, path: Path, key: str):
         if not isinstance(value, bool):
             raise CellgenError(f"{where} must be true or false, not {value!r}")
         return value if not isinstance(action, argparse._StoreFalseAction) else not value
-    if isinstance(value, (dict, list)) and action.nargs in (None, "?"):
+    repeatable = isinstance(action, argparse._AppendAction)   # e.g. --between 0:ghu: a list in the file
+    if isinstance(value, dict) or (isinstance(value, list) and not repeatable and action.nargs in (None, "?")):
         raise CellgenError(f"{where} must be a single value, not {type(value).__name__}")
     values = value if isinstance(value, list) else [value]
     converted = []
@@ -155,7 +156,7 @@ def _convert(action: argparse.Action, value: Any, path: Path, key: str):
         if action.choices is not None and item not in action.choices:
             raise CellgenError(f"{where} must be one of {', '.join(map(str, action.choices))}, not {item!r}")
         converted.append(item)
-    return converted if isinstance(value, list) else converted[0]
+    return converted if isinstance(value, list) or repeatable else converted[0]
 
 
 def _kind(action: argparse.Action) -> str:
