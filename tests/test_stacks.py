@@ -341,3 +341,13 @@ def test_execution_modes_compute_the_same(name):
     model.set_execution(channels_last=False, checkpoint_activations=True)
     assert_close(model(frames, context=3), plain, f"{name}: checkpointed activations", atol=1e-6)
     assert "GHU" in model.describe() if name == "predrnnpp" else "MIMN chain ×2" in model.describe()
+
+
+def test_compile_layers_counts_every_distinct_cell_once():
+    """Layers 1 … L-1 share one compiled step, the GHU (or each chain cell alike) has its own;
+    compiling is lazy, so nothing runs here."""
+    stack = cellgen.compile_stack(["predrnnpp"] * 3, between={0: "ghu"}, in_channels=2 * HIDDEN, hidden=HIDDEN, k=K)
+    assert stack.compile_layers() == 3                  # layer 0 (wider input), layers 1–2, the GHU
+    mim = cellgen.compile_stack(["predrnn_openstl", "mim", "mim"], diff_chain="mimn", in_channels=FC, hidden=HIDDEN,
+                                k=K, height=MAP, width=MAP)
+    assert mim.compile_layers() == 3                    # the ST-LSTM, the blocks, the MIM-N cells
