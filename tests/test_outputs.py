@@ -324,3 +324,19 @@ def test_cli_decouple_beta_errors_without_increments(tmp_path):
     clash = run_in_process("train", "predrnnv2", "--steps", "1", "--out", tmp_path / "run2",
                            "--reverse-scheduled-sampling", "--scheduled-sampling", "10")
     assert clash.returncode == 1 and "pick one" in clash.stderr
+
+
+def test_checkpointed_activations_and_bench_see_the_outputs():
+    from cellgen.tools.bench import _named_outputs, _outputs
+
+    model, _ = _models(False, 2, seed=60)
+    video = torch.rand(B, LENGTH, 1, FRAME, FRAME, generator=torch.Generator().manual_seed(61), dtype=torch.float64)
+    plain = model(video, CONTEXT, decoupling=True)
+    model.set_execution(checkpoint_activations=True)
+    checkpointed = model(video, CONTEXT, decoupling=True)
+    _close(checkpointed[0], plain[0], "checkpointed predictions", 1e-12)
+    _close(checkpointed[1], plain[1], "checkpointed decoupling loss", 1e-12)
+    cell = model.stack.layers[0]
+    result = cell(torch.randn(B, PATCH * PATCH, 6, 6, dtype=torch.float64), None)
+    assert len(_outputs(result)) == 1 + 3 + 2
+    assert list(_named_outputs(result))[-2:] == ["output delta_c", "output delta_m"]

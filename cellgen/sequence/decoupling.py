@@ -48,5 +48,7 @@ def decoupling_term(adapter: nn.Module, delta_c: torch.Tensor, delta_m: torch.Te
 
 
 def step_terms(adapter: nn.Module, layer_outputs: list[dict[str, torch.Tensor]]) -> list[torch.Tensor]:
-    """The terms of one step, one per layer (every layer's increments, through the one adapter)."""
-    return [decoupling_term(adapter, outputs["delta_c"], outputs["delta_m"]) for outputs in layer_outputs]
+    """The terms of one step, one per layer with increments (in OpenSTL's model, every layer),
+    all through the one adapter."""
+    return [decoupling_term(adapter, outputs["delta_c"], outputs["delta_m"]) for outputs in layer_outputs
+            if all(name in outputs for name in INCREMENTS)]

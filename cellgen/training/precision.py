@@ -89,11 +89,12 @@ class TrainStep:
 
     def __call__(self, video: torch.Tensor, mask: Optional[torch.Tensor] = None,
                  mask_start: Optional[int] = None) -> torch.Tensor:
+        options = {} if mask_start is None else {"mask_start": mask_start}   # reverse scheduled sampling: 1
         with self.precision.autocast():
             if self.decouple_beta:
-                predictions, decoupling = self.network(video, self.context, mask, mask_start, decoupling=True)
+                predictions, decoupling = self.network(video, self.context, mask, decoupling=True, **options)
             else:
-                predictions = self.network(video, self.context, mask, mask_start)
+                predictions = self.network(video, self.context, mask, **options)
         loss = F.mse_loss(predictions.float(), video[:, 1:].float())
         if self.decouple_beta:
             loss = loss + self.decouple_beta * decoupling.float()
