@@ -288,6 +288,40 @@ def test_the_test_split_is_made_once():
     assert Counting.made == 4 and first.results == second.results
 
 
+def test_the_baselines_are_measured_once_per_run_and_equal_a_fresh_measure():
+    from cellgen.training import evaluate as evaluation
+    from cellgen.training.evaluate import MadeOnce, evaluate
+
+    test = MadeOnce([_video(seed=index, batch=1, frames=6)[0] for index in range(4)])
+    model, baselines = _tiny_model(), {}
+    fresh = evaluate(model, test, context=3, future=3, sequences=4, batch_size=2)
+    first = evaluate(model, test, context=3, future=3, sequences=4, batch_size=2, baselines=baselines)
+    measured = []
+    real_totals = evaluation.MetricTotals
+
+    class Counted(real_totals):
+        def add(self, prediction, truth):
+            measured.append(prediction.shape[0])
+            super().add(prediction, truth)
+
+    evaluation.MetricTotals = Counted
+    try:
+        with torch.no_grad():  # the model changes: its score must, the baselines' must not
+            next(model.parameters()).add_(0.5)
+        second = evaluate(model, test, context=3, future=3, sequences=4, batch_size=2, baselines=baselines)
+    finally:
+        evaluation.MetricTotals = real_totals
+    assert measured == [2, 2]                        # the model's two batches only
+    assert first.results == fresh.results
+    for name in ("copy_last_frame", "blank_frame"):
+        assert second.results[name] == fresh.results[name]
+        assert second.results[name] is not first.results[name]
+    assert second.results["model"] != first.results["model"]
+    # another number of sequences is another set of frames: measured anew
+    third = evaluate(model, test, context=3, future=3, sequences=2, batch_size=2, baselines=baselines)
+    assert third.results["copy_last_frame"]["sequences"] == 2 and len(baselines) == 2
+
+
 def _python(code):
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=True,
                           timeout=300).stdout.split()
