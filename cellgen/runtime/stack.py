@@ -12,6 +12,7 @@ both go through the same code.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -68,6 +69,19 @@ class CellStack(nn.Module):
             new_states.append(state)
             carried = {name: state[name] for name in self.zigzag}
         return x, new_states
+
+    @contextlib.contextmanager
+    def weights_once(self):
+        """Every layer's `weights_once()` (cellgen/codegen/prelude.py) for the block: a rollout's
+        layers assemble and cast their fused weights once, not at every step. Compiled layers
+        (`compile_layers`) run a template layer with each layer's parameters, so they keep
+        their plain step."""
+        with contextlib.ExitStack() as blocks:
+            if self._steps is None:
+                for cell in self.layers:
+                    if hasattr(cell, "weights_once"):
+                        blocks.enter_context(cell.weights_once())
+            yield
 
     def compile_layers(self, **options) -> int:
         """torch.compile each layer's step, one compile per distinct layer; returns how many.

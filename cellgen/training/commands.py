@@ -94,7 +94,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                        help="read true future frames with probability falling linearly from 1 to 0 at STEP "
                             "(default 0: off)")
     train.add_argument("--eval-every", type=int, default=None, metavar="N", help="default: 5 evaluations per run")
-    train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
+    train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences per evaluation (128)")
     train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="default: at every evaluation")
     train.add_argument("--lr-schedule", choices=("constant", "cosine", "onecycle"), default=None,
