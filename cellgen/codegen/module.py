@@ -1,6 +1,7 @@
 """The compiled cell: an fx GraphModule whose parameters are the spec's weight symbols."""
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Optional
 
@@ -9,7 +10,9 @@ from torch import fx
 
 from cellgen.codegen import boundary
 from cellgen.codegen.fx import build_fx_graph
+from cellgen.codegen.prelude import SplitStep, split_weight_prelude
 from cellgen.ir.graph import CellGraph
+from cellgen.runtime import ops as runtime_ops
 from cellgen.runtime.init import init_weight_
 
 
@@ -72,6 +75,47 @@ class CellModule(fx.GraphModule):
         graph = self.cell_graph
         first = next(iter(graph.inputs), None)
         return graph.input_windows.get(first, 1)
+
+    @contextlib.contextmanager
+    def weights_once(self):
+        """Within the block, what the step computes from its weights alone (the fused weights'
+        concatenations and constant bias vectors: `cellgen/codegen/prelude.py`) is computed
+        at the first call and reused by every later one, and under autocast each fused conv
+        casts its weight once (`runtime.ops.casts_once`). For a rollout, whose steps all read
+        the same parameters: they must not change inside the block. Values and gradients are
+        those of calling the step plainly."""
+        if "forward" in self.__dict__:  # already inside a block (or forward replaced): as it is
+            yield
+            return
+        split = self._weight_prelude()
+        if split is None:
+            with runtime_ops.casts_once():
+                yield
+            return
+        prepared_for: dict = {}
+        plain = type(self).forward
+
+        def forward(*args, **kwargs):
+            if torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting():
+                return plain(self, *args, **kwargs)
+            grad = torch.is_grad_enabled()
+            if grad not in prepared_for:
+                prepared_for[grad] = split.prelude(self)
+            return split.step(self, prepared_for[grad], *args, **kwargs)
+
+        self.forward = forward
+        try:
+            with runtime_ops.casts_once():
+                yield
+        finally:
+            del self.forward
+
+    def _weight_prelude(self) -> Optional[SplitStep]:
+        known = self.__dict__.get("_split_step")
+        if known is None or known[0] is not self.graph:
+            known = (self.graph, split_weight_prelude(self))
+            self.__dict__["_split_step"] = known
+        return known[1]
 
     def reset_parameters(self) -> None:
         for symbol, info in self.cell_graph.weights.items():

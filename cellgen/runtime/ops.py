@@ -4,6 +4,7 @@ Each is plain torch with no cellgen imports, because `cellgen compile --emit mod
 them into a standalone file. A *stack* is a tensor with one extra axis after the batch,
 (B, N, C, …): a state's history, or `stack(h, c)` (see cellgen/ir/layout.py).
 """
+import contextlib
 from itertools import groupby
 
 import torch
@@ -134,6 +135,42 @@ def _conv(x, weight, bias, padding):
     return (F.conv2d if weight.dim() == 4 else F.conv3d)(x, weight, bias, 1, padding)
 
 
+@contextlib.contextmanager
+def casts_once():
+    """Within the block, the fused conv's forward casts each weight and bias to the autocast
+    dtype once and reuses the copy: a rollout's steps share their parameters, and autocast's
+    own cache of casts does not reach a custom function's forward. The cast is the same, and
+    the backward (which runs after the block) casts as before and returns each gradient in its
+    weight's own dtype, so values and gradients are unchanged: fp32 master weights still sum
+    fp32 gradients over the steps."""
+    if _ParameterCasts.active is not None:
+        yield
+        return
+    _ParameterCasts.active = {}
+    try:
+        yield
+    finally:
+        _ParameterCasts.active = None
+
+
+class _ParameterCasts:
+    # While a `casts_once()` block runs: {(id of a weight or bias, dtype): (it, its cast)}.
+    # A class attribute, not a module global, so the standalone file's copy of this class
+    # carries it. Keyed by identity and checked against the tensor itself, so an id reused by
+    # a new tensor is never served a stale cast.
+    active = None
+
+    @staticmethod
+    def cast(tensor, dtype):
+        casts = _ParameterCasts.active
+        if casts is None or dtype is None or tensor is None or not tensor.is_floating_point():
+            return _cast(tensor, dtype)
+        known = casts.get((id(tensor), dtype))
+        if known is None or known[0] is not tensor:
+            known = casts[(id(tensor), dtype)] = (tensor, _cast(tensor, dtype))
+        return known[1]
+
+
 class _ConvOfConcat(torch.autograd.Function):
     # forward without ctx + setup_context: the form torch.func transforms accept
     generate_vmap_rule = True
@@ -142,7 +179,7 @@ class _ConvOfConcat(torch.autograd.Function):
     def forward(weight, bias, padding, dtype, *parts):
         # the join is cast part by part (a part autocast already made bf16 is not copied twice)
         joined = torch.cat([_cast(part, dtype) for part in parts], 1)
-        return _conv(joined, _cast(weight, dtype), _cast(bias, dtype), padding)
+        return _conv(joined, _ParameterCasts.cast(weight, dtype), _ParameterCasts.cast(bias, dtype), padding)
 
     @staticmethod
     def setup_context(ctx, inputs, output):

@@ -19,6 +19,7 @@ t = 1, giving zeros at t = 0, as OpenSTL's MIM_Model.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Mapping, Optional, Sequence
 
 import torch
@@ -144,6 +145,19 @@ class CellStack(nn.Module):
         if self.extra_outputs:
             return x, [new[slot] for slot in slots], outputs
         return x, [new[slot] for slot in slots]
+
+    @contextlib.contextmanager
+    def weights_once(self):
+        """Every cell's `weights_once()` (cellgen/codegen/prelude.py) for the block: a rollout's
+        cells assemble and cast their fused weights once, not at every step. Compiled cells
+        (`compile_layers`) run a template cell with each cell's parameters, so they keep
+        their plain step."""
+        with contextlib.ExitStack() as blocks:
+            if self._steps is None:
+                for cell in self._cells().values():
+                    if hasattr(cell, "weights_once"):
+                        blocks.enter_context(cell.weights_once())
+            yield
 
     def compile_layers(self, **options) -> int:
         """torch.compile each layer's step (and each between or chain cell's), one compile per

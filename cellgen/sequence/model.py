@@ -35,6 +35,7 @@ The recurrent carry between steps is one flat dict of tensors, `layers.{l}.{stat
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass, field
 from typing import Optional
 
@@ -129,6 +130,19 @@ class SequenceConfig:
             + (f" +chain:{diff_chain}" if diff_chain else "")
         return cls(spec=label, spec_text=texts[plan.layers[0]], layers=len(plan.layers), layer_specs=plan.layers,
                    between=dict(plan.between), diff_chain=diff_chain, spec_texts=texts, **kwargs)
+
+
+def _weights_once(method):
+    """Run a whole-sequence method inside the stack's `weights_once()`: every step of it reads
+    the same parameters, so each layer assembles (and, under autocast, casts) its fused weights
+    once. Not with activation checkpointing, whose backward recomputes steps after the block."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        if self.checkpoint_activations and torch.is_grad_enabled():
+            return method(self, *args, **kwargs)
+        with self.stack.weights_once():
+            return method(self, *args, **kwargs)
+    return wrapped
 
 
 class SequenceModel(nn.Module):
@@ -272,6 +286,7 @@ class SequenceModel(nn.Module):
 
     # --- whole sequences ---------------------------------------------------------------------
 
+    @_weights_once
     def forward(self, frames: torch.Tensor, context: int, teacher_mask: Optional[torch.Tensor] = None,
                 mask_start: Optional[int] = None, decoupling: bool = False):
         """Predictions of frames 1 … T-1 of `frames` (B, T, C, H, W), as (B, T-1, C, H, W).
@@ -327,6 +342,7 @@ class SequenceModel(nn.Module):
         """The `future` frames after `context_frames` (B, T, C, H, W), predicted autoregressively."""
         return self.rollout(context_frames, future)
 
+    @_weights_once
     def rollout(self, context_frames: torch.Tensor, future: int) -> torch.Tensor:
         """`predict` with gradients: read every context frame, then feed back each prediction.
 

@@ -115,7 +115,7 @@ def configure_train(parser: argparse.ArgumentParser) -> None:
                        help="PredRNN-V2: train on MSE + B × the decoupling loss of its memory increments "
                             "(a cell with `output h', delta_c, delta_m`; default 0: MSE)")
     train.add_argument("--eval-every", type=int, default=None, metavar="N", help="default: 5 evaluations per run")
-    train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences (256)")
+    train.add_argument("--eval-sequences", type=int, default=None, metavar="N", help="test sequences per evaluation (128)")
     train.add_argument("--eval-batch-size", type=int, default=None, metavar="N")
     train.add_argument("--checkpoint-every", type=int, default=None, metavar="N", help="default: at every evaluation")
     train.add_argument("--lr-schedule", choices=("constant", "cosine", "onecycle"), default=None,

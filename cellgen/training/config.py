@@ -14,7 +14,7 @@ class TrainConfig:
     seed: int = 0                   # model init, batch order, scheduled-sampling coins
     scheduled_sampling: int = 0     # step at which η reaches 0; 0: off (always the model's own frames)
     eval_every: int = 0             # 0: five evaluations over the run
-    eval_sequences: int = 256       # test sequences per evaluation (the first ones of the split)
+    eval_sequences: int = 128       # test sequences per evaluation (the first ones of the split)
     eval_batch_size: int = 16
     checkpoint_every: int = 0       # 0: at every evaluation
     picture_sequences: int = 3      # sequences in predictions.png and predictions.gif

@@ -8,7 +8,9 @@ dark background would score).
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch.utils.data import Dataset
@@ -51,13 +53,21 @@ class MadeOnce(Dataset):
 
 @torch.no_grad()
 def evaluate(model, dataset: Dataset, *, context: int, future: int, sequences: int, batch_size: int,
-             device: torch.device = torch.device("cpu"), keep: int = 3, ssim: str = "gaussian") -> Evaluation:
-    """Metrics of the model and the baselines on the first `sequences` test sequences."""
+             device: torch.device = torch.device("cpu"), keep: int = 3, ssim: str = "gaussian",
+             baselines: Optional[dict] = None) -> Evaluation:
+    """Metrics of the model and the baselines on the first `sequences` test sequences.
+
+    `baselines`: a dict kept across the evaluations of one run on the same test split. The
+    baselines' scores depend only on the test frames, so the first evaluation stores them there
+    and later ones reuse them (their SSIMs cost as much as the model's)."""
     available = len(dataset)
     if sequences < 1:
         raise CellgenError(f"evaluation needs at least one test sequence, not {sequences}")
     sequences = min(sequences, available)
-    totals = {name: MetricTotals(ssim) for name in PREDICTORS}
+    key = (sequences, context, future, ssim)
+    known = (baselines or {}).get(key)
+    measured = PREDICTORS if known is None else ("model",)
+    totals = {name: MetricTotals(ssim) for name in measured}
     kept_truth, kept_prediction = [], []
     was_training = model.training
     model.eval()
@@ -67,12 +77,17 @@ def evaluate(model, dataset: Dataset, *, context: int, future: int, sequences: i
             observed, truth = video[:, :context], video[:, context:context + future]
             predicted = model.predict(observed, future)
             totals["model"].add(predicted, truth)
-            totals["copy_last_frame"].add(observed[:, -1:].expand_as(truth), truth)
-            totals["blank_frame"].add(torch.zeros_like(truth), truth)
+            if known is None:
+                totals["copy_last_frame"].add(observed[:, -1:].expand_as(truth), truth)
+                totals["blank_frame"].add(torch.zeros_like(truth), truth)
             if sum(len(t) for t in kept_truth) < keep:
                 kept_truth.append(video[:keep].cpu())
                 kept_prediction.append(predicted[:keep].clamp(0, 1).cpu())
     finally:
         model.train(was_training)
-    return Evaluation({name: total.result() for name, total in totals.items()},
+    results = {name: total.result() for name, total in totals.items()}
+    if known is None and baselines is not None:
+        baselines[key] = {name: results[name] for name in PREDICTORS[1:]}
+    results.update(copy.deepcopy(known or {}))  # each evaluation's record its own
+    return Evaluation({name: results[name] for name in PREDICTORS},
                       torch.cat(kept_truth)[:keep], torch.cat(kept_prediction)[:keep])

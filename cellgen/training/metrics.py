@@ -25,7 +25,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 
 METRICS = ("mse", "mae", "ssim", "psnr")
 SSIM_WINDOW, SSIM_SIGMA, SSIM_K1, SSIM_K2 = 11, 1.5, 0.01, 0.03
@@ -59,11 +58,24 @@ def gaussian_kernel(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> torch
     return (g / g.sum()).to(torch.float32)
 
 
+def window_matrix(length: int, taps: torch.Tensor) -> torch.Tensor:
+    """(length - size + 1, length) banded matrix whose row i holds `taps` from column i: a valid
+    1D correlation with `taps` along an axis of `length` is a product with it."""
+    size = taps.numel()
+    rows = torch.arange(length - size + 1)
+    matrix = torch.zeros(length - size + 1, length)
+    matrix[rows[:, None], rows[:, None] + torch.arange(size)] = taps
+    return matrix
+
+
 def ssim_per_frame(prediction: torch.Tensor, truth: torch.Tensor, convention: str = "gaussian") -> torch.Tensor:
     """(…, C, H, W) pairs → (…) SSIM of each frame (mean over channels and the valid map).
 
-    Both windows are separable, so the local means and moments are two 1D convolutions
-    (11 + 11 taps instead of 121), in float32.
+    Both windows are separable, so a local mean is a valid correlation down the rows and one
+    along the columns, each written as a product with a banded matrix (`window_matrix`), in
+    float32. Why not `conv2d`: the maps have one channel, where a convolution runs at a few
+    percent of the machine's speed; the five local moments (means, variances, covariance)
+    stacked through two batched matrix products cost a fifth of five pairs of 1-channel convs.
     """
     lead = prediction.shape[:-3]
     channels, height, width = prediction.shape[-3:]
@@ -72,17 +84,16 @@ def ssim_per_frame(prediction: torch.Tensor, truth: torch.Tensor, convention: st
     g = gaussian_kernel(size) if convention == "gaussian" else torch.full((size,), 1.0 / size)
     # scikit-image scales the local (co)variances by N/(N-1), N the window's pixels
     unbiased = 1.0 if convention == "gaussian" else size * size / (size * size - 1)
-    rows, cols = g.view(1, 1, size, 1), g.view(1, 1, 1, size)
-    x = prediction.reshape(-1, 1, height, width).to(torch.float32)
-    y = truth.reshape(-1, 1, height, width).to(torch.float32)
-    blur = lambda t: F.conv2d(F.conv2d(t, rows), cols)  # noqa: E731  (valid: no padding)
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = (blur(x * x) - mu_x ** 2) * unbiased
-    var_y = (blur(y * y) - mu_y ** 2) * unbiased
-    cov = (blur(x * y) - mu_x * mu_y) * unbiased
+    x = prediction.reshape(-1, height, width).to(torch.float32)
+    y = truth.reshape(-1, height, width).to(torch.float32)
+    moments = torch.stack([x, y, x * x, y * y, x * y])
+    mu_x, mu_y, xx, yy, xy = window_matrix(height, g) @ moments @ window_matrix(width, g).T
+    var_x = (xx - mu_x ** 2) * unbiased
+    var_y = (yy - mu_y ** 2) * unbiased
+    cov = (xy - mu_x * mu_y) * unbiased
     c1, c2 = SSIM_K1 ** 2, SSIM_K2 ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
-    per_channel = ssim_map.mean(dim=(1, 2, 3))
+    per_channel = ssim_map.mean(dim=(1, 2))
     return per_channel.reshape(*lead, channels).mean(-1)
 
 

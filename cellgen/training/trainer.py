@@ -84,7 +84,7 @@ def train(run: Run) -> dict:
     cfg, data, dist = run.train_config, run.data_config, run.dist
     check_batch_size(cfg.batch_size, dist.world)
     splits = run.splits or open_splits(data)
-    test = MadeOnce(splits.test)
+    test, baselines = MadeOnce(splits.test), {}
     if tuple(run.model_config.frame_size) != tuple(splits.frame_size) or \
             run.model_config.frame_channels != splits.channels:
         raise CellgenError(f"the model is built for {run.model_config.frame_size} frames with "
@@ -157,7 +157,8 @@ def train(run: Run) -> dict:
                 began = time.perf_counter()
                 result = evaluate(model, test, context=data.context, future=data.future,
                                   sequences=cfg.eval_sequences, batch_size=cfg.eval_batch_size,
-                                  device=dist.device, keep=cfg.picture_sequences, ssim=cfg.ssim)
+                                  device=dist.device, keep=cfg.picture_sequences, ssim=cfg.ssim,
+                                  baselines=baselines)
                 state.eval_seconds += time.perf_counter() - began
                 state.evaluations.append({"step": state.step, **result.results})
                 write_prediction_strip(run.out / PICTURE_FILE, result.truth, result.prediction, data.context)
