@@ -18,14 +18,18 @@ warnings.filterwarnings("ignore", category=UserWarning)
 SMALL = {"hidden": 4, "k": 3}
 PARAMS = {"predrnn": SMALL, "convlstm": SMALL, "predrnn_openstl_ln": {**SMALL, "height": 4, "width": 4},
           "mk_convlstm": {"hidden": 8}, "cms_lstm": {**SMALL, "height": 4, "width": 4}, "e3d_lstm_2d": SMALL}
-SPECS = list(PARAMS)
+MODELS = ["predrnnpp", "mim"]   # heterogeneous stacks: a cell between layers, a difference chain
+SPECS = list(PARAMS) + MODELS
 
 
 def _model(spec, level=2):
     torch.manual_seed(0)
-    params = PARAMS[spec]
-    return SequenceModel(SequenceConfig.for_spec(spec, params=params, layers=2, patch=2, frame_size=(8, 8),
-                                                 opt_level=level))
+    if spec in MODELS:
+        config = SequenceConfig.for_model(spec, layers=3, params=SMALL, patch=2, frame_size=(8, 8), opt_level=level)
+    else:
+        config = SequenceConfig.for_spec(spec, params=PARAMS[spec], layers=2, patch=2, frame_size=(8, 8),
+                                         opt_level=level)
+    return SequenceModel(config)
 
 
 def _plain(model):
