@@ -70,6 +70,13 @@ def test_a_non_empty_out_dir_is_not_overwritten(tmp_path):
     assert (tmp_path / "notes.txt").read_text(encoding="utf-8") == "mine"
 
 
+def test_a_model_that_cannot_be_built_leaves_no_run_behind(tmp_path):
+    """The retry with the param spelt right must not find a run (its config.toml) in --out."""
+    result = run_in_process("train", "convlstm", "-p", "hiden=4", *SIZES, "--steps", "1", "--out", tmp_path / "run")
+    assert_user_error(result, "ConvLSTM has no param `hiden`", "did you mean `hidden`?")
+    assert not (tmp_path / "run").exists()
+
+
 def test_eval_of_a_corrupt_checkpoint_is_a_clear_error(tmp_path):
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")

@@ -165,6 +165,11 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         _check_fresh_out_dir(args.out, args.force)
         model_config, data_config, train_config = _fresh_configs(args)
+        # a model that cannot be built (a misspelt param) is said before config.toml exists:
+        # a directory holding only the config of a run that never began would refuse the retry
+        from cellgen.sequence import SequenceModel
+
+        SequenceModel(model_config)
     if payload is not None and train_config.lr_schedule != "constant" and \
             train_config.steps != payload["train_config"].get("steps"):
         raise CellgenError(f"--steps {train_config.steps} differs from the run's {payload['train_config']['steps']}, "
