@@ -13,7 +13,7 @@ from cellgen.codegen.fx import build_fx_graph
 from cellgen.codegen.prelude import SplitStep, split_weight_prelude
 from cellgen.ir.graph import CellGraph
 from cellgen.runtime import ops as runtime_ops
-from cellgen.runtime.init import init_weight_
+from cellgen.runtime.init import init_weight_, one_thread
 
 
 class CellModule(fx.GraphModule):
@@ -118,8 +118,9 @@ class CellModule(fx.GraphModule):
         return known[1]
 
     def reset_parameters(self) -> None:
-        for symbol, info in self.cell_graph.weights.items():
-            init_weight_(self.get_parameter(symbol), info.kind)
+        with one_thread():
+            for symbol, info in self.cell_graph.weights.items():
+                init_weight_(self.get_parameter(symbol), info.kind)
 
     # fx's own deepcopy drops our attributes, and its pickling re-traces the generated code
     # (which branches on `state is None`): rebuild from the cell graph instead.
