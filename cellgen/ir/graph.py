@@ -66,6 +66,9 @@ class CellGraph:
     # Facts derived from the graph's structure (its topological order, …), kept until the next
     # mutation: `add`, `replace_uses` and `remove` clear them.
     _derived: dict = field(default_factory=dict, repr=False, compare=False)
+    # node → its operands in port order (see `operands`); a graph built by editing `nx`
+    # directly (kernel_embedding's region) must do so before anything reads it.
+    _operands: dict = field(default_factory=dict, repr=False, compare=False)
     # While a rewrite records (see `recording`): the nodes it created or whose operands or users changed.
     _changed: Optional[set] = field(default=None, repr=False, compare=False)
     # `output h', delta_c, delta_m`: each output after the first, by its written name, → its
@@ -90,10 +93,14 @@ class CellGraph:
         return self.nx._node[node]
 
     def operands(self, node: str) -> list[str]:
-        # networkx's adjacency dicts directly: operands() and users() are the passes' inner loop
-        edges = [(port, source) for source, ports in self.nx._pred[node].items() for port in ports]
-        edges.sort()
-        return [source for _, source in edges]
+        # The passes' inner loop: kept per node (a fresh list each call, callers may change it)
+        # until that node's operands change (`replace_uses` of an operand, `remove`).
+        known = self._operands.get(node)
+        if known is None:
+            edges = [(port, source) for source, ports in self.nx._pred[node].items() for port in ports]
+            edges.sort()
+            known = self._operands[node] = tuple(source for _, source in edges)
+        return list(known)
 
     def users(self, node: str) -> list[str]:
         return list(self.nx._succ[node])
@@ -107,6 +114,12 @@ class CellGraph:
     def results(self) -> list[str]:
         """Nodes whose values leave the step: the outputs and every state's next value."""
         return list(dict.fromkeys([self.output, *self.extra_outputs.values(), *self.next_state.values()]))
+
+    def result_set(self) -> set[str]:
+        """`results()` as a set, kept until the graph next changes (the guards' question: does
+        this value leave the step?). Setting `output` or `next_state` directly, as lowering
+        does, must come before any call."""
+        return self.derived("results", lambda g: set(g.results()))
 
     def order(self) -> list[str]:
         """Nodes in a deterministic topological order (operands before users): among the nodes
@@ -123,14 +136,15 @@ class CellGraph:
     # --- rewriting (used by the optimizer) --------------------------------------------------
     def replace_uses(self, old: str, new: str) -> None:
         """Make every user of `old` (and the step's results) read `new` instead."""
-        users = list(self.nx.out_edges(old, keys=True))
-        for _, user, port in users:
+        users = [(user, port) for user, ports in self.nx._succ[old].items() for port in ports]
+        for user, port in users:
             self.nx.remove_edge(old, user, key=port)
             self.nx.add_edge(new, user, key=port)
+            self._operands.pop(user, None)
         self.output = new if self.output == old else self.output
         self.next_state = {s: new if n == old else n for s, n in self.next_state.items()}
         self.extra_outputs = {s: new if n == old else n for s, n in self.extra_outputs.items()}
-        self._mutated(old, new, *(user for _, user, _ in users))
+        self._mutated(old, new, *(user for user, _ in users))
 
     def remove(self, nodes: Iterable[str]) -> None:
         """Delete `nodes` and their edges (their operands lose them as users)."""
@@ -138,6 +152,10 @@ class CellGraph:
         if not nodes:
             return
         operands = {o for n in nodes for o in self.nx._pred[n]}
+        for n in nodes:
+            self._operands.pop(n, None)
+            for user in self.nx._succ[n]:
+                self._operands.pop(user, None)
         self.nx.remove_nodes_from(nodes)
         self._mutated(*(o for o in operands if o in self.nx))
 
@@ -157,7 +175,7 @@ class CellGraph:
         """Drop those of `nodes` that nothing uses any more (op and const nodes that are no
         result), then their operands that this leaves unused, and so on: the local part of
         `remove_dead`, for a rewrite that just took a node's last user away. Returns the count."""
-        results = set(self.results())
+        results = self.result_set()
         stack, dropped = [n for n in nodes], 0
         while stack:
             node = stack.pop()

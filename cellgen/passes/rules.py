@@ -93,7 +93,12 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
     notes: list[str] = []
     initial = {n: (i, 0) for i, n in enumerate(g.order())} if sweep else None
     for _ in range(limit):
-        place = initial if sweep else _Creation() if by_creation else {n: i for i, n in enumerate(g.order())}
+        if sweep:
+            place = initial
+        elif by_creation:
+            place = _Creation()
+        else:  # the order only where two queued nodes are to be sorted: most steps queue one
+            place = _Topological(g)
         step = _first_match(g, rules, queued, place)
         if step is None:
             g.remove_dead()
@@ -116,6 +121,21 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
     raise RuntimeError(f"rewriting {graph.name} did not reach a fixed point after {limit} steps")
 
 
+class _Topological:
+    """Every node's place in `g.order()`, computed at the first question."""
+
+    def __init__(self, g: CellGraph):
+        self.g, self.places = g, None
+
+    def __contains__(self, node) -> bool:
+        return node in self.g.nx
+
+    def __getitem__(self, node: str) -> int:
+        if self.places is None:
+            self.places = {n: i for i, n in enumerate(self.g.order())}
+        return self.places[node]
+
+
 class _Creation(dict):
     """Every node's place is its creation order."""
 
@@ -130,7 +150,10 @@ def _first_match(g: CellGraph, rules: list[Rule], queued: list[set], place: dict
     """The first rule's first match in `place` order among the queued nodes (consuming the
     nodes tried), or None if no queued node matches."""
     for rule, nodes in zip(rules, queued):
-        for node in sorted((n for n in nodes if n in place and n in g.nx), key=place.__getitem__):
+        candidates = [n for n in nodes if n in place and n in g.nx]
+        if len(candidates) > 1:
+            candidates.sort(key=place.__getitem__)
+        for node in candidates:
             nodes.discard(node)
             match = rule.match(g, node)
             if match is not None:
@@ -150,7 +173,7 @@ def is_op(g: CellGraph, node: str, *ops: str) -> bool:
 def single_use(g: CellGraph, node: str) -> bool:
     """Exactly one user edge, and not a value that leaves the step."""
     users = g.nx._succ[node]
-    return len(users) == 1 and len(next(iter(users.values()))) == 1 and node not in g.results()
+    return len(users) == 1 and len(next(iter(users.values()))) == 1 and node not in g.result_set()
 
 
 def only_user(g: CellGraph, node: str) -> Optional[str]:
