@@ -142,11 +142,13 @@ def compile(spec: SpecLike, *, opt_level: int = 2, enable: Iterable[str] = (), d
     A cell with several outputs (`output h', delta_c, delta_m`) returns the others after the
     state: `h, state, outputs = cell(x, state)` (docs/outputs.md).
     """
+    from cellgen import collector
     from cellgen.codegen.module import build_module
     from cellgen.passes import optimize
 
-    source = lower_spec(spec, **params)
-    module = build_module(optimize(source, opt_level, enable=enable, disable=disable, report=report), opt_level)
+    with collector.paused():
+        source = lower_spec(spec, **params)
+        module = build_module(optimize(source, opt_level, enable=enable, disable=disable, report=report), opt_level)
     module.source_graph = source  # for module.summary(): the spec's gates as written
     return module
 

@@ -16,9 +16,9 @@ It returns the validated graph with its provenance (`graph.provenance`: each def
 """
 from __future__ import annotations
 
-import gc
 from typing import Mapping, Optional
 
+from cellgen import collector
 from cellgen.errors import CellgenError, CellgenWarning, Span
 from cellgen.ir.channels import ChannelSolver
 from cellgen.ir.graph import CellGraph
@@ -38,17 +38,9 @@ def lower(spec: ast.CellSpec, params: Optional[Mapping[str, object]] = None) -> 
     Raises a `CellgenError` for any mistake; emits a `CellgenWarning` for unused gates,
     weights and inputs.
     """
-    # Python's cyclic collector rescans every live object at each older-generation collection,
-    # and a lowering makes a few dozen long-lived objects per statement: paused, lowering is
-    # linear in the spec's length (bench/lowering_scale.py: 4,000 statements 11× the CPU time of
-    # 500 with it running, 8.4× paused). Whatever cycles lowering leaves are collected after.
-    paused = gc.isenabled()
-    gc.disable()
-    try:
+    # Paused, lowering is linear in the spec's length (bench/lowering_scale.py): see cellgen/collector.py.
+    with collector.paused():
         return _Lowering(spec, bind_params(spec, params or {})).run()
-    finally:
-        if paused:
-            gc.enable()
 
 
 class _Lowering(Declarations, Expressions, Weights, Checks):
