@@ -24,6 +24,11 @@ import networkx as nx
 
 T = TypeVar("T")
 
+# Node attributes that say where a value comes from, or follow from the rest of the graph
+# (channel inference, the analysis's facts), rather than what it computes: what cse and the
+# diff's alignment (cellgen/tools/align.py) leave out when they compare two nodes.
+NOT_COMPUTED = frozenset({"kind", "name", "span", "decl_span", "channels", "facts"})
+
 
 @dataclass
 class StateInfo:

@@ -25,9 +25,7 @@ from typing import Optional
 from cellgen.ir.ops import OPS
 from cellgen.language import syntax as ast
 from cellgen.language.comments import Notes, SpecComments
-
-# Function spellings that are not ASCII, and their ASCII names (cellgen.ir.ops knows both).
-ASCII_FUNCTIONS = {"σ": "sigmoid"}
+from cellgen.language.spellings import ASCII_FUNCTIONS  # from the registry's spellings
 
 _UNICODE_OPS = {"add": "+", "sub": "-", "hadamard": "⊙", "conv": "⋆", "div": "/"}
 _ASCII_OPS = {"add": "+", "sub": "-", "hadamard": ".*", "conv": "*", "div": "/"}

@@ -11,11 +11,23 @@ from __future__ import annotations
 
 from typing import Iterable
 
+from cellgen.ir.ops import OPS
 from cellgen.language import syntax as ast
 from cellgen.language.walk import transform
 
-# ASCII spellings of functions, and the name the AST keeps for them (cf. printer.ASCII_FUNCTIONS).
-FUNCTION_SPELLINGS = {"sigmoid": "σ"}
+
+def _kept(spellings: tuple[str, ...], symbol) -> str:
+    """Of an op's spellings, the one the AST keeps: its symbol, if a spec may write it (`σ`)."""
+    return symbol if symbol in spellings else spellings[0]
+
+
+# From the op registry's `spellings`: each other spelling of a function → the one the AST keeps
+# (`sigmoid` → `σ`), and each kept spelling that is not ASCII → the ASCII one the printer writes.
+FUNCTION_SPELLINGS = {spelling: _kept(d.spellings, d.symbol) for d in OPS.values() for spelling in d.spellings
+                      if spelling != _kept(d.spellings, d.symbol)}
+ASCII_FUNCTIONS = {_kept(d.spellings, d.symbol): next(s for s in d.spellings if s.isascii())
+                   for d in OPS.values() if d.spellings and not _kept(d.spellings, d.symbol).isascii()
+                   and any(s.isascii() for s in d.spellings)}
 
 _NEXT = "_next"
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 from collections import Counter
 
-from cellgen.ir.graph import CellGraph
+from cellgen.ir.graph import NOT_COMPUTED, CellGraph
 from cellgen.ir.ops import COMMUTATIVE
 from cellgen.passes.rules import ANY, Rule, replace, rewrite
 
-_IGNORED = {"kind", "name", "span", "channels", "decl_span"}
 
 
 def _key(graph: CellGraph, node: str):
@@ -33,7 +32,7 @@ def _key(graph: CellGraph, node: str):
     operands = tuple(graph.operands(node))
     if data["op"] in COMMUTATIVE:
         operands = tuple(sorted(operands))
-    attrs = tuple(sorted((k, repr(v)) for k, v in data.items() if k not in _IGNORED))
+    attrs = tuple(sorted((k, repr(v)) for k, v in data.items() if k not in NOT_COMPUTED))
     return (data["op"], attrs, operands)
 
 

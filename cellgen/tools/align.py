@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Hashable, Optional
 
-from cellgen.ir.graph import CellGraph
+from cellgen.ir.graph import NOT_COMPUTED, CellGraph
 from cellgen.tools import wl
 
 NAMED = ("input", "state", "weight", "gate")  # categories whose nodes carry a spec name
@@ -31,9 +31,8 @@ NAMED = ("input", "state", "weight", "gate")  # categories whose nodes carry a s
 # sizes that the declarations (and channel inference) fix and the diff reports on their own.
 # A LayerNorm's settings (mode, axes, eps) are of that kind too: the diff reports them as
 # attributes of the norm, and its gain and bias weights say which norm it is.
-_NOT_SEMANTIC = frozenset({"kind", "name", "op", "span", "decl_span", "channels", "in_channels", "kernel", "shape",
-                           "broadcast", "weight_kind", "mode", "axes", "eps", "symbol",
-                           "facts"})  # the analysis's: follows from the graph
+_NOT_SEMANTIC = NOT_COMPUTED | {"op", "in_channels", "kernel", "shape", "broadcast", "weight_kind", "mode", "axes",
+                                "eps", "symbol"}
 
 
 def category(graph: CellGraph, node: str) -> tuple:
