@@ -83,13 +83,18 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
     local and need no order (runtime_forms).
     """
     g = graph if in_place else graph.copy()
-    everywhere = [rule for rule in rules if ANY in rule.anchor]
+    anchors = [None if ANY in rule.anchor else rule.anchor for rule in rules]  # None: every node
 
-    def anchored(rule: Rule, node: str) -> bool:
-        return rule in everywhere or anchor_of(g, node) in rule.anchor
+    def queue(nodes: Iterable[str]) -> None:
+        for n in nodes:
+            anchor = anchor_of(g, n)
+            for index, wanted in enumerate(anchors):
+                if wanted is None or anchor in wanted:
+                    queued[index].add(n)
 
     revisits = list(dict.fromkeys(rule.revisit for rule in rules if rule.revisit is not None))
-    queued = [{n for n in g.nx if anchored(rule, n)} for rule in rules]
+    queued: list[set] = [set() for _ in rules]
+    queue(g.nx)
     notes: list[str] = []
     initial = {n: (i, 0) for i, n in enumerate(g.order())} if sweep else None
     for _ in range(limit):
@@ -113,8 +118,7 @@ def rewrite(graph: CellGraph, rules: list[Rule], *, in_place: bool = False, swee
         again |= {u for n in list(again) for u in g.users(n)}
         for revisit in revisits:
             again |= {r for n in list(again) for r in revisit(g, n) if r in g.nx}
-        for index, other in enumerate(rules):
-            queued[index] |= {n for n in again if anchored(other, n)}
+        queue(again)
         if sweep:
             for n in again:
                 initial.setdefault(n, (initial[node][0], creation_order(n)))

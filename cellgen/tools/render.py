@@ -34,7 +34,7 @@ import networkx as nx
 from cellgen import files
 from cellgen.errors import CellgenError
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import OPS, in_group
+from cellgen.ir.ops import COMMUTATIVE, OPS, in_group
 from cellgen.tools.stats import first_named
 
 FONT = "DejaVu Sans,Helvetica,Arial,sans-serif"
@@ -335,7 +335,7 @@ class _Painter:
         if not folded:
             return symbol
         texts = {port: self._operand_text(node, w) for port, w in folded.items()}
-        if op in ("add", "mul"):
+        if op in COMMUTATIVE:  # operand order says nothing: `+ b_i`
             return " ".join([symbol, *texts.values()])
         operands = graph.operands(node)
         if len(operands) == 2 and op in OPS and OPS[op].symbol:
