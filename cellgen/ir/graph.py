@@ -164,14 +164,19 @@ class CellGraph:
         self.nx.remove_nodes_from(nodes)
         self._mutated(*(o for o in operands if o in self.nx))
 
-    def remove_dead(self) -> int:
-        """Drop op and const nodes that no result depends on; return how many were dropped."""
+    def live(self) -> set[str]:
+        """The nodes some result of the step depends on, the results included."""
         live, stack, pred = set(), self.results(), self.nx._pred
         while stack:
             node = stack.pop()
             if node not in live:
                 live.add(node)
                 stack.extend(pred[node])
+        return live
+
+    def remove_dead(self) -> int:
+        """Drop op and const nodes that no result depends on; return how many were dropped."""
+        live = self.live()
         dead = [n for n in self.nx if n not in live and self[n]["kind"] in ("op", "const")]
         self.remove(dead)
         return len(dead)

@@ -64,6 +64,7 @@ class _Lowering(Declarations, Expressions, Weights, Checks):
         self.expr_spans: dict[str, Span] = {}  # a node an equation names → where its expression is written
         # spec.weights scans every statement; a lowering asks for them once per symbol it meets
         self.weight_decls: list[ast.WeightDecl] = spec.weights
+        self.weight_decl_of: dict[str, Optional[ast.WeightDecl]] = {}  # symbol → its declaration (_weight_decl)
 
     def run(self) -> CellGraph:
         self._declare()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import warnings
 from typing import Optional
 
-import networkx as nx
-
 from cellgen.errors import (CellgenError, CellgenWarning, ChannelMismatchError, Note, RedefinitionError, ShapeError,
                             Span, StateNotUpdatedError, span_text)
 from cellgen.ir.lowering.messages import article, conv_words
@@ -132,9 +130,7 @@ class Checks:
 
     def _warn_unused(self) -> None:
         graph = self.graph
-        live = set(graph.results())
-        for result in graph.results():
-            live |= nx.ancestors(graph.nx, result)
+        live = graph.live()
         for key, node in self.lowered.items():
             if getattr(self.equations[key], "borrowed", False) or not node:
                 continue

@@ -158,6 +158,8 @@ class Declarations:
         """The declaration covering a weight symbol: its exact name, else the longest glob."""
         if ref.prime or key_of(ref) in self.equations:
             return None
+        if ref.name in self.weight_decl_of:  # a symbol is met once per use: scan the declarations once
+            return self.weight_decl_of[ref.name]
         best, best_len, best_pattern = None, (-float("inf"),), None  # level 2+: a grandparent's
         for decl in self.weight_decls:
             for pattern in decl.patterns:
@@ -173,5 +175,6 @@ class Declarations:
                                      Note("and again here", pattern.span)])
                     if strength > best_len:
                         best, best_len, best_pattern = decl, strength, pattern
+        self.weight_decl_of[ref.name] = best
         return best
 
