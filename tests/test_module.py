@@ -82,3 +82,26 @@ def test_stack_parameter_names_and_shapes():
     assert shapes["layers.2.W_hc"] == (8, 8, 3, 3)
     ys, states = stack(torch.randn(2, 4, 3, 10, 10))
     assert ys.shape == (2, 4, 8, 10, 10) and len(states) == 3
+
+
+def test_weights_are_initialised_on_one_thread_with_the_values_of_any_thread_count():
+    """reset_parameters runs on one torch thread (cellgen.runtime.init.one_thread): the thread
+    count is as it was afterwards, and the weights for a seed are those init_weight_ draws on
+    two threads, tensor by tensor in the same order."""
+    from cellgen.runtime.init import init_weight_
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        torch.manual_seed(0)
+        cell = cellgen.compile("convlstm_openstl_ln", opt_level=2, in_channels=3, hidden=16)
+        assert torch.get_num_threads() == 2
+        torch.manual_seed(0)
+        drawn = {symbol: init_weight_(torch.empty(info.shape), info.kind)
+                 for symbol, info in cell.cell_graph.weights.items()}
+    finally:
+        torch.set_num_threads(threads)
+    kinds = {info.kind for info in cell.cell_graph.weights.values()}
+    assert {"conv", "norm_gain", "norm_bias"} <= kinds
+    for symbol, tensor in drawn.items():
+        assert torch.equal(cell.get_parameter(symbol), tensor), symbol
