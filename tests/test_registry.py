@@ -232,3 +232,31 @@ def test_render_draws_graphs_and_nothing_else():
     for module in ("cellgen.tools.diff", "cellgen.tools.show", "cellgen.cli", "cellgen.api", "cellgen.ir.lower",
                    "cellgen.passes"):
         assert not any(i == module or i.startswith(module + ".") for i in imports), module
+
+
+def test_every_spelling_of_a_function_is_the_registrys():
+    """The parser and the printer take a function's spellings from its OpDef: each spelling
+    parses to one name the AST keeps, lowers to the op, and prints (ASCII or not) as one of
+    the op's spellings, which reads back as the same spec."""
+    from cellgen.api import lower_spec
+    from cellgen.ir.ops import OPS
+    from cellgen.language.parser import parse
+    from cellgen.language.printer import format_spec
+
+    spelled = [d for d in OPS.values() if d.spellings]
+    assert any(len(d.spellings) > 1 for d in spelled)  # sigmoid and σ
+    for definition in spelled:
+        kept = set()
+        for spelling in definition.spellings:
+            text = ("cell F\n  input x[3]\n  state h[4]\n  weights\n    W: conv 3×3\n"
+                    f"  h' = {spelling}(W ⋆ x) + h\n")
+            spec = parse(text)
+            kept.add(spec.definitions[0].expr.left.func)
+            graph = lower_spec(text)
+            assert graph.count(definition.name) == 1, (spelling, definition.name)
+            for ascii in (False, True):
+                printed = format_spec(spec, ascii=ascii)
+                written = printed.split("h' = ")[1].split("(")[0]
+                assert written in definition.spellings and (written.isascii() or not ascii), (spelling, printed)
+                assert format_spec(parse(printed)) == format_spec(spec)
+        assert len(kept) == 1, (definition.name, kept)
