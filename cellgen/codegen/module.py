@@ -125,21 +125,23 @@ class CellModule(fx.GraphModule):
     # (which branches on `state is None`): rebuild from the cell graph instead.
     def __deepcopy__(self, memo):
         clone = _rebuild(copy.deepcopy(self.cell_graph, memo), self.opt_level, self.state_dict(keep_vars=True),
-                         self.training)
-        clone.source_graph = self.source_graph  # never changed after compile: shared
+                         self.training, self.source_graph)  # the source graph never changes after compile: shared
         memo[id(self)] = clone
         return clone
 
     def __reduce__(self):
-        return (_rebuild, (self.cell_graph, self.opt_level, self.state_dict(keep_vars=True), self.training))
+        return (_rebuild, (self.cell_graph, self.opt_level, self.state_dict(keep_vars=True), self.training,
+                           self.source_graph))
 
 
-def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool) -> CellModule:
+def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool,
+             source_graph: Optional[CellGraph] = None) -> CellModule:
     # The copy takes each weight as it is (dtype, device, requires_grad): load_state_dict would
     # cast a float64 cell's weights back to the default dtype. No fresh initialisation either, so
     # that copying a cell does not draw from the global RNG.
     module = build_module(graph, opt_level, initialise=False)
     module.train(training)
+    module.source_graph = source_graph
     for symbol, tensor in state.items():
         parameter = module.get_parameter(symbol)
         parameter.data = tensor.detach().clone()
