@@ -1,6 +1,7 @@
 """The compiled module as users hold it: the contract, copies, pickles, the stack."""
 import copy
 import io
+import pickle
 
 import pytest
 import torch
@@ -66,6 +67,20 @@ def test_deepcopy_and_pickle_keep_the_cell(x, level):
     buffer.seek(0)
     loaded = torch.load(buffer, weights_only=False)
     assert torch.equal(loaded(x)[0], h)
+
+
+def test_copies_keep_each_weights_dtype_and_grad_flag_and_draw_no_random_numbers():
+    cell = cellgen.compile("convlstm", in_channels=1, hidden=4, k=3, opt_level=2).double()
+    cell.W_hf.requires_grad_(False)
+    x = torch.randn(2, 1, 6, 6, dtype=torch.float64)
+    h, _ = cell(x)
+    for copy_of in (copy.deepcopy, lambda module: pickle.loads(pickle.dumps(module))):
+        before = torch.random.get_rng_state()
+        clone = copy_of(cell)
+        assert torch.equal(torch.random.get_rng_state(), before)
+        assert {p.dtype for p in clone.parameters()} == {torch.float64}
+        assert not clone.W_hf.requires_grad and clone.W_xi.requires_grad
+        assert torch.equal(clone(x)[0], h)
 
 
 def test_code_is_readable_python_with_spec_names():

@@ -1,5 +1,6 @@
 """A compiled cell in a REPL or notebook: its repr, summary() and the `show` picture."""
 import copy
+import pickle
 import shutil
 
 import pytest
@@ -26,6 +27,7 @@ def test_summary_is_the_emit_summary_table(capsys):
     assert str(cell.summary()) == table.rstrip("\n") or str(cell.summary()) == table
     assert repr(cell.summary()) == str(cell.summary())          # a notebook shows the table, not a quoted string
     assert "convs per step" in copy.deepcopy(cell).summary()
+    assert str(pickle.loads(pickle.dumps(cell)).summary()) == str(cell.summary())
     assert "MACs at 32x32" in cell.summary(size=(32, 32))
 
 

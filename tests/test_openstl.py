@@ -154,7 +154,7 @@ def grads_as_cell_params(name: str, cell, reference) -> Dict[str, torch.Tensor]:
     grads = {k: (p.grad if p.grad is not None else torch.zeros_like(p)) for k, p in reference.named_parameters()}
     if not case.openstl:
         return grads
-    holder = _compiled(case.spec, 0, case.params, DT).__deepcopy__({}).to(DT)   # deepcopy drops the dtype
+    holder = _compiled(case.spec, 0, case.params, DT).__deepcopy__({})   # a fresh copy: the cached module stays as it is
     cellgen_module().load_openstl(holder, grads)
     return {k: p.detach() for k, p in holder.named_parameters()}
 
@@ -456,7 +456,7 @@ def test_predrnnv2_is_predrnn_openstl_step_for_step():
 # ---------------------------------------------------------------------------------------------
 
 def _cell(name, level=0):
-    return _compiled(CASES[name].spec, level, CASES[name].params, DT).__deepcopy__({}).to(DT)
+    return _compiled(CASES[name].spec, level, CASES[name].params, DT).__deepcopy__({})
 
 
 def _expect_error(cell, state_dict, *fragments):

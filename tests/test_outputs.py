@@ -229,7 +229,7 @@ def _holder_grads(model, reference, grads):
     """The reference's gradients, placed where load_openstl puts its parameters."""
     import copy
 
-    holder = copy.deepcopy(model).double()   # a CellModule's deepcopy rebuilds it in fp32
+    holder = copy.deepcopy(model)
     cellgen.load_openstl(holder, dict(zip(dict(reference.named_parameters()), grads)))
     return dict(holder.named_parameters())
 

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 import sys
 
+import json
+
 import pytest
 import torch
 
@@ -284,15 +286,17 @@ TINY = ("--frame-size", "16", "--context", "2", "--future", "2", "--test-sequenc
         "--batch-size", "2", "-p", "hidden=4", "-p", "k=3", "--quiet")
 
 
-@pytest.mark.parametrize("words", [
-    ("--model", "predrnnpp", "--layers", "2"),
-    ("--model", "mim_ln", "--layers", "3"),
-    ("--layers", "predrnn_openstl,mim", "--diff-chain", "mimn"),
-    ("predrnnpp", "--layers", "3", "--between", "0:ghu"),
+@pytest.mark.parametrize("words, cells", [
+    (("--model", "predrnnpp", "--layers", "2"), "CausalLSTM, GHU, CausalLSTM"),
+    (("--model", "mim_ln", "--layers", "3"), "PredRNNOpenSTLLN, MIMBlockLN ×2; MIMNLN chain ×2"),
+    (("--layers", "predrnn_openstl,mim", "--diff-chain", "mimn"), "PredRNNOpenSTL, MIMBlock; MIMN chain ×1"),
+    (("predrnnpp", "--layers", "3", "--between", "0:ghu"), "CausalLSTM, GHU, CausalLSTM ×2"),
 ])
-def test_train_one_step_of_a_heterogeneous_model(tmp_path, words):
+def test_train_one_step_of_a_heterogeneous_model(tmp_path, words, cells):
     result = run_in_process("train", *words, *TINY, "--steps", "1", "--out", tmp_path / "run")
     assert result.returncode == 0, result.stderr
+    # metrics.json and the final line name every cell, not only the bottom layer's
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["cell"] == cells
     payload = torch.load(tmp_path / "run" / "checkpoint.pt", map_location="cpu", weights_only=False)
     config = SequenceConfig.from_dict(payload["model_config"])
     assert config.heterogeneous

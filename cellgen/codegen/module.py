@@ -125,26 +125,35 @@ class CellModule(fx.GraphModule):
     # fx's own deepcopy drops our attributes, and its pickling re-traces the generated code
     # (which branches on `state is None`): rebuild from the cell graph instead.
     def __deepcopy__(self, memo):
-        clone = _rebuild(copy.deepcopy(self.cell_graph, memo), self.opt_level, self.state_dict(), self.training)
-        clone.source_graph = self.source_graph  # never changed after compile: shared
+        clone = _rebuild(copy.deepcopy(self.cell_graph, memo), self.opt_level, self.state_dict(keep_vars=True),
+                         self.training, self.source_graph)  # the source graph never changes after compile: shared
         memo[id(self)] = clone
         return clone
 
     def __reduce__(self):
-        return (_rebuild, (self.cell_graph, self.opt_level, self.state_dict(), self.training))
+        return (_rebuild, (self.cell_graph, self.opt_level, self.state_dict(keep_vars=True), self.training,
+                           self.source_graph))
 
 
-def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool) -> CellModule:
-    module = build_module(graph, opt_level)
-    module.load_state_dict(state)
+def _rebuild(graph: CellGraph, opt_level: int, state: dict, training: bool,
+             source_graph: Optional[CellGraph] = None) -> CellModule:
+    # The copy takes each weight as it is (dtype, device, requires_grad): load_state_dict would
+    # cast a float64 cell's weights back to the default dtype. No fresh initialisation either, so
+    # that copying a cell does not draw from the global RNG.
+    module = build_module(graph, opt_level, initialise=False)
     module.train(training)
+    module.source_graph = source_graph
     for symbol, tensor in state.items():
-        module.get_parameter(symbol).requires_grad_(tensor.requires_grad)
+        parameter = module.get_parameter(symbol)
+        parameter.data = tensor.detach().clone()
+        parameter.requires_grad_(tensor.requires_grad)
     return module
 
 
-def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] = None) -> CellModule:
-    """Wrap `graph` (already optimised to `opt_level`) as a CellModule with fresh weights."""
+def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] = None, *,
+                 initialise: bool = True) -> CellModule:
+    """Wrap `graph` (already optimised to `opt_level`) as a CellModule with fresh weights
+    (uninitialised memory with `initialise=False`, for a caller that fills every weight)."""
     boundary.check_weight_budget(graph)  # before allocating: hidden=10**12 is a mistake, not a request
     root = torch.nn.Module()
     for symbol, info in graph.weights.items():
@@ -160,7 +169,8 @@ def build_module(graph: CellGraph, opt_level: int, fx_graph: Optional[fx.Graph] 
     module.cell_graph = graph
     module.opt_level = opt_level
     module.register_forward_pre_hook(boundary.check_call, with_kwargs=True)  # wrong x or state: say so
-    module.reset_parameters()
+    if initialise:
+        module.reset_parameters()
     return module
 
 

@@ -266,7 +266,7 @@ class SequenceModel(nn.Module):
         _, carry = self.step(torch.zeros_like(frame), None)
         return {key: torch.zeros_like(value) for key, value in carry.items()}
 
-    def _cell_names(self) -> str:
+    def cell_names(self) -> str:
         """`CausalLSTM, GHU, CausalLSTM ×3`: the cells of a heterogeneous stack, bottom first."""
         names = []
         for index, cell in enumerate(self.stack.layers):
@@ -369,6 +369,6 @@ class SequenceModel(nn.Module):
         name = getattr(getattr(cell, "cell_graph", None), "name", "?")
         count = sum(p.numel() for p in self.parameters())
         if self.config.heterogeneous:
-            name = f"{self.config.spec} ({self._cell_names()})"
+            name = f"{self.config.spec} ({self.cell_names()})"
         return (f"{name} × {len(self.stack.layers)} layers on {self.map_size[0]}×{self.map_size[1]} maps "
                 f"(patch {self.config.patch}), {count} parameters")

@@ -206,7 +206,8 @@ def metrics_document(model: SequenceModel, run: Run, state: RunState) -> dict:
     graph = getattr(model.stack.layers[0], "cell_graph", None)
     return {
         "spec": run.model_config.spec,
-        "cell": getattr(graph, "name", None),
+        # a heterogeneous stack names every cell (`CausalLSTM, GHU, CausalLSTM ×3`), not its bottom one
+        "cell": model.cell_names() if model.config.heterogeneous else getattr(graph, "name", None),
         "model": model_config,
         "parameters": sum(p.numel() for p in model.parameters()),
         "data": run.data_config.to_dict(),
