@@ -601,7 +601,7 @@ class SAConvLSTM(SymbolCell):
               m' = (1 − i_m) ⊙ m + i_m ⊙ g_m
               o_m = σ(W_zo ⋆ Z + W_Ho ⋆ H + b_mo);  h' = o_m ⊙ m'
     The paper's W_q, W_k may be narrower (Ĉ) than V (C); this reference takes `qk` channels
-    for them (any width), the spec can only have qk = hidden today.
+    for them (any width; the spec's are hidden, tests/test_openstl.py extends it with hidden/2).
     """
 
     STATES = ("h", "c", "m")

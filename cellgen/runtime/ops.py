@@ -49,12 +49,13 @@ def attention(q, k, v, q_stacked, kv_stacked, patches):
     Tokens are every position of the map (T, H, W) and of the stack when there is one, so a
     query map attends over all N·T·H·W positions of a stack of keys (E3D-LSTM's RECALL).
     With `patches` = s the H×W plane is cut into s×s patches and tokens attend only within
-    their own patch (CMS-LSTM's SE block). The result has the query's shape.
+    their own patch (CMS-LSTM's SE block). The result has the query's positions and the
+    values' channels (queries and keys may be narrower than values: SA-ConvLSTM's Ĉ).
     """
     q = q if q_stacked else q.unsqueeze(1)
     k = k if kv_stacked else k.unsqueeze(1)
     v = v if kv_stacked else v.unsqueeze(1)
-    shape = q.shape
+    shape = (*q.shape[:2], v.shape[2], *q.shape[3:])  # the queries' positions, the values' channels
     q, k, v = (_patch_tokens(t, patches) for t in (q, k, v))
     weights = torch.softmax(q @ k.transpose(1, 2), dim=-1)
     out = _untokens(weights @ v, shape, patches)
