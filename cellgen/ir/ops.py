@@ -184,6 +184,10 @@ def _emit_conv(e, node, data, args):
     return e.call(conv, (sources[0], weight, bias, 1, padding), data["name"] or hint)
 
 
+def _emit_detach(e, node, data, args):
+    return e.method("detach", (args[0],), data["name"] or "detached")
+
+
 def _emit_channel_view(e, node, data, args):
     return e.method("view", (args[0], -1) + (1,) * e.graph.spatial_dims, data["name"] or "view")
 
@@ -492,6 +496,9 @@ _DEFS = [
     _activation("tanh", "hyperbolic tangent"),
     _activation("relu", "max(x, 0)"),
     _activation("silu", "x·σ(x) (swish)", module="F"),
+    # a stop-gradient (OpenSTL's MIM detaches n at every step): the value, no gradient back
+    _elementwise("detach", (1, 1), _emit_detach, "the value unchanged, no gradient flowing back through it "
+                 "(a stop-gradient)", spellings=("detach",), cost="dispatch"),
     # convs
     OpDef("conv", (2, None), _emit_conv,
           "W ⋆ x (+ bias), stride 1, \"same\" padding: operands x, W[, b]; with attr `parts` = n, the "
