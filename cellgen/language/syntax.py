@@ -43,6 +43,9 @@ class Number(Node):
     text: str  # as written, so that `1.0` prints back as `1.0`
 
 
+DISCARD = "_"  # the target that names no value
+
+
 class Ref(Node):
     """A name; `prime` marks a state's next value (`c'`, also spelled `c_next`)."""
 
@@ -52,6 +55,11 @@ class Ref(Node):
     @property
     def text(self) -> str:
         return self.name + ("'" if self.prime else "")
+
+    @property
+    def discards(self) -> bool:
+        """`_` among an unpack's targets: a chunk computed and thrown away (docs/unpacks.md)."""
+        return self.name == DISCARD and not self.prime
 
 
 class Call(Node):

@@ -65,8 +65,25 @@ class Declarations:
         for equation in self.spec.definitions:
             targets = [equation.target] if isinstance(equation, ast.Equation) else equation.targets
             for index, target in enumerate(targets):
+                if target.name == ast.DISCARD:
+                    self._discard(equation, target)
+                    continue
                 self._collect(equation, target)
                 self.part_index[key_of(target)] = index
+
+    def _discard(self, equation, target: ast.Ref) -> None:
+        """`_` stands for a chunk an unpack throws away; it names nothing, so it can be neither
+        a whole equation's target nor a next value."""
+        if target.prime:
+            raise TypeMismatchError("`_'`: `_` discards a chunk, so it has no next value", target.span,
+                                    hint="write `_` among an unpack's targets, or name a state: `c' = …`")
+        if isinstance(equation, ast.Equation):
+            raise TypeMismatchError("`_ = …` computes a value only to throw it away", target.span,
+                                    hint="`_` discards a chunk among several: `i, _, g, _ = W ⋆ x`; "
+                                         "remove this equation, or name its value")
+        if all(t.discards for t in equation.targets):
+            raise TypeMismatchError("every target of this unpack is `_`: it computes nothing kept", equation.span,
+                                    hint="name at least one chunk: `i, _ = W ⋆ x`")
 
     def _collect(self, equation, target: ast.Ref) -> None:
         key = key_of(target)
@@ -113,6 +130,9 @@ class Declarations:
             raise TypeMismatchError(f"`{ref.name}` is a param (a whole number fixed at compile time), not a tensor",
                                     ref.span)
         decl = self._weight_decl(ref)
+        if decl is None and ref.discards:
+            raise TypeMismatchError("`_` discards a chunk of an unpack: it has no value to read", ref.span,
+                                    hint="give the chunk a name in its unpack (`i, g = W ⋆ x`) to use it")
         if decl is None:
             raise UnknownSymbolError(f"unknown symbol `{ref.name}`{as_written(ref)}", ref.span,
                                      hint=self._suggest(ref.name))
