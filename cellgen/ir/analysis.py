@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Optional
 
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import OPS, Facts
+from cellgen.ir.ops import KEPT, OPS, Facts
 
 # The axes `over=` / `along=` may name: the stack axis, channels, and the map's own axes.
 AXES = ("stack", "C", "T", "H", "W")
@@ -97,5 +97,6 @@ def absolute_size(graph: CellGraph, node: str, spatial: tuple[int, ...], history
     if f.stacked:
         entries = f.length if isinstance(f.length, int) else (f.length[1] if f.length[1] is not None else history)
     axes = ("T", "H", "W")[3 - len(spatial):]
-    sizes = tuple(1 if f.extent.get(a) is None else int(n * f.extent[a]) for a, n in zip(axes, spatial))
+    sizes = tuple(1 if f.extent.get(a) is None or f.extent[a] is KEPT else int(n * f.extent[a])
+                  for a, n in zip(axes, spatial))
     return entries, sizes

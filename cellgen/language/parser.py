@@ -312,6 +312,11 @@ class _ToAst(Transformer):
         return ast.KeywordArg(name=str(children[0]), value=children[1], span=self._at(meta))
 
     @v_args(meta=True)
+    def keyword_axes(self, meta, children):
+        axes = ast.Axes(names=[str(c) for c in children[1:]], span=self._at(meta))
+        return ast.KeywordArg(name=str(children[0]), value=axes, span=self._at(meta))
+
+    @v_args(meta=True)
     def history(self, meta, children):
         state, t_start, bound, t_end, one = children
         for token in (t_start, t_end):

@@ -316,6 +316,8 @@ class _Printer:
             return f"{func}(" + ", ".join(args) + ")"
         if isinstance(expr, ast.Concat):
             return "[" + ", ".join(self.expr(item) for item in expr.items) + "]"
+        if isinstance(expr, ast.Axes):
+            return "(" + ", ".join(expr.names) + ")"
         if isinstance(expr, ast.History):
             bound = _dim(expr.bound)
             bound = f"({bound})" if isinstance(expr.bound, ast.DimBinary) else bound

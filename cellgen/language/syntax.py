@@ -101,6 +101,12 @@ class KeywordArg(Node):
     value: "Expr"
 
 
+class Axes(Node):
+    """`(C, H, W)` as a named argument's value: several axes at once (`over=(H, W)`)."""
+
+    names: list[str]
+
+
 class History(Node):
     """`c[t-τ:t-1]`: the last τ values of state `c`, a stack (`bound` None: `tau = none`)."""
 
@@ -127,7 +133,7 @@ class PerKernel(Node):
     entries: list[KernelOperand]
 
 
-Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat, History, Comprehension, PerKernel]
+Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat, History, Comprehension, PerKernel, Axes]
 
 
 # --- declarations and equations ----------------------------------------------------------
