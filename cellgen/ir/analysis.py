@@ -46,7 +46,9 @@ def analyze(graph: CellGraph, order: Optional[list[str]] = None) -> CellGraph:
             if "T" in extent and window and first:
                 extent["T"] = Fraction(window, first)
             history = kind == "history"
-            data["facts"] = Facts(True, history, ("history", data["size"]) if history else None, extent)
+            # a history that starts full (an input's, a state's `init zeros`) always holds `size`
+            length = (data["size"] if data.get("full") else ("history", data["size"])) if history else None
+            data["facts"] = Facts(True, history, length, extent)
         elif kind == "op":
             data["facts"] = _op_facts(data, [nodes[o]["facts"] for o in graph.operands(node)])
         else:

@@ -229,6 +229,8 @@ def _declaration(statement, ascii: bool) -> str:
 
 def _tensor(tensor: ast.TensorDecl) -> str:
     window = f" window {_dim(tensor.window)}" if tensor.window is not None else ""
+    if tensor.history is not None:
+        window += f" history {_dim(tensor.history)}" + (" init zeros" if tensor.zeros else "")
     return f"{tensor.name}[{_dim(tensor.channels)}]{window}"
 
 

@@ -148,6 +148,8 @@ class TensorDecl(Node):
     name: str
     channels: Dim
     window: Optional[Dim] = None  # `input x[C] window T`: T frames per step
+    history: Optional[Dim] = None  # `history tau`: the length of its history (docs/histories.md)
+    zeros: bool = False  # `init zeros`: a state's history starts full, zeros before the state
 
 
 class InputDecl(Node):

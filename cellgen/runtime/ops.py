@@ -23,6 +23,17 @@ def read_history(state, name, current):
     return state[f"{name}.history"]
 
 
+def read_full_history(state, name, current, size, before):
+    """A history that holds `size` entries from the first step (docs/histories.md): the state
+    dict's `NAME.history`, else zero maps — `size` of them before an input's first value
+    (`before` True: the entries are past inputs), `size` − 1 and then the state's value for a
+    state's `history τ init zeros`."""
+    if state is not None and f"{name}.history" in state:
+        return state[f"{name}.history"]
+    zeros = current.new_zeros((current.shape[0], size - (not before)) + tuple(current.shape[1:]))
+    return zeros if before else torch.cat([zeros, current.unsqueeze(1)], 1)
+
+
 def push_history(history, value, size):
     """The history handed to the next step: `value` appended, the oldest dropped beyond
     `size` entries (None: keep every one). `cat` copies, so every entry is its own tensor."""

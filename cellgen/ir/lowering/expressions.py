@@ -300,10 +300,13 @@ class Expressions:
     def _history(self, expr: ast.History) -> str:
         """`c[t-τ:t-1]`: the last τ values of state c, one node per (state, τ)."""
         graph = self.graph
+        if expr.state in graph.input_histories:
+            return self._input_history(expr)
         if expr.state not in graph.states:
             what, where = self._describe(ast.Ref(name=expr.state, span=expr.span))
             kind = self.kinds.get(expr.state)
-            hint = ("to read several frames of an input at each step, give it a window: `input x[C] window T`"
+            hint = ("to keep an input's past values, declare its history: `input x[C] history τ` (or, for "
+                    "several frames of it at each step, a window: `input x[C] window T`)"
                     if kind == "input" else f"declare `{expr.state}` a state to keep its past values"
                     if kind is None else None)
             raise TypeMismatchError(f"only a state has past values, and `{expr.state}` is {what}", expr.span,
@@ -324,6 +327,34 @@ class Expressions:
             sizes = [s for (state, s) in self.history_nodes if state == expr.state]
             info.history = True
             info.history_size = None if None in sizes else max(sizes)
+            if info.zeros is not None:  # `history τ init zeros`: τ entries kept, every read full
+                self._within_declared(expr, size, info.zeros, f"state `{expr.state}`")
+                info.history_size = info.zeros
+                graph[node]["full"] = True
+        return node
+
+    def _within_declared(self, expr: ast.History, size: Optional[int], declared: int, what: str) -> None:
+        if size is None or size > declared:
+            raise TypeMismatchError(f"`{span_text(expr.span)}` reads {'every past value' if size is None else size} "
+                                    f"of {what}, whose history is declared {declared} long", expr.span,
+                                    related=[Note(f"{what} is declared here", self.declared[expr.state].span)],
+                                    hint=f"read at most {declared}: `{expr.state}[t-{declared}:t-1]`")
+
+    def _input_history(self, expr: ast.History) -> str:
+        """`S[t-τ:t-1]` of an input declared `history τ`: its τ previous values, zero maps
+        before the first step (always τ entries)."""
+        graph = self.graph
+        declared = graph.input_histories[expr.state]
+        bound = expr.bound
+        size = None if isinstance(bound, ast.DimName) and graph.params.get(bound.name, 0) is None else \
+            evaluate(bound, graph.params, f"the length of `{span_text(expr.span)}`")
+        self._within_declared(expr, size, declared, f"input `{expr.state}`")
+        node = self.history_nodes.get((expr.state, size))
+        if node is None:
+            node = graph.add("history", name=f"{expr.state}[t-{size}:t-1]", state=expr.state, size=size,
+                             span=expr.span, input=True, full=True)
+            self.history_nodes[(expr.state, size)] = node
+            self.channels.same(node, graph.inputs[expr.state], expr.span, f"the history of `{expr.state}`")
         return node
 
     def _unpack(self, unpack: ast.Unpack) -> list[str]:
