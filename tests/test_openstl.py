@@ -93,6 +93,9 @@ def _cases() -> Dict[str, Case]:
         cases[f"mim{sfx}"] = Case(
             f"mim{sfx}", _p(in_channels=HID, hidden=HID, k=3, height=H, width=W),
             lambda ln=ln: ref.MIMBlock(HID, HID, H, W, 3, 1, ln, detach_n=True), (HID, HID))
+    # MAU (always LayerNorm, convs with biases); OpenSTL's MAUCell needs in_channel = num_hidden
+    cases["mau"] = Case("mau", _p(in_channels=HID, hidden=HID, k=3, height=H, width=W, tau=3),
+                        lambda: ref.MAUCell(HID, HID, H, W, 3, 1, 3, "normal"), (HID,))
     cases["ghu"] = Case("ghu", _p(in_channels=HID, hidden=HID, k=3),
                         lambda: ref.GHU(HID, HID, H, W, 3, 1, False), (HID,))
     cases["convgru"] = Case("convgru", _p(in_channels=3, hidden=HID, k=3),
@@ -427,7 +430,7 @@ def test_matches_reference_from_random_state(name, opt_level):
     check_case(name, opt_level, nonzero_state=True, seed=20)
 
 
-@pytest.mark.parametrize("name", ["predrnn_openstl_ln", "predrnnpp_ln", "mim_ln"])
+@pytest.mark.parametrize("name", ["predrnn_openstl_ln", "predrnnpp_ln", "mim_ln", "mau"])
 def test_matches_reference_in_float32_at_o2(name):
     check_case(name, 2, nonzero_state=True, seed=30, dtype=torch.float32, atol=1e-5)
 
