@@ -305,8 +305,8 @@ class Expressions:
         if expr.state not in graph.states:
             what, where = self._describe(ast.Ref(name=expr.state, span=expr.span))
             kind = self.kinds.get(expr.state)
-            hint = ("to keep an input's past values, declare its history: `input x[C] history τ` (or, for "
-                    "several frames of it at each step, a window: `input x[C] window T`)"
+            hint = (f"declare its history to keep its past values: `input {expr.state}[C] history τ`; to read "
+                    "several frames at each step, give it a window: `input x[C] window T`"
                     if kind == "input" else f"declare `{expr.state}` a state to keep its past values"
                     if kind is None else None)
             raise TypeMismatchError(f"only a state has past values, and `{expr.state}` is {what}", expr.span,
