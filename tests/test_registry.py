@@ -33,6 +33,8 @@ def lowered(spec, **params):
 
 def shipped(name):
     params = {k: v for k, v in SMALL.items() if k in {p.name for p in cellgen.load_spec(name).resolved.params}}
+    if name == "mau":  # OpenSTL's MAUCell reads its input S with num_hidden-input convs
+        params["in_channels"] = params["hidden"]
     return lowered(name, **params)
 
 
