@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"in_channels": 3, "hidden": 64}
+# OpenSTL's MAUCell reads its input with num_hidden-input convs: its S is as wide as its T
+AS_WIDE_AS_HIDDEN = {"mau"}
 LEVELS = (0, 1, 2)
 
 # The worker: imports cellgen from the tree given as argv[1], then compiles what it is asked
@@ -63,7 +65,8 @@ class Side:
 
     def compile_ms(self, spec: str, level: int) -> tuple[float, float]:
         """Wall-clock and CPU milliseconds of one compile."""
-        self.process.stdin.write(json.dumps({"spec": spec, "level": level, "params": SMALL}) + "\n")
+        params = dict(SMALL, in_channels=SMALL["hidden"]) if spec in AS_WIDE_AS_HIDDEN else SMALL
+        self.process.stdin.write(json.dumps({"spec": spec, "level": level, "params": params}) + "\n")
         self.process.stdin.flush()
         answer = json.loads(self.process.stdout.readline())
         return answer["ms"], answer["cpu_ms"]

@@ -42,6 +42,8 @@ CASES = [  # (spec, OpenSTL module factory(in, hidden, size, k), paper-style spe
     ("mimn", lambda i, c, s, k: ref.MIMN(c, c, s, s, k, 1, False), None, 1),
     ("mim", lambda i, c, s, k: ref.MIMBlock(c, c, s, s, k, 1, False), None, 2),
     ("mim_ln", lambda i, c, s, k: ref.MIMBlock(c, c, s, s, k, 1, True), None, 2),
+    # MAU (τ = 5, the spec's default): the step from a state {"T": T}, histories started afresh
+    ("mau", lambda i, c, s, k: ref.MAUCell(c, c, s, s, k, 1, 5, "normal"), None, 1),
 ]
 
 
@@ -66,7 +68,7 @@ def main(argv=None) -> int:
         if args.specs and spec not in args.specs:
             continue
         C, s, k = args.hidden, args.size, args.k
-        cin = C if spec in ("ghu", "mimn", "mim", "mim_ln") else args.in_channels
+        cin = C if spec in ("ghu", "mimn", "mim", "mim_ln", "mau") else args.in_channels
         module = make(cin, C, s, k)
         with torch.no_grad():
             for name, p in module.named_parameters():      # OpenSTL's LN/peephole init is trivial

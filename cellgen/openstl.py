@@ -118,6 +118,12 @@ def _layouts() -> list[Layout]:
             {**_fused({n: "W_" + n[len("conv_"):] for n in
                        ("conv_t_cc", "conv_s_cc", "conv_x_cc", "conv_h_concat", "conv_x_concat")}, ln),
              "ct_weight": ("W_ct",), "oc_weight": ("W_oc",), "conv_last.weight": ("W_last",)}))
+    # MAUCell: every conv with a bias and a LayerNorm (no layer_norm switch)
+    mau: dict[str, tuple[Target, ...]] = {}
+    for name in ("t", "t_next", "s", "s_next"):
+        mau.update(_conv(f"conv_{name}", f"W_{name}", f"LN_{name}"))
+        mau[f"conv_{name}.0.bias"] = (f"b_{name}",)
+    layouts.append(Layout("MAUCell", ("mau",), mau))
     # GHU (layer_norm=1 cannot run in OpenSTL)
     layouts.append(Layout("GHU", ("ghu",), {"x_concat.0.weight": ("W_x",), "z_concat.0.weight": ("W_z",)}))
     # the paper-style specs, one weight per gate: OpenSTL's fused convs cut in its chunk order

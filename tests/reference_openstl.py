@@ -479,7 +479,7 @@ class Eidetic3DLSTMCell(OpenSTLCell):
 
 
 # ---------------------------------------------------------------------------------------------
-# MAU (mau_modules.py: MAUCell) — reference only: not expressible today
+# MAU (mau_modules.py: MAUCell; the τ-step bookkeeping of mau_model.py: MAU_Model)
 # ---------------------------------------------------------------------------------------------
 
 class MAUCell(OpenSTLCell):
@@ -533,6 +533,20 @@ class MAUCell(OpenSTLCell):
         if self.cell_mode == "residual":
             S_new = S_new + S_t
         return T_new, S_new
+
+    def step(self, inputs, state):
+        """MAU_Model's bookkeeping for one layer: s_att is the last τ inputs S before this one,
+        t_att the last τ T's up to the current one, both τ zero maps at the start (T_pre and
+        S_pre). Kept in the state as lists `T.history` / `S.history`; a state without them
+        (a given T) starts t_att as τ − 1 zero maps and T (cellgen's `init zeros`,
+        docs/histories.md), which is MAU_Model's start when T is zero."""
+        (S_t,) = inputs
+        T_t = state["T"]
+        zeros = torch.zeros_like(T_t)
+        t_hist = list(state.get("T.history", [zeros] * (self.tau - 1) + [T_t]))
+        s_hist = list(state.get("S.history", [torch.zeros_like(S_t)] * self.tau))
+        T_new, S_new = self(T_t, S_t, torch.stack(t_hist[-self.tau:], 0), torch.stack(s_hist[-self.tau:], 0))
+        return S_new, {"T": T_new, "T.history": t_hist[1:] + [T_new], "S.history": s_hist[1:] + [S_t]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -601,7 +615,7 @@ class SAConvLSTM(SymbolCell):
               m' = (1 − i_m) ⊙ m + i_m ⊙ g_m
               o_m = σ(W_zo ⋆ Z + W_Ho ⋆ H + b_mo);  h' = o_m ⊙ m'
     The paper's W_q, W_k may be narrower (Ĉ) than V (C); this reference takes `qk` channels
-    for them (any width), the spec can only have qk = hidden today.
+    for them (any width; the spec's are hidden, tests/test_openstl.py extends it with hidden/2).
     """
 
     STATES = ("h", "c", "m")

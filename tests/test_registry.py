@@ -33,6 +33,8 @@ def lowered(spec, **params):
 
 def shipped(name):
     params = {k: v for k, v in SMALL.items() if k in {p.name for p in cellgen.load_spec(name).resolved.params}}
+    if name == "mau":  # OpenSTL's MAUCell reads its input S with num_hidden-input convs
+        params["in_channels"] = params["hidden"]
     return lowered(name, **params)
 
 
@@ -123,6 +125,49 @@ def test_silu_matches_a_hand_written_step(level):
 def test_an_unknown_function_lists_the_new_one():
     with pytest.raises(cellgen.CellgenError, match="did you mean `silu`"):
         lowered(SILU.replace("silu(", "silo("))
+
+
+# --- detach: a stop-gradient (OpenSTL's MIM detaches n) ---------------------------------------------
+
+DETACH = """
+cell Detached
+  input x[2]
+  state h[3]
+  weights
+    W_a, W_b, W_c : conv 3×3
+  h' = tanh(W_a ⋆ x + W_b ⋆ detach(h) + W_c ⋆ h)
+"""
+
+
+@pytest.mark.parametrize("level", [0, 1, 2])
+def test_detach_stops_the_gradient_and_nothing_fuses_it_away(level):
+    """W_b ⋆ detach(h) + W_c ⋆ h is one fused conv at O2 (of [x, detach(h), h]): gradients through h
+    flow only through W_c, as a hand-written step over two steps says."""
+    cell = cellgen.compile(DETACH, opt_level=level).double()
+    gen = torch.Generator().manual_seed(3)
+    xs = [torch.randn(2, 2, 5, 5, generator=gen, dtype=torch.float64) for _ in range(2)]
+    h0 = torch.randn(2, 3, 5, 5, generator=gen, dtype=torch.float64)
+    weights = {n: p.detach().clone().requires_grad_(True) for n, p in cell.named_parameters()}
+
+    def reference(h):  # written without the compiler
+        for x in xs:
+            h = torch.tanh(F.conv2d(x, weights["W_a"], padding=1) + F.conv2d(h.detach(), weights["W_b"], padding=1)
+                           + F.conv2d(h, weights["W_c"], padding=1))
+        return h
+
+    h_e, h_a = h0.clone().requires_grad_(True), h0.clone().requires_grad_(True)
+    expected = reference(h_e)
+    state = {"h": h_a}
+    for x in xs:
+        out, state = cell(x, state)
+    torch.testing.assert_close(out, expected, atol=1e-12, rtol=0)
+    params = dict(cell.named_parameters())
+    got = torch.autograd.grad((out * out).sum(), [h_a, *params.values()])
+    want = torch.autograd.grad((expected * expected).sum(), [h_e, *(weights[n] for n in params)])
+    for name, g, w in zip(["h0", *params], got, want):
+        torch.testing.assert_close(g, w, atol=1e-10, rtol=0, msg=f"gradient of {name}")
+    assert want[0].abs().max() > 1e-6  # h0's gradient flows through W_c: the test is not vacuous
+    assert ".detach()" in cell.code
 
 
 # --- the analysis ---------------------------------------------------------------------------------

@@ -90,7 +90,8 @@ def snapshot(g: CellGraph):
 def lowered(spec: str) -> CellGraph:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return lower_spec(spec, **PARAMS)
+        # OpenSTL's MAUCell reads its input S with num_hidden-input convs: S as wide as T
+        return lower_spec(spec, **(PARAMS if spec != "mau" else dict(PARAMS, in_channels=PARAMS["hidden"])))
 
 
 def _selected(level: int, enable=()):

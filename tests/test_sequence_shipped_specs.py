@@ -3,6 +3,8 @@
 Parametrized over `cellgen.resources.shipped_specs()`, so a spec added to specs/ is covered
 the day it lands. Each spec runs with its own defaults except sizes kept tiny (hidden 8,
 small kernels where the spec has a `k`), 16×16 frames cut into 4×4 patches, 2 layers.
+MAU's input S must be as wide as its state T (OpenSTL's MAUCell reads S with num_hidden-input
+convs and its model encodes the frames to num_hidden first): it gets an input projection.
 """
 import math
 
@@ -27,8 +29,9 @@ def tiny_params(spec: str) -> dict:
 @pytest.mark.parametrize("spec", sorted(shipped_specs()))
 def test_a_tiny_model_of_every_shipped_spec_trains_one_step(spec):
     torch.manual_seed(0)
+    embed = {"embed": 8} if spec == "mau" else {}      # S as wide as T (hidden 8)
     model = SequenceModel(SequenceConfig.for_spec(spec, params=tiny_params(spec), layers=2, patch=4,
-                                                  frame_size=(16, 16)))
+                                                  frame_size=(16, 16), **embed))
     video = torch.rand(2, 6, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     before = {name: p.detach().clone() for name, p in model.named_parameters()}
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)

@@ -55,7 +55,8 @@ def test_every_shipped_spec_is_counted(spec):
     """Every weight once, every gate's share adding up to the cell's parameters, and the MACs
     the sum of the convs' and the attentions'."""
     declared = {p.name for p in cellgen.load_spec(spec).resolved.params}
-    graph = lower(spec, in_channels=3, **{p: 16 for p in ("height", "width") if p in declared})
+    cin = 64 if spec == "mau" else 3  # OpenSTL's MAUCell: its input S as wide as its hidden (64)
+    graph = lower(spec, in_channels=cin, **{p: 16 for p in ("height", "width") if p in declared})
     summary = stats.summarize(graph, (16, 16))
     assert summary.parameters == sum(math.prod(w.shape) for w in graph.weights.values())
     assert sum(g.parameters for g in summary.gates) == summary.parameters

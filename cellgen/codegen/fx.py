@@ -55,12 +55,21 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
         for index, name in enumerate(names):
             values[graph.state_nodes[name]] = out.create_node("call_function", operator.getitem, (read, index),
                                                               name=name)
-    histories = {}
+    histories, pushed = {}, {}  # name → the history read; → the value pushed and the length kept
     for name, info in graph.states.items():
-        if info.history:
+        if info.history and info.zeros is not None:
+            histories[name] = out.create_node("call_function", runtime_ops.read_full_history,
+                                              (state_arg, name, values[graph.state_nodes[name]], info.zeros, False),
+                                              name=f"{python_name(name)}_history")
+        elif info.history:
             histories[name] = out.create_node("call_function", runtime_ops.read_history,
                                               (state_arg, name, values[graph.state_nodes[name]]),
                                               name=f"{python_name(name)}_history")
+    for name, size in graph.input_histories.items():
+        histories[name] = out.create_node("call_function", runtime_ops.read_full_history,
+                                          (state_arg, name, values[graph.inputs[name]], size, True),
+                                          name=f"{python_name(name)}_history")
+        pushed[name] = (values[graph.inputs[name]], size)
     emitter = _Emitter(out, graph)
     for node in graph.order():
         data = graph[node]
@@ -74,7 +83,9 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
             continue
         if data["kind"] == "history":
             buffer = histories[data["state"]]
-            size, kept = data["size"], graph.states[data["state"]].history_size
+            size = data["size"]
+            kept = graph.input_histories[data["state"]] if data.get("input") else \
+                graph.states[data["state"]].history_size
             values[node] = buffer if size == kept else out.create_node(
                 "call_function", runtime_ops.latest, (buffer, size), name=python_name(data["name"]))
             continue
@@ -83,8 +94,9 @@ def build_fx_graph(graph: CellGraph) -> fx.Graph:
     result = values[graph.output]
     next_state = {name: values[n] for name, n in graph.next_state.items()}
     for name, buffer in histories.items():
+        value, size = pushed.get(name) or (next_state[name], graph.states[name].history_size)
         next_state[f"{name}.history"] = out.create_node(
-            "call_function", runtime_ops.push_history, (buffer, next_state[name], graph.states[name].history_size),
+            "call_function", runtime_ops.push_history, (buffer, value, size),
             name=f"{python_name(name)}_history_next")
     if graph.extra_outputs:  # `output h', delta_c, delta_m`: the others beside h (docs/outputs.md)
         out.output((result, next_state, {name: values[n] for name, n in graph.extra_outputs.items()}))

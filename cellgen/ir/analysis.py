@@ -23,7 +23,7 @@ from fractions import Fraction
 from typing import Optional
 
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import OPS, Facts
+from cellgen.ir.ops import KEPT, OPS, Facts
 
 # The axes `over=` / `along=` may name: the stack axis, channels, and the map's own axes.
 AXES = ("stack", "C", "T", "H", "W")
@@ -46,7 +46,9 @@ def analyze(graph: CellGraph, order: Optional[list[str]] = None) -> CellGraph:
             if "T" in extent and window and first:
                 extent["T"] = Fraction(window, first)
             history = kind == "history"
-            data["facts"] = Facts(True, history, ("history", data["size"]) if history else None, extent)
+            # a history that starts full (an input's, a state's `init zeros`) always holds `size`
+            length = (data["size"] if data.get("full") else ("history", data["size"])) if history else None
+            data["facts"] = Facts(True, history, length, extent)
         elif kind == "op":
             data["facts"] = _op_facts(data, [nodes[o]["facts"] for o in graph.operands(node)])
         else:
@@ -97,5 +99,6 @@ def absolute_size(graph: CellGraph, node: str, spatial: tuple[int, ...], history
     if f.stacked:
         entries = f.length if isinstance(f.length, int) else (f.length[1] if f.length[1] is not None else history)
     axes = ("T", "H", "W")[3 - len(spatial):]
-    sizes = tuple(1 if f.extent.get(a) is None else int(n * f.extent[a]) for a, n in zip(axes, spatial))
+    sizes = tuple(1 if f.extent.get(a) is None or f.extent[a] is KEPT else int(n * f.extent[a])
+                  for a, n in zip(axes, spatial))
     return entries, sizes

@@ -99,19 +99,24 @@ class ChannelSolver:
                 raise ChannelMismatchError(f"{why} must have {total} channels, but its known parts already have "
                                            f"{total - rest}, which leaves none for the other {unknown}", span,
                                            related=related)
-            if unknown == len(parts):
-                raise ShapeError(f"nothing says how wide the parts of {why} are", span, related=related,
-                                 hint="use one of them where its width is known (with a state, an input or a "
-                                      "weight); the others are then as wide as it")
             if rest % unknown:
                 raise ShapeError(f"{why} leaves {rest} channels for {unknown} parts of equal width, which does not "
                                  "divide", span, related=related,
-                                 hint="make the parts' widths known where they are used")
+                                 hint="make the parts' widths known where they are used" if unknown < len(parts)
+                                 else f"make the total a multiple of {unknown}, or use a part where its width is "
+                                      "known (with a state, an input or a weight)")
 
     def _equal_split_parts(self) -> bool:
+        """One split's unknown parts made as wide as their siblings (or, when no part is known,
+        the total cut equally: `i, _, g, _ = W ⋆ x` with W's outputs known); splits with a
+        known part first, so that an equal cut never guesses what a sibling could say."""
+        return self._equal_split(lambda values: None not in values or all(v is None for v in values)) \
+            or self._equal_split(lambda values: any(v is not None for v in values))
+
+    def _equal_split(self, skip) -> bool:
         for result, parts, span, why in self._splits:
             values = [self.value(p) for p in parts]
-            if None not in values or all(v is None for v in values):
+            if skip(values):
                 continue
             total, known = self.value(result), [v for v in values if v is not None]
             unknown = [p for p, v in zip(parts, values) if v is None]

@@ -37,6 +37,7 @@ class StateInfo:
     zigzag: bool = False
     history: bool = False  # some equation reads its past values `c[t-τ:t-1]`
     history_size: Optional[int] = None  # how many past values it keeps (None: every one)
+    zeros: Optional[int] = None  # `history τ init zeros`: its history holds τ from the start, zeros before c_0
 
 
 @dataclass
@@ -79,6 +80,9 @@ class CellGraph:
     # `output h', delta_c, delta_m`: each output after the first, by its written name, → its
     # node, in the spec's order. Empty for a cell with one output (the step returns `h, state`).
     extra_outputs: dict[str, str] = field(default_factory=dict)
+    # `input S[C] history τ`: input name → τ, the inputs whose past values the step keeps
+    # (in the state dict as `S.history`, τ zero maps at first; docs/histories.md)
+    input_histories: dict[str, int] = field(default_factory=dict)
 
     # --- building ---------------------------------------------------------------------------
     def add(self, kind: str, operands: Iterable[str] = (), *, name: Optional[str] = None, **attrs) -> str:
@@ -211,7 +215,8 @@ class CellGraph:
                           {k: StateInfo(**vars(v)) for k, v in self.states.items()}, dict(self.state_nodes),
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,
-                          self.nx.copy(), provenance=dict(self.provenance), extra_outputs=dict(self.extra_outputs))
+                          self.nx.copy(), provenance=dict(self.provenance), extra_outputs=dict(self.extra_outputs),
+                          input_histories=dict(self.input_histories))
         clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
         return clone
 

@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 from cellgen.errors import Span, TypeMismatchError, span_text
 from cellgen.ir.analysis import AXES, analyze  # noqa: F401  (AXES: the axes a spec may name)
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import NO_TIME_AXIS, OPS, Length
+from cellgen.ir.ops import KEPT, NO_TIME_AXIS, OPS, Length
 
 
 def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> str:
@@ -56,6 +56,8 @@ class Layout:
         """How two maps' sizes differ, in words, or None if they are the same size."""
         extents = self.extents
         for axis in extents[a]:
+            if KEPT in (extents[a][axis], extents[b][axis]):
+                continue  # a reduction kept the axis at size 1: it broadcasts
             if extents[a][axis] != extents[b][axis]:
                 return (f"{self.written(a)} {_size_text(axis, extents[a][axis], self.frames)}, "
                         f"{self.written(b)} {_size_text(axis, extents[b][axis], self.frames)}")

@@ -103,6 +103,39 @@ def _extent_sum(data: dict, maps: list[Facts]) -> Extent:
     return extent
 
 
+class _Kept:
+    """The extent of an axis a reduction kept at size 1 (`sum(…, over=(C, H, W))`): it
+    broadcasts against a map of any size along that axis."""
+
+    def __repr__(self) -> str:
+        return "KEPT"
+
+
+KEPT = _Kept()
+
+
+def extent_broadcast(data: dict, maps: list[Facts]) -> Extent:
+    """An elementwise result: each axis as large as its operands' that a reduction did not keep at 1."""
+    extent = dict(maps[0].extent)
+    for other in maps[1:]:
+        for axis, value in other.extent.items():
+            if extent.get(axis) is KEPT:
+                extent[axis] = value
+    return extent
+
+
+def _extent_reduce(data: dict, maps: list[Facts]) -> Extent:
+    extent = dict(maps[0].extent)
+    for axis in data["axes"]:
+        if axis in extent:
+            extent[axis] = KEPT
+    return extent
+
+
+def _stack_of_reduce(data: dict, operands: list[Facts]) -> Optional[Length]:
+    return None if "stack" in data["axes"] else stack_of_any(data, operands)
+
+
 def _stack_of_sum(data: dict, operands: list[Facts]) -> Optional[Length]:
     return None if data["axis"] == "stack" else stack_of_any(data, operands)
 
@@ -184,6 +217,10 @@ def _emit_conv(e, node, data, args):
     return e.call(conv, (sources[0], weight, bias, 1, padding), data["name"] or hint)
 
 
+def _emit_detach(e, node, data, args):
+    return e.method("detach", (args[0],), data["name"] or "detached")
+
+
 def _emit_channel_view(e, node, data, args):
     return e.method("view", (args[0], -1) + (1,) * e.graph.spatial_dims, data["name"] or "view")
 
@@ -257,6 +294,16 @@ def _emit_reduce_sum(e, node, data, args):
     return e.method("sum", (args[0], e.dim(data["axis"], _operand_stacked(e, node))), data["name"] or "sum")
 
 
+def _emit_reduce(e, node, data, args):
+    """sum or mean over the stack (which disappears) or over map axes (kept at size 1, so that
+    the result broadcasts back against the maps it came from)."""
+    stacked, name = _operand_stacked(e, node), data["name"] or data["how"]
+    if data["axes"] == ("stack",):
+        return e.method(data["how"], (args[0], 1), name)
+    dims = tuple(sorted(e.dim(axis, stacked) for axis in data["axes"]))
+    return e.method(data["how"], (args[0], dims, True), name)
+
+
 def _emit_stack(e, node, data, args):
     return e.call(e.torch.stack, (list(args), 1), data["name"] or "stack")
 
@@ -322,14 +369,36 @@ def elementwise_channels(solver, graph, node, operands, span, where, written) ->
         solver.same(node, operand, span, why, sides=sides)
         if text and data["kind"] != "const":
             seen.append(text)
+    _broadcast_if_all(graph, node, operands)
+
+
+def _broadcast_if_all(graph, node, operands) -> None:
+    """A result whose tensor operands all broadcast (one channel: a reduction over C, a (1, …)
+    weight) broadcasts too: `w / 2` of a score w."""
+    tensors = [o for o in operands if graph[o]["kind"] != "const"]
+    if tensors and all(graph[o].get("broadcast") for o in tensors) and \
+            any(graph[o]["kind"] == "op" for o in tensors):
+        graph[node]["broadcast"] = True
 
 
 def same_channels(what: str = "") -> Callable:
     """The result as wide as each operand (`what` says why, after the expression)."""
     def rule(solver, graph, node, operands, span, where, written) -> None:
+        if all(graph[o].get("broadcast") for o in operands):  # softmax over the stack of scores
+            graph[node]["broadcast"] = True
+            return
         for operand in operands:
             solver.same(node, operand, span, f"{where}{what}")
     return rule
+
+
+def _reduce_channels(solver, graph, node, operands, span, where, written) -> None:
+    """Over C the result is one channel that broadcasts (a node marked `broadcast`, as a (1, …)
+    weight is); otherwise as wide as its operand."""
+    if "C" in graph[node]["axes"] or graph[operands[0]].get("broadcast"):
+        graph[node]["broadcast"] = True
+        return
+    solver.same(node, operands[0], span, where)
 
 
 def first_channels(solver, graph, node, operands, span, where, written) -> None:
@@ -364,6 +433,12 @@ def _needs_a_stack(what: str, hint: Optional[str]):
             raise TypeMismatchError(f"{what} needs a stack (a history `c[t-τ:t-1]` or `stack(…)`), "
                                     "but this is a single map", span, hint=hint)
     return check
+
+
+def _check_reduce(layout, node, data, operands, span):
+    if data["axes"] == ("stack",):
+        _needs_a_stack(f"{data['how']} over the stack", "pass it a stack, or name axes of the map: "
+                                                        "`over=(C, H, W)`")(layout, node, data, operands, span)
 
 
 def _check_unstack(layout, node, data, operands, span):
@@ -464,7 +539,7 @@ class OpDef:
 
 def _elementwise(name, arity, emit, doc, *, groups=(), **fields) -> OpDef:
     return OpDef(name, arity, emit, doc, groups={"elementwise", "chain", *groups}, channels=elementwise_channels,
-                 **fields)
+                 extent=extent_broadcast, **fields)
 
 
 def _activation(name: str, doc: str, *spellings: str, symbol: Optional[str] = None, module: str = "torch") -> OpDef:
@@ -492,6 +567,11 @@ _DEFS = [
     _activation("tanh", "hyperbolic tangent"),
     _activation("relu", "max(x, 0)"),
     _activation("silu", "x·σ(x) (swish)", module="F"),
+    _elementwise("sqrt", (1, 1), unary("sqrt"), "√x (of a tensor; of params and numbers it is folded at lowering)",
+                 spellings=("sqrt",)),
+    # a stop-gradient (OpenSTL's MIM detaches n at every step): the value, no gradient back
+    _elementwise("detach", (1, 1), _emit_detach, "the value unchanged, no gradient flowing back through it "
+                 "(a stop-gradient)", spellings=("detach",), cost="dispatch"),
     # convs
     OpDef("conv", (2, None), _emit_conv,
           "W ⋆ x (+ bias), stride 1, \"same\" padding: operands x, W[, b]; with attr `parts` = n, the "
@@ -540,6 +620,11 @@ _DEFS = [
           role="sum takes", channels=same_channels(),
           check=_needs_a_stack("sum over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
                                                      "`over=W`")),
+    OpDef("reduce", (1, 1), _emit_reduce,
+          "sum or mean (attr `how`) over `axes`: the stack, which disappears, or map axes (C, T, H, W), kept at "
+          "size 1 so that the result broadcasts back (MAU's Σ_{C,H,W})", attrs=("how", "axes"), groups={"chain"},
+          symbol="Σ", stack=_stack_of_reduce, extent=_extent_reduce, needs_maps=None, role="a reduction takes",
+          channels=_reduce_channels, check=_check_reduce),
     OpDef("stack", (1, None), _emit_stack, "a stack of maps (a new axis after the batch)", stack=makes_stack,
           groups={"stacks_own"}, needs_maps=None, role="stack() stacks", check=_check_stack,
           channels=same_channels(" stacks values with equal channels")),
@@ -614,7 +699,10 @@ class StructuralFunction:
 
 STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
     "softmax": StructuralFunction((1, 1), {"over": "axis"}, "softmax over one axis (`over=stack`: a history)"),
-    "sum": StructuralFunction((1, 1), {"over": "axis"}, "sum over one axis, which disappears"),
+    "sum": StructuralFunction((1, 1), {"over": "axes"}, "sum over the stack or one of T, H, W, which disappears; "
+                              "over C or several axes `(C, H, W)`, kept at size 1"),
+    "mean": StructuralFunction((1, 1), {"over": "axes"}, "mean over the stack (which disappears) or map axes "
+                               "(kept at size 1)"),
     "stack": StructuralFunction((1, 999), {}, "a stack of maps (a new axis, `stack`)"),
     "attention": StructuralFunction((3, 3), {"patches": "int"},
                                     "softmax(q kᵀ) v over every position of the maps (and stack); "

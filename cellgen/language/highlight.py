@@ -18,7 +18,8 @@ from pygments.token import Comment, Keyword, Name, Number, Operator, Punctuation
 # inside weight types; `none` is a constant.
 DECLARATIONS = ("cell", "extends", "param", "input", "state", "output", "weights", "block", "end", "return",
                 "use", "from", "for", "in")
-TYPE_WORDS = ("conv", "bias", "elementwise", "layernorm", "over", "eps", "window", "zigzag")
+TYPE_WORDS = ("conv", "bias", "elementwise", "layernorm", "over", "eps", "window", "zigzag", "history", "init",
+              "zeros")
 
 
 class CellLexer(RegexLexer):

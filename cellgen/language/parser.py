@@ -133,8 +133,15 @@ class _ToAst(Transformer):
 
     @v_args(meta=True)
     def tensor_decl(self, meta, children):
+        history = children[-1] if isinstance(children[-1], tuple) else None
+        children = children[:-1] if history else children
         window = children[2] if len(children) > 2 else None
-        return ast.TensorDecl(name=str(children[0]), channels=children[1], window=window, span=self._at(meta))
+        length, zeros = history if history else (None, False)
+        return ast.TensorDecl(name=str(children[0]), channels=children[1], window=window, history=length,
+                              zeros=zeros, span=self._at(meta))
+
+    def history_decl(self, children):
+        return (children[0], len(children) > 1)
 
     @v_args(meta=True)
     def input_decl(self, meta, children):
@@ -310,6 +317,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def keyword_arg(self, meta, children):
         return ast.KeywordArg(name=str(children[0]), value=children[1], span=self._at(meta))
+
+    @v_args(meta=True)
+    def keyword_axes(self, meta, children):
+        axes = ast.Axes(names=[str(c) for c in children[1:]], span=self._at(meta))
+        return ast.KeywordArg(name=str(children[0]), value=axes, span=self._at(meta))
 
     @v_args(meta=True)
     def history(self, meta, children):

@@ -227,6 +227,8 @@ def _declaration(statement, ascii: bool) -> str:
 
 def _tensor(tensor: ast.TensorDecl) -> str:
     window = f" window {_dim(tensor.window)}" if tensor.window is not None else ""
+    if tensor.history is not None:
+        window += f" history {_dim(tensor.history)}" + (" init zeros" if tensor.zeros else "")
     return f"{tensor.name}[{_dim(tensor.channels)}]{window}"
 
 
@@ -314,6 +316,8 @@ class _Printer:
             return f"{func}(" + ", ".join(args) + ")"
         if isinstance(expr, ast.Concat):
             return "[" + ", ".join(self.expr(item) for item in expr.items) + "]"
+        if isinstance(expr, ast.Axes):
+            return "(" + ", ".join(expr.names) + ")"
         if isinstance(expr, ast.History):
             bound = _dim(expr.bound)
             bound = f"({bound})" if isinstance(expr.bound, ast.DimBinary) else bound

@@ -180,7 +180,7 @@ def _keys(statement) -> list[tuple[str, str]]:
     if isinstance(statement, ast.Equation):
         return [("value", statement.target.text)]
     if isinstance(statement, ast.Unpack):
-        return [("value", t.text) for t in statement.targets]
+        return [("value", t.text) for t in statement.targets if not t.discards]
     return []
 
 
@@ -285,7 +285,8 @@ class _Inliner:
                 renamed = renamer.statement(statement)
                 out += self.inline(renamed, depth + 1)
         for target, result in zip(targets, outputs):
-            out.append(ast.Equation(target=target, expr=renamer.ref(result), span=span))
+            if not target.discards:  # `a, _ = CE(x, h)`: the block's second result is not kept
+                out.append(ast.Equation(target=target, expr=renamer.ref(result), span=span))
         return out
 
     def _block_params(self, block: ast.BlockDef, call: ast.Call) -> dict[str, ast.Dim]:
@@ -342,6 +343,8 @@ class _BlockNames:
         return statement.model_copy(update={"targets": [self._target(t) for t in statement.targets], "expr": expr})
 
     def _target(self, ref: ast.Ref) -> ast.Ref:
+        if ref.discards:
+            return ref
         if ref.prime:
             raise TypeMismatchError(f"a block cannot update a state (`{ref.text}`)", ref.span,
                                     hint="return the new value, and set the state outside: `c' = …`")
@@ -404,6 +407,8 @@ def _check_loop(loop: ast.Loop) -> None:
         if not isinstance(statement, _Definition.__args__):
             continue
         for target in [statement.target] if isinstance(statement, ast.Equation) else statement.targets:
+            if target.discards:
+                continue
             if target.prime or not target.name.endswith(f"_{loop.var}"):
                 raise RedefinitionError(
                     f"`{target.text}` would be defined {len(values)} times, once on every pass of "

@@ -43,6 +43,9 @@ class Number(Node):
     text: str  # as written, so that `1.0` prints back as `1.0`
 
 
+DISCARD = "_"  # the target that names no value
+
+
 class Ref(Node):
     """A name; `prime` marks a state's next value (`c'`, also spelled `c_next`)."""
 
@@ -52,6 +55,11 @@ class Ref(Node):
     @property
     def text(self) -> str:
         return self.name + ("'" if self.prime else "")
+
+    @property
+    def discards(self) -> bool:
+        """`_` among an unpack's targets: a chunk computed and thrown away (docs/unpacks.md)."""
+        return self.name == DISCARD and not self.prime
 
 
 class Call(Node):
@@ -93,6 +101,12 @@ class KeywordArg(Node):
     value: "Expr"
 
 
+class Axes(Node):
+    """`(C, H, W)` as a named argument's value: several axes at once (`over=(H, W)`)."""
+
+    names: list[str]
+
+
 class History(Node):
     """`c[t-τ:t-1]`: the last τ values of state `c`, a stack (`bound` None: `tau = none`)."""
 
@@ -119,7 +133,7 @@ class PerKernel(Node):
     entries: list[KernelOperand]
 
 
-Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat, History, Comprehension, PerKernel]
+Expr = Union[Number, Ref, Call, Binary, Neg, Scale, Concat, History, Comprehension, PerKernel, Axes]
 
 
 # --- declarations and equations ----------------------------------------------------------
@@ -134,6 +148,8 @@ class TensorDecl(Node):
     name: str
     channels: Dim
     window: Optional[Dim] = None  # `input x[C] window T`: T frames per step
+    history: Optional[Dim] = None  # `history tau`: the length of its history (docs/histories.md)
+    zeros: bool = False  # `init zeros`: a state's history starts full, zeros before the state
 
 
 class InputDecl(Node):

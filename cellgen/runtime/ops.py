@@ -23,6 +23,17 @@ def read_history(state, name, current):
     return state[f"{name}.history"]
 
 
+def read_full_history(state, name, current, size, before):
+    """A history that holds `size` entries from the first step (docs/histories.md): the state
+    dict's `NAME.history`, else zero maps — `size` of them before an input's first value
+    (`before` True: the entries are past inputs), `size` − 1 and then the state's value for a
+    state's `history τ init zeros`."""
+    if state is not None and f"{name}.history" in state:
+        return state[f"{name}.history"]
+    zeros = current.new_zeros((current.shape[0], size - (not before)) + tuple(current.shape[1:]))
+    return zeros if before else torch.cat([zeros, current.unsqueeze(1)], 1)
+
+
 def push_history(history, value, size):
     """The history handed to the next step: `value` appended, the oldest dropped beyond
     `size` entries (None: keep every one). `cat` copies, so every entry is its own tensor."""
@@ -49,12 +60,13 @@ def attention(q, k, v, q_stacked, kv_stacked, patches):
     Tokens are every position of the map (T, H, W) and of the stack when there is one, so a
     query map attends over all N·T·H·W positions of a stack of keys (E3D-LSTM's RECALL).
     With `patches` = s the H×W plane is cut into s×s patches and tokens attend only within
-    their own patch (CMS-LSTM's SE block). The result has the query's shape.
+    their own patch (CMS-LSTM's SE block). The result has the query's positions and the
+    values' channels (queries and keys may be narrower than values: SA-ConvLSTM's Ĉ).
     """
     q = q if q_stacked else q.unsqueeze(1)
     k = k if kv_stacked else k.unsqueeze(1)
     v = v if kv_stacked else v.unsqueeze(1)
-    shape = q.shape
+    shape = (*q.shape[:2], v.shape[2], *q.shape[3:])  # the queries' positions, the values' channels
     q, k, v = (_patch_tokens(t, patches) for t in (q, k, v))
     weights = torch.softmax(q @ k.transpose(1, 2), dim=-1)
     out = _untokens(weights @ v, shape, patches)

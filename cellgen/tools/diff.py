@@ -295,7 +295,8 @@ def _describe_input(graph: CellGraph, name: str) -> dict:
 
 
 def _describe_state(graph: CellGraph, name: str) -> dict:
-    return {k: v for k, v in vars(graph.states[name]).items() if k != "name"}
+    # `zeros` (a history started full) only where a spec says `init zeros`
+    return {k: v for k, v in vars(graph.states[name]).items() if k != "name" and not (k == "zeros" and v is None)}
 
 
 def _tensors(al: Alignment, nodes_a: dict, nodes_b: dict, describe) -> list[TensorChange]:

@@ -53,6 +53,7 @@ class _Lowering(Declarations, Expressions, Weights, Checks):
         self.equations: dict[str, ast.Equation | ast.Unpack] = {}  # key → its defining statement
         self.part_index: dict[str, int] = {}  # key of an unpack's target → its position
         self.unpacked: dict[int, list[str]] = {}  # id(unpack) → the nodes of its parts
+        self.constants: dict[int, Optional[float]] = {}  # id(expr) → its folded value (see `_constant`)
         self.channel_splits: list[tuple[str, list[str]]] = []  # value, its channel-chunk nodes
         self.norms: list[tuple[str, ast.NormType]] = []  # layernorm nodes and their declarations
         self.lowered: dict[str, str] = {}  # equation key → node

@@ -35,6 +35,12 @@ class Declarations:
             if tensor.window is not None:
                 self.graph.input_windows[tensor.name] = evaluate(tensor.window, params,
                                                                  f"the window of input `{tensor.name}`")
+            if tensor.zeros:
+                raise TypeMismatchError(f"input `{tensor.name}`: `init zeros` is said of a state's history; an "
+                                        "input's always starts as zero maps", tensor.span,
+                                        hint=f"drop `init zeros`: `input {tensor.name}[…] history …`")
+            if tensor.history is not None:
+                self.graph.input_histories[tensor.name] = self._history_length(tensor, "input")
             self.channels.known(node, channels, tensor.span, f"input `{tensor.name}` is declared with {channels}")
         if not self.spec.inputs:
             raise CellgenError(f"cell {self.spec.name} has no input", self.spec.span,
@@ -50,6 +56,14 @@ class Declarations:
             channels = evaluate(tensor.channels, params, f"the channels of state `{tensor.name}`")
             node = self.graph.add("state", name=tensor.name, span=tensor.span)
             self.graph.states[tensor.name] = StateInfo(tensor.name, channels, tensor.name in zigzag)
+            if tensor.history is not None:
+                if not tensor.zeros:
+                    raise TypeMismatchError(f"state `{tensor.name}` declares a history without saying how it "
+                                            "starts", tensor.history.span or tensor.span,
+                                            hint=f"`history τ init zeros` (τ entries from the first step, zeros "
+                                                 f"before `{tensor.name}`), or drop it: `{tensor.name}[t-τ:t-1]` "
+                                                 "alone grows from one entry")
+                self.graph.states[tensor.name].zeros = self._history_length(tensor, "state")
             self.graph.state_nodes[tensor.name] = node
             self.channels.known(node, channels, tensor.span, f"state `{tensor.name}` is declared with {channels}")
         for decl in self.weight_decls:
@@ -61,12 +75,41 @@ class Declarations:
                     self._claim(pattern.text, pattern, "weight")
                     self.claimed_level[pattern.text] = decl.level
 
+    def _history_length(self, tensor: ast.TensorDecl, what: str) -> int:
+        bound = tensor.history
+        if isinstance(bound, ast.DimName) and self.graph.params.get(bound.name, 0) is None:
+            raise TypeMismatchError(f"{what} `{tensor.name}` has a history of `none` entries, but a history that "
+                                    "starts full needs a length", bound.span or tensor.span,
+                                    hint=f"give `{bound.name}` a value: `-p {bound.name}=5`")
+        size = evaluate(bound, self.graph.params, f"the history of {what} `{tensor.name}`")
+        if size < 1:
+            raise TypeMismatchError(f"{what} `{tensor.name}` has a history of {size} entries", bound.span or tensor.span,
+                                    hint="a history holds at least one")
+        return size
+
     def _collect_equations(self) -> None:
         for equation in self.spec.definitions:
             targets = [equation.target] if isinstance(equation, ast.Equation) else equation.targets
             for index, target in enumerate(targets):
+                if target.name == ast.DISCARD:
+                    self._discard(equation, target)
+                    continue
                 self._collect(equation, target)
                 self.part_index[key_of(target)] = index
+
+    def _discard(self, equation, target: ast.Ref) -> None:
+        """`_` stands for a chunk an unpack throws away; it names nothing, so it can be neither
+        a whole equation's target nor a next value."""
+        if target.prime:
+            raise TypeMismatchError("`_'`: `_` discards a chunk, so it has no next value", target.span,
+                                    hint="write `_` among an unpack's targets, or name a state: `c' = …`")
+        if isinstance(equation, ast.Equation):
+            raise TypeMismatchError("`_ = …` computes a value only to throw it away", target.span,
+                                    hint="`_` discards a chunk among several: `i, _, g, _ = W ⋆ x`; "
+                                         "remove this equation, or name its value")
+        if all(t.discards for t in equation.targets):
+            raise TypeMismatchError("every target of this unpack is `_`: it computes nothing kept", equation.span,
+                                    hint="name at least one chunk: `i, _ = W ⋆ x`")
 
     def _collect(self, equation, target: ast.Ref) -> None:
         key = key_of(target)
@@ -113,6 +156,9 @@ class Declarations:
             raise TypeMismatchError(f"`{ref.name}` is a param (a whole number fixed at compile time), not a tensor",
                                     ref.span)
         decl = self._weight_decl(ref)
+        if decl is None and ref.discards:
+            raise TypeMismatchError("`_` discards a chunk of an unpack: it has no value to read", ref.span,
+                                    hint="give the chunk a name in its unpack (`i, g = W ⋆ x`) to use it")
         if decl is None:
             raise UnknownSymbolError(f"unknown symbol `{ref.name}`{as_written(ref)}", ref.span,
                                      hint=self._suggest(ref.name))

@@ -2,6 +2,7 @@
 registry entry says (elementwise: equal); structural functions, norms, histories, unpacks and convs."""
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 from cellgen.errors import (ArityError, ChannelMismatchError, CyclicDefinitionError, Note, RedefinitionError,
@@ -51,6 +52,10 @@ class Expressions:
         graph = self.graph
         if isinstance(expr, ast.Number):
             return graph.add("const", name=None, value=expr.value, span=expr.span)
+        if isinstance(expr, (ast.Ref, ast.Binary, ast.Call, ast.Neg)):
+            value = self._constant(expr)
+            if value is not None:
+                return graph.add("const", name=None, value=value, span=expr.span)
         if isinstance(expr, ast.Ref):
             return self._tensor_ref(expr)
         if isinstance(expr, ast.Neg):
@@ -74,6 +79,46 @@ class Expressions:
                 return self._conv(expr)
             return self._op(BINARY_OPS[expr.op], [self._expr(expr.left), self._expr(expr.right)], expr)
         raise AssertionError(f"unhandled expression {expr!r}")
+
+    def _constant(self, expr: ast.Expr) -> Optional[float]:
+        """The value of an expression of numbers and params alone, folded at lowering
+        (`1/sqrt(hidden*height*width)`, MAU's scale; `*` between params multiplies), else None.
+        Memoised by node, so that a deep expression is visited once."""
+        key = id(expr)
+        if key not in self.constants:
+            self.constants[key] = self._fold(expr)
+        return self.constants[key]
+
+    def _fold(self, expr: ast.Expr) -> Optional[float]:
+        if isinstance(expr, ast.Number):
+            return float(expr.value)
+        if isinstance(expr, ast.Ref):
+            if expr.prime or expr.name not in self.graph.params or key_of(expr) in self.equations:
+                return None
+            value = self.graph.params[expr.name]
+            if value is None:
+                raise TypeMismatchError(f"param `{expr.name}` is `none` here, so it has no value to compute with",
+                                        expr.span, hint=f"give it a value: `-p {expr.name}=…`")
+            return float(value)
+        if isinstance(expr, ast.Neg):
+            value = self._constant(expr.operand)
+            return None if value is None else -value
+        if isinstance(expr, ast.Binary):
+            left = self._constant(expr.left)
+            right = self._constant(expr.right) if left is not None else None
+            if left is None or right is None:
+                return None
+            if expr.op == "div" and right == 0:
+                raise TypeMismatchError("this divides by zero", expr.span, hint="check the params it is made of")
+            return {"add": left + right, "sub": left - right, "hadamard": left * right, "conv": left * right,
+                    "div": left / right if right else 0.0}[expr.op]
+        if isinstance(expr, ast.Call) and expr.func == "sqrt" and len(expr.args) == 1 and not expr.kwargs:
+            value = self._constant(expr.args[0])
+            if value is not None and value < 0:
+                raise TypeMismatchError(f"`{span_text(expr.span)}` is the square root of {value:g}, a negative "
+                                        "number", expr.span, hint="check the params it is made of")
+            return None if value is None else math.sqrt(value)
+        return None
 
     def _op(self, op: str, operands: list[str], expr: ast.Node) -> str:
         """An elementwise op of a spec's expression (an operator or a function)."""
@@ -123,9 +168,10 @@ class Expressions:
                              f"but {len(call.args)} {were} given", call.span, hint=USAGE.get(call.func))
         operands = [self._expr(arg) for arg in call.args]
         graph = self.graph
-        if call.func in ("softmax", "sum"):
-            node = graph.add_op(call.func if call.func == "softmax" else "reduce_sum", operands, span=call.span,
-                                axis=keywords["over"])
+        if call.func in ("sum", "mean"):
+            node = self._reduction(call, operands, keywords["over"])
+        elif call.func == "softmax":
+            node = graph.add_op(call.func, operands, span=call.span, axis=keywords["over"])
             if keywords["over"] == "C":
                 raise TypeMismatchError(f"`{call.func}` over channels is not supported", call.kwargs[0].span,
                                         hint="over=stack (a history or stack()), T, H or W")
@@ -142,6 +188,32 @@ class Expressions:
         self._constrain(node, operands, call.span)
         return node
 
+    def _reduction(self, call: ast.Call, operands: list[str], axes: tuple[str, ...]) -> str:
+        """`sum(e, over=W)` removes W, as it always has; `sum` over C or several axes, and
+        `mean`, keep the map's axes at size 1 (docs/reductions.md); over the stack, it goes."""
+        if call.func == "sum" and len(axes) == 1 and axes[0] != "C":
+            return self.graph.add_op("reduce_sum", operands, span=call.span, axis=axes[0])
+        return self.graph.add_op("reduce", operands, span=call.span, how=call.func, axes=axes)
+
+    def _axes(self, call: ast.Call, keyword: ast.KeywordArg) -> tuple[str, ...]:
+        """`over=C` or `over=(C, H, W)`: map axes each once, or the stack alone."""
+        value = keyword.value
+        if isinstance(value, ast.Axes):
+            for index, name in enumerate(value.names):
+                if name not in AXES:
+                    raise TypeMismatchError(f"`{keyword.name}=` takes axes: {', '.join(AXES)}, not `{name}`",
+                                            word_span(value.span, name) or value.span,
+                                            hint=axis_hint(name) or "e.g. `over=(C, H, W)`")
+                if name in value.names[:index]:
+                    raise TypeMismatchError(f"`{keyword.name}=` lists the axis `{name}` twice", value.span,
+                                            hint="name each axis once: `over=(C, H, W)`")
+            if "stack" in value.names:
+                raise TypeMismatchError(f"`{call.func}` over the stack and map axes at once is not supported",
+                                        value.span, hint=f"reduce in two steps: `{call.func}({call.func}(e, "
+                                                         f"over=stack), over=(…))`")
+            return tuple(value.names)
+        return (self._keywords(call, {keyword.name: "axis"})[keyword.name],)
+
     def _keywords(self, call: ast.Call, allowed: dict[str, str]) -> dict[str, object]:
         """A call's named arguments: axis names (`over=stack`) or whole numbers (`patches=s`)."""
         values: dict[str, object] = {}
@@ -152,6 +224,12 @@ class Expressions:
                 raise ArityError(f"`{call.func}` has no argument `{keyword.name}=`", keyword.span,
                                  hint=did_you_mean(keyword.name, allowed) or f"its named arguments: {names}")
             value = keyword.value
+            if kind == "axes":
+                values[keyword.name] = self._axes(call, keyword)
+                continue
+            if isinstance(value, ast.Axes):
+                raise TypeMismatchError(f"`{keyword.name}=` of `{call.func}` takes one value, not several",
+                                        value.span, hint=USAGE.get(call.func))
             if kind == "axis":
                 if not (isinstance(value, ast.Ref) and not value.prime and value.name in AXES):
                     raise TypeMismatchError(f"`{keyword.name}=` takes an axis: {', '.join(AXES)}", value.span,
@@ -160,7 +238,7 @@ class Expressions:
             else:
                 values[keyword.name] = self._whole_number(value, f"`{keyword.name}=`")
         for name, kind in allowed.items():
-            if kind == "axis" and name not in values:
+            if kind in ("axis", "axes") and name not in values:
                 raise ArityError(f"`{call.func}` needs `{name}=`: which axis", call.span,
                                  hint=f"e.g. `{call.func}(…, {name}={'stack' if name == 'over' else 'W'})`")
         return values
@@ -222,10 +300,13 @@ class Expressions:
     def _history(self, expr: ast.History) -> str:
         """`c[t-τ:t-1]`: the last τ values of state c, one node per (state, τ)."""
         graph = self.graph
+        if expr.state in graph.input_histories:
+            return self._input_history(expr)
         if expr.state not in graph.states:
             what, where = self._describe(ast.Ref(name=expr.state, span=expr.span))
             kind = self.kinds.get(expr.state)
-            hint = ("to read several frames of an input at each step, give it a window: `input x[C] window T`"
+            hint = (f"declare its history to keep its past values: `input {expr.state}[C] history τ`; to read "
+                    "several frames at each step, give it a window: `input x[C] window T`"
                     if kind == "input" else f"declare `{expr.state}` a state to keep its past values"
                     if kind is None else None)
             raise TypeMismatchError(f"only a state has past values, and `{expr.state}` is {what}", expr.span,
@@ -246,6 +327,34 @@ class Expressions:
             sizes = [s for (state, s) in self.history_nodes if state == expr.state]
             info.history = True
             info.history_size = None if None in sizes else max(sizes)
+            if info.zeros is not None:  # `history τ init zeros`: τ entries kept, every read full
+                self._within_declared(expr, size, info.zeros, f"state `{expr.state}`")
+                info.history_size = info.zeros
+                graph[node]["full"] = True
+        return node
+
+    def _within_declared(self, expr: ast.History, size: Optional[int], declared: int, what: str) -> None:
+        if size is None or size > declared:
+            raise TypeMismatchError(f"`{span_text(expr.span)}` reads {'every past value' if size is None else size} "
+                                    f"of {what}, whose history is declared {declared} long", expr.span,
+                                    related=[Note(f"{what} is declared here", self.declared[expr.state].span)],
+                                    hint=f"read at most {declared}: `{expr.state}[t-{declared}:t-1]`")
+
+    def _input_history(self, expr: ast.History) -> str:
+        """`S[t-τ:t-1]` of an input declared `history τ`: its τ previous values, zero maps
+        before the first step (always τ entries)."""
+        graph = self.graph
+        declared = graph.input_histories[expr.state]
+        bound = expr.bound
+        size = None if isinstance(bound, ast.DimName) and graph.params.get(bound.name, 0) is None else \
+            evaluate(bound, graph.params, f"the length of `{span_text(expr.span)}`")
+        self._within_declared(expr, size, declared, f"input `{expr.state}`")
+        node = self.history_nodes.get((expr.state, size))
+        if node is None:
+            node = graph.add("history", name=f"{expr.state}[t-{size}:t-1]", state=expr.state, size=size,
+                             span=expr.span, input=True, full=True)
+            self.history_nodes[(expr.state, size)] = node
+            self.channels.same(node, graph.inputs[expr.state], expr.span, f"the history of `{expr.state}`")
         return node
 
     def _unpack(self, unpack: ast.Unpack) -> list[str]:

@@ -18,6 +18,7 @@ def key_of(ref: ast.Ref) -> str:
 
 
 USAGE = {"softmax": "e.g. `softmax(e, over=stack)`", "sum": "e.g. `sum(e, over=stack)`",
+         "mean": "e.g. `mean(e, over=(H, W))`",
           "stack": "e.g. `stack(h, c)`", "cat": "e.g. `cat(a, b, along=W)`",
           "attention": "attention(queries, keys, values), e.g. `attention(r, C, C)` or "
                        "`attention(q, k, v, patches=s)`"}
