@@ -19,7 +19,7 @@ def conv_geometry(kind: ast.ConvType, kernel: tuple[int, ...], params, symbol: s
     if not kind.geometry:
         return None
     if kind.shares:
-        raise TypeMismatchError(f"`{symbol}` is a multi-kernel conv: its kernels keep \"same\" padding and "
+        raise TypeMismatchError(f"`{symbol.rsplit('.', 1)[0]}` is a multi-kernel conv: its kernels keep \"same\" padding and "
                                 "stride 1", kind.geometry[0].span,
                                 hint="declare the kernels as separate convs to give them a geometry")
     seen: dict[str, ast.ConvOption] = {}
@@ -35,7 +35,7 @@ def conv_geometry(kind: ast.ConvType, kernel: tuple[int, ...], params, symbol: s
     if "resize" in seen:
         resize = seen["resize"].word
         if resize not in RESIZE_MODES:
-            raise TypeMismatchError(f"`resize {resize}`: the resize modes are {', '.join(RESIZE_MODES)}",
+            raise TypeMismatchError(f"`resize {resize}`: the one resize mode is `nearest` (OpenSTL's tf_Conv3d)",
                                     seen["resize"].span,
                                     hint=did_you_mean(resize, RESIZE_MODES) or "`resize nearest`")
     if pads == ("same",) * axes and strides == (1,) * axes and resize is None:
