@@ -209,3 +209,17 @@ def test_tokens_reshape_is_openstl_s_reshape_without_permute():
             c = (torch.softmax(q @ k.transpose(1, 2), dim=-1) @ k).reshape(x.shape)
             out, state = cell(x, state)
             torch.testing.assert_close(state["c"], c, rtol=0, atol=1e-12)
+
+
+def test_macs_count_the_positions_a_conv_computes_and_every_entry_of_a_joined_history():
+    from cellgen.tools import stats
+
+    graph = cellgen.compile("e3d_lstm_openstl", opt_level=0, in_channels=16, hidden=8, k=5).cell_graph
+    macs = stats.conv_macs(graph, (2, 16, 16))
+    by_weight = {graph[graph.operands(n)[1]]["name"]: macs[n] for n in graph.ops("conv")}
+    # valid in time: one frame of 16×16 positions before the resize, kernel 2×5×5
+    assert by_weight["W_h"] == 4 * 8 * 8 * 2 * 5 * 5 * 16 * 16
+    assert by_weight["W_last"] == 8 * 16 * 1 * 2 * 16 * 16   # 1×1×1, "same": both frames
+    (attention,) = stats.attention_counts(graph, (2, 16, 16), history=3)
+    assert (attention.queries, attention.keys) == (2 * 16 * 16, 3 * 2 * 16 * 16)
+    assert attention.macs == attention.queries * attention.keys * (8 + 8)
