@@ -370,7 +370,8 @@ CASES = [
          "`cat(…, along=C)` joins the entries of a stack on channels, but `c` is a single map",
          hint="[a, b] joins the channels of maps"),
     Case("cat_entries_read_by_conv.cell", TypeMismatchError, (12, 21),
-         "only the keys and values of `attention(…, tokens=reshape)` may read it", hint="tokens=reshape)`"),
+         "only the keys and values of `attention(…, tokens=reshape)` may read it", hint="tokens=reshape)`",
+         notes=[(12, 17)]),
     Case("cat_one_map.cell", ArityError, (7, 13), "`cat` along W joins two or more maps, but 1 was given",
          hint="`cat(s, along=C)`"),
 ]
