@@ -9,7 +9,8 @@ For every OpenSTL cell cellgen ships, one process times, interleaved, under the 
   * `O0`, `O2` the spec compiled at -O0 / -O2;
   * `paper O2` for ConvLSTM and PredRNN without LayerNorm, the paper-style spec (`convlstm`,
                `predrnn`: one weight per gate) at -O2, which loads the same checkpoint.
-Sizes as OpenSTL's Moving MNIST configs: 64×64 frames in 4×4 patches, so 16×16 maps of
+E3D-LSTM's cells read windows of 2 frames (B, C, 2, H, W), its RECALL the history of one
+entry a step from its first step holds. Sizes as OpenSTL's Moving MNIST configs: 64×64 frames in 4×4 patches, so 16×16 maps of
 16 channels; hidden 64, k 5. Medians over `--repeats`, ratios of medians to `openstl`.
 """
 from __future__ import annotations
@@ -44,7 +45,11 @@ CASES = [  # (spec, OpenSTL module factory(in, hidden, size, k), paper-style spe
     ("mim_ln", lambda i, c, s, k: ref.MIMBlock(c, c, s, s, k, 1, True), None, 2),
     # MAU (τ = 5, the spec's default): the step from a state {"T": T}, histories started afresh
     ("mau", lambda i, c, s, k: ref.MAUCell(c, c, s, s, k, 1, 5, "normal"), None, 1),
+    ("e3d_lstm_openstl", lambda i, c, s, k: ref.Eidetic3DLSTMCell(i, c, 2, s, s, (2, k, k), 1, False), None, 1),
+    ("e3d_lstm_openstl_ln", lambda i, c, s, k: ref.Eidetic3DLSTMCell(i, c, 2, s, s, (2, k, k), 1, True), None, 1),
 ]
+# 3D cells: each step reads a window of frames (NCTHW), OpenSTL's window_length
+WINDOWS = {"e3d_lstm_openstl": 2, "e3d_lstm_openstl_ln": 2}
 
 
 def main(argv=None) -> int:
@@ -84,8 +89,9 @@ def main(argv=None) -> int:
                 variants["paper O2"] = cellgen.compile(paper, opt_level=2, in_channels=cin, hidden=C, k=k)
         for cell in variants.values():
             cellgen.load_openstl(cell, module.state_dict())
-        xs = [torch.randn(args.batch, cin, s, s)] + [torch.randn(args.batch, C, s, s) for _ in range(n_inputs - 1)]
-        state = {n: torch.randn(args.batch, C, s, s) for n in module.STATES}
+        maps = ((WINDOWS[spec],) if spec in WINDOWS else ()) + (s, s)
+        xs = [torch.randn(args.batch, cin, *maps)] + [torch.randn(args.batch, C, *maps) for _ in range(n_inputs - 1)]
+        state = {n: torch.randn(args.batch, C, *maps) for n in module.STATES}   # a history of one entry: c
 
         def run_openstl():
             out, _ = module.step(tuple(xs), state)

@@ -79,6 +79,17 @@ def _split(key: str, symbols: tuple[str, ...]) -> dict[str, tuple[Target, ...]]:
     return {f"{key}.0.weight": tuple(Chunk(s, i, len(symbols)) for i, s in enumerate(symbols))}
 
 
+def _e3d_convs(ln: bool) -> dict[str, tuple[Target, ...]]:
+    """Eidetic3DLSTMCell's `conv_s.0.conv3d.weight` → `W_s` (norm `conv_s.1` → `LN_s`)."""
+    out: dict[str, tuple[Target, ...]] = {}
+    for name in ("x", "h", "gm", "new_cell", "new_gm"):
+        out[f"conv_{name}.0.conv3d.weight"] = (f"W_{name}",)
+        if ln:
+            out[f"conv_{name}.1.weight"] = (f"LN_{name}.weight",)
+            out[f"conv_{name}.1.bias"] = (f"LN_{name}.bias",)
+    return out
+
+
 def _norm_keys(key: str) -> frozenset[str]:
     return frozenset({f"{key}.0.weight", f"{key}.1.weight", f"{key}.1.bias"})
 
@@ -118,6 +129,11 @@ def _layouts() -> list[Layout]:
             {**_fused({n: "W_" + n[len("conv_"):] for n in
                        ("conv_t_cc", "conv_s_cc", "conv_x_cc", "conv_h_concat", "conv_x_concat")}, ln),
              "ct_weight": ("W_ct",), "oc_weight": ("W_oc",), "conv_last.weight": ("W_last",)}))
+        # Eidetic3DLSTMCell: tf_Conv3d keeps its Conv3d as `.conv3d`; _norm_c_t always on
+        layouts.append(Layout(
+            "Eidetic3DLSTMCell", (f"e3d_lstm_openstl{suffix}",),
+            {**_e3d_convs(ln), "conv_last.conv3d.weight": ("W_last",),
+             "_norm_c_t.weight": ("LN_c_t.weight",), "_norm_c_t.bias": ("LN_c_t.bias",)}))
     # MAUCell: every conv with a bias and a LayerNorm (no layer_norm switch)
     mau: dict[str, tuple[Target, ...]] = {}
     for name in ("t", "t_next", "s", "s_next"):

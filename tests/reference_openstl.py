@@ -386,7 +386,7 @@ class MIMBlock(OpenSTLCell):
 
 
 # ---------------------------------------------------------------------------------------------
-# E3D-LSTM (e3dlstm_modules.py: Eidetic3DLSTMCell) — reference only: not expressible today
+# E3D-LSTM (e3dlstm_modules.py: Eidetic3DLSTMCell) — specs/e3d_lstm_openstl*.cell (tests/test_openstl_e3d.py)
 # ---------------------------------------------------------------------------------------------
 
 class TfConv3d(nn.Module):

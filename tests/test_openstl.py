@@ -340,7 +340,8 @@ def _reaches(y, leaf) -> bool:
 
 
 def test_reference_e3d_and_mau_keys_are_openstl_s():
-    """The two cells no spec can express yet: their references still define OpenSTL's layout."""
+    """E3D (e3d_lstm_openstl, checked against this reference in tests/test_openstl_e3d.py) and MAU
+    (which no spec can express yet): their references define OpenSTL's layout."""
     C, T = HID, 2
     e3d = {"_norm_c_t.weight": (C, T, H, W), "_norm_c_t.bias": (C, T, H, W), "conv_last.conv3d.weight": (C, 2 * C, 1, 1, 1)}
     for name, cin, cout in (("conv_x", 3, 7 * C), ("conv_h", C, 4 * C), ("conv_gm", C, 4 * C),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import operator
 import re
+from typing import Optional
 
 import torch
 from torch import fx
@@ -143,15 +144,32 @@ class _Emitter:
                     if self._facts[o].map and not self._facts[o].stacked else arg for o, arg in zip(operands, args)]
         return self.call(function, args, self.graph[node]["name"] or self.graph[node]["op"])
 
-    def conv_padding(self, kernel: tuple[int, ...], source):
+    def conv_padding(self, kernel: tuple[int, ...], source, geometry_pads: Optional[tuple] = None):
         """A conv's padding, and its source (or sources) padded first for an even kernel, as
-        torch's "same" pads (once, explicitly)."""
+        torch's "same" pads (once, explicitly). `geometry_pads`: per axis "same", "valid" or
+        a number (cellgen.ir.ops.conv_geometry)."""
+        if geometry_pads is not None:
+            return self._geometry_padding(kernel, source, geometry_pads)
         padding = _padding(kernel)
         if padding != "same":
             return padding, source
         pads = _same_pads(kernel)
         pad = lambda t: self.call(torch.nn.functional.pad, (t, pads), "padded")  # noqa: E731
         return (0,) * len(kernel), [pad(part) for part in source] if isinstance(source, list) else pad(source)
+
+
+    def _geometry_padding(self, kernel, source, geometry_pads):
+        symmetric = [0 if p == "valid" else p if p != "same" else size // 2 if size % 2 else None
+                     for size, p in zip(kernel, geometry_pads)]
+        if None not in symmetric:
+            return tuple(symmetric), source
+        pads: list[int] = []  # an even kernel's "same" axis: padded first, the others by the conv
+        for size, p in reversed(list(zip(kernel, geometry_pads))):
+            before = (size - 1) // 2 if p == "same" else 0
+            pads += [before, size - 1 - before] if p == "same" else [0, 0]
+        padding = tuple(0 if s is None else s for s in symmetric)
+        pad = lambda t: self.call(torch.nn.functional.pad, (t, tuple(pads)), "padded")  # noqa: E731
+        return padding, [pad(part) for part in source] if isinstance(source, list) else pad(source)
 
 
 def _same_pads(kernel: tuple[int, ...]) -> tuple[int, ...]:

@@ -15,7 +15,7 @@ from typing import Mapping, Optional
 from cellgen.errors import Span, TypeMismatchError, span_text
 from cellgen.ir.analysis import AXES, analyze  # noqa: F401  (AXES: the axes a spec may name)
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import KEPT, NO_TIME_AXIS, OPS, Length
+from cellgen.ir.ops import KEPT, NO_TIME_AXIS, OPS, Length, Size
 
 
 def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> str:
@@ -25,6 +25,11 @@ def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> s
     if axis == "T" and frames:
         count = value * frames
         return f"is {count} frame{'s' * (count != 1)} long"
+    if isinstance(value, Size):  # a conv without "same" padding: `H−4`
+        scale = _size_text(axis, value.scale, None).split(" ")[1]
+        offset = value.offset
+        sign = "+" if offset > 0 else "−"
+        return f"is {scale}{sign}{abs(offset)} {'wide' if axis == 'W' else 'high' if axis == 'H' else 'long'}"
     size = axis if value == 1 else f"{value.numerator}·{axis}" if value.denominator == 1 else \
         f"{axis}/{value.denominator}" if value.numerator == 1 else f"{value}·{axis}"
     return f"is {size} {'wide' if axis == 'W' else 'high' if axis == 'H' else 'long'}"
@@ -68,6 +73,9 @@ class Layout:
         if frames_a != frames_b and None not in (frames_a, frames_b) and \
                 len(set(self.graph.input_windows.values())) > 1:
             return "every input of a 3D cell should read the same window of frames (`window T`)"
+        if any(self.graph[n].get("geometry") is not None for n in self.graph.ops("conv")):
+            return ("a conv with `pad valid` (or a padding other than `same`, or a stride) changes a map's "
+                    "size: `resize nearest` brings its result back to its input's size, `pad same` keeps it")
         return ("`cat(…, along=W)` and `split(…, along=W)` change a map's size along an axis, and "
                 "`sum(…, over=W)` removes the axis; maps meet only at equal sizes")
 
@@ -142,7 +150,9 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
         if different:
             raise TypeMismatchError(f"the next value of state `{name}` must be as large as `{name}`, but {different}",
                                     spans.get(node) or graph[node].get("span"),
-                                    hint="a state keeps its size from step to step: cut a `cat(…, along=…)` back "
+                                    hint=layout.size_hint(node, graph.state_nodes[name])
+                                    if any(graph[n].get("geometry") is not None for n in graph.ops("conv"))
+                                    else "a state keeps its size from step to step: cut a `cat(…, along=…)` back "
                                          "with `split`")
         if node in stacked:
             raise TypeMismatchError(f"`{name}'` is a stack, which {_holds(lengths[node])}, "

@@ -136,6 +136,76 @@ def _stack_of_reduce(data: dict, operands: list[Facts]) -> Optional[Length]:
     return None if "stack" in data["axes"] else stack_of_any(data, operands)
 
 
+@dataclass(frozen=True)
+class Size:
+    """A size along one axis that a conv without "same" padding changed by a number of
+    positions: `scale`·N + `offset`, N the first input's size (a `valid` 5×5 conv: H − 4).
+    Sizes that are only a multiple of N stay Fractions; this meets them unequal, so maps of
+    H and H − 4 meet at check time as different sizes."""
+
+    scale: Fraction
+    offset: Fraction
+
+    @staticmethod
+    def of(scale, offset) -> Union[Fraction, "Size"]:
+        return Fraction(scale) if offset == 0 else Size(Fraction(scale), Fraction(offset))
+
+    @staticmethod
+    def _parts(other) -> tuple[Fraction, Fraction]:
+        return (other.scale, other.offset) if isinstance(other, Size) else (Fraction(other), Fraction(0))
+
+    def __add__(self, other):
+        scale, offset = Size._parts(other)
+        return Size.of(self.scale + scale, self.offset + offset)
+
+    __radd__ = __add__
+
+    def __truediv__(self, count):
+        return Size.of(self.scale / count, self.offset / count)
+
+    def __mul__(self, n):
+        return self.scale * n + self.offset
+
+    __rmul__ = __mul__
+
+
+# A conv's geometry (node attr `geometry`, None for the default): per kernel axis a padding
+# ("same", "valid" or a number of positions each side) and a stride, and `resize` ("nearest":
+# the result resized back to its input's size, OpenSTL's tf_Conv3d; None).
+SAME_GEOMETRY = None
+
+
+def conv_geometry(data: dict) -> tuple[tuple, tuple, Optional[str]]:
+    """(pads, strides, resize) of a conv node, the default spelled out."""
+    geometry, axes = data.get("geometry"), len(data["kernel"])
+    return geometry if geometry is not None else (("same",) * axes, (1,) * axes, None)
+
+
+def conv_size(kernel: int, pad, stride: int, size):
+    """A conv's output size along one axis from its input's (an int or an extent): "same"
+    keeps it (divided by the stride), else (size + 2·pad − kernel) / stride + 1 — exact when
+    the stride divides it, as torch's floor then is."""
+    if pad == "same":
+        return size / stride if stride != 1 else size
+    pad = 0 if pad == "valid" else pad
+    if isinstance(size, int):
+        return (size + 2 * pad - kernel) // stride + 1
+    scale, offset = Size._parts(size)  # an extent: positions change the offset, not the scale
+    return Size.of(scale / stride, (offset + 2 * pad - kernel + stride) / Fraction(stride))
+
+
+def _extent_conv(data: dict, maps: list[Facts]) -> Extent:
+    extent = dict(maps[0].extent)
+    pads, strides, resize = conv_geometry(data)
+    if resize is not None:
+        return extent
+    axes = ("T", "H", "W")[3 - len(data["kernel"]):]
+    for axis, kernel, pad, stride in zip(axes, data["kernel"], pads, strides):
+        if extent.get(axis) is not None:
+            extent[axis] = conv_size(kernel, pad, stride, extent[axis])
+    return extent
+
+
 def _stack_of_sum(data: dict, operands: list[Facts]) -> Optional[Length]:
     return None if data["axis"] == "stack" else stack_of_any(data, operands)
 
@@ -147,6 +217,9 @@ def _stack_of_sum(data: dict, operands: list[Facts]) -> Optional[Length]:
 def _conv_macs(graph, node: str, size) -> int:
     data, (sources, _, _) = graph[node], conv_operands(graph, node)
     entries, spatial = size(sources[0])
+    if data.get("geometry") is not None:  # the positions the conv computes (before a resize)
+        pads, strides, _ = conv_geometry(data)
+        spatial = [conv_size(k, p, s, n) for k, p, s, n in zip(data["kernel"], pads, strides, spatial)]
     inputs = sum(graph[source]["channels"] for source in sources)
     return entries * data["channels"] * inputs * _prod(data["kernel"]) * _prod(spatial)
 
@@ -154,6 +227,8 @@ def _conv_macs(graph, node: str, size) -> int:
 def _attention_macs(graph, node: str, size) -> int:
     query, key, value = graph.operands(node)[:3]
     patches = graph[node].get("patches", 1)
+    if graph[key].get("op") == "cat_entries":  # tokens=reshape: a token per C values of every entry
+        key = graph.operands(key)[0]
     nq, nk = _positions(size(query)), _positions(size(key))
     return nq * nk * (graph[query]["channels"] + graph[value]["channels"]) // (patches * patches)
 
@@ -204,6 +279,8 @@ def conv_operands(graph, node: str) -> tuple[list[str], str, Optional[str]]:
 
 
 def _emit_conv(e, node, data, args):
+    if data.get("geometry") is not None:
+        return _emit_conv_geometry(e, node, data, args)
     parts = data.get("parts", 1)
     sources, weight = args[:parts], args[parts]
     bias = args[parts + 1] if len(args) > parts + 1 else None
@@ -219,6 +296,30 @@ def _emit_conv(e, node, data, args):
 
 def _emit_detach(e, node, data, args):
     return e.method("detach", (args[0],), data["name"] or "detached")
+
+
+def _emit_conv_geometry(e, node, data, args):
+    """A conv with its own padding, stride or resize (docs/conv_modes.md): explicit numbers for
+    torch (a "same" axis of an even kernel padded first, as torch's "same" pads), then
+    `runtime.resize_nearest` back to the input's size when the declaration says `resize`."""
+    parts = data.get("parts", 1)
+    sources, weight = args[:parts], args[parts]
+    bias = args[parts + 1] if len(args) > parts + 1 else None
+    hint = "conv_" + (e.graph[e.graph.operands(node)[parts]]["name"] or "fused")
+    pads, strides, resize = conv_geometry(data)
+    padding, sources = e.conv_padding(data["kernel"], sources, pads)
+    stacked = e.stacked(e.graph.operands(node)[0])
+    name = (data["name"] or hint) if resize is None else hint
+    if parts > 1:  # the runtime-forms pass joins parts only at stride 1
+        out = e.call(e.runtime.conv_of_concat, (sources, weight, bias, padding), name)
+    elif stacked:
+        out = e.call(e.runtime.stacked_conv, (sources[0], weight, bias, padding, tuple(strides)), name)
+    else:
+        conv = e.torch.conv2d if len(data["kernel"]) == 2 else e.torch.conv3d
+        out = e.call(conv, (sources[0], weight, bias, tuple(strides), padding), name)
+    if resize is None:
+        return out
+    return e.call(e.runtime.resize_nearest, (out, args[0], len(data["kernel"]), stacked), data["name"] or "resized")
 
 
 def _emit_channel_view(e, node, data, args):
@@ -323,8 +424,14 @@ def _emit_split_along(e, node, data, args):
 
 def _emit_attention(e, node, data, args):
     query, key = e.graph.operands(node)[:2]
+    if data.get("tokens") == "reshape":
+        return e.call(e.runtime.attention_reshape, tuple(args), data["name"] or "attention")
     return e.call(e.runtime.attention, (*args, e.stacked(query), e.stacked(key), data["patches"]),
                   data["name"] or "attention")
+
+
+def _emit_cat_entries(e, node, data, args):
+    return e.method("flatten", (args[0], 1, 2), data["name"] or "entries")
 
 
 def _emit_layernorm(e, node, data, args):
@@ -480,10 +587,48 @@ def _check_cat_along(layout, node, data, operands, span):
 
 
 def _check_attention(layout, node, data, operands, span):
+    if data.get("tokens") == "reshape":
+        return _check_reshape_tokens(layout, node, data, operands, span)
     if len({o in layout.stacked for o in operands[1:]}) > 1:
         raise TypeMismatchError("attention's keys and values must both be stacks or both maps", span)
     if data["patches"] > 1 and layout.graph.spatial_dims not in (2, 3):
         raise TypeMismatchError("patches need a map with H and W", span)
+
+
+def _check_reshape_tokens(layout, node, data, operands, span):
+    """OpenSTL's E3D RECALL: maps reshaped to (B, −1, C), so a query map and key and value
+    maps (a history joined on channels by `cat(…, along=C)`)."""
+    stacked = [o for o in operands if o in layout.stacked]
+    if stacked:
+        which = "its query" if stacked[0] == operands[0] else f"{layout.written(stacked[0])}"
+        raise TypeMismatchError(f"attention with tokens=reshape reads maps, but {which} is a stack", span,
+                                hint="join a history's entries on channels first: `attention(q, cat(c[t-tau:t-1], "
+                                     "along=C), …, tokens=reshape)`" if stacked[0] != operands[0] else
+                                "the query is one map; its result has the query's shape")
+    if data.get("patches", 1) != 1:
+        raise TypeMismatchError("attention with tokens=reshape has no patches", span,
+                                hint="`patches=` cuts positions into patches (tokens=positions)")
+
+
+def _check_cat_entries(layout, node, data, operands, span):
+    """A history's entries joined on channels have as many channels as the history has entries,
+    a number that grows each step: only reshape-token attention reads such a value."""
+    if operands[0] not in layout.stacked:
+        raise TypeMismatchError(f"`cat(…, along=C)` joins the entries of a stack on channels, but "
+                                f"{layout.written(operands[0])} is a single map", span,
+                                hint="[a, b] joins the channels of maps")
+    graph = layout.graph
+    for user in graph.users(node):
+        reads = graph.operands(user)
+        if not (graph[user].get("op") == "attention" and graph[user].get("tokens") == "reshape"
+                and node not in reads[:1]) or node in graph.results():
+            raise TypeMismatchError("`cat(…, along=C)` of a stack has as many channels as the stack has entries "
+                                    "(a history: one more each step), so only the keys and values of "
+                                    "`attention(…, tokens=reshape)` may read it", span,
+                                    related=[Note("it is read here", graph[user].get("span"))]
+                                    if graph[user].get("span") else [],
+                                    hint="`attention(q, cat(c[t-tau:t-1], along=C), cat(c[t-tau:t-1], along=C), "
+                                         "tokens=reshape)`")
 
 
 def _check_layernorm(layout, node, data, operands, span):
@@ -574,10 +719,10 @@ _DEFS = [
                  "(a stop-gradient)", spellings=("detach",), cost="dispatch"),
     # convs
     OpDef("conv", (2, None), _emit_conv,
-          "W ⋆ x (+ bias), stride 1, \"same\" padding: operands x, W[, b]; with attr `parts` = n, the "
+          "W ⋆ x (+ bias), stride 1, \"same\" padding unless attr `geometry` says otherwise (`conv_geometry`): operands x, W[, b]; with attr `parts` = n, the "
           "concatenation of its first n operands (see `conv_operands`)",
-          attrs=("kernel", "parts"), groups={"arithmetic"}, operator="conv", symbol="⋆", precedence=2,
-          needs_maps=(0,), role="`⋆` convolves", macs=_conv_macs, cost="conv"),
+          attrs=("kernel", "parts", "geometry"), groups={"arithmetic"}, operator="conv", symbol="⋆", precedence=2,
+          extent=_extent_conv, needs_maps=(0,), role="`⋆` convolves", macs=_conv_macs, cost="conv"),
     # channels
     OpDef("channel_view", (1, 1), _emit_channel_view, "a (C,) bias viewed as (C, 1, …, 1) to meet maps",
           groups=_WEIGHT, cost="dispatch"),
@@ -638,9 +783,14 @@ _DEFS = [
           attrs=("axis", "index", "count"), groups={"arithmetic", "part"}, symbol="split", extent=_extent_split,
           needs_maps=None, role="split cuts", channels=same_channels()),
     OpDef("attention", (3, 3), _emit_attention,
-          "softmax(q kᵀ) v over every position (and stack entry); attr `patches`: within s×s patches",
-          attrs=("patches",), stack=stack_of_first, needs_maps=None, role="attention reads", meets=1,
+          "softmax(q kᵀ) v over every position (and stack entry); attr `patches`: within s×s patches; "
+          "attr `tokens` \"reshape\": OpenSTL's E3D tokens, each map reshaped to (B, −1, C) without a permute",
+          attrs=("patches", "tokens"), stack=stack_of_first, needs_maps=None, role="attention reads", meets=1,
           check=_check_attention, macs=_attention_macs, channels=_attention_channels),
+    OpDef("cat_entries", (1, 1), _emit_cat_entries,
+          "a stack's entries side by side on channels, oldest first: (B, N, C, …) → (B, N·C, …); read only by "
+          "attention(…, tokens=reshape)", symbol="cat C", stack=ends_stack, needs_maps=None,
+          role="cat joins", check=_check_cat_entries, channels=same_channels(), cost="dispatch"),
     OpDef("layernorm", (3, 3), _emit_layernorm,
           "LayerNorm: operands x, gain, bias; attrs `mode` (all | over | shape), `axes`, `shape`, `eps`",
           attrs=("mode", "axes", "shape", "eps", "symbol"), symbol="LayerNorm", needs_maps=(0,),
@@ -697,6 +847,10 @@ class StructuralFunction:
     unpacks: bool = False
 
 
+# The token layouts of attention (`tokens=`): every position a token of C features (the
+# default), or OpenSTL's E3D RECALL, each map reshaped to (B, −1, C) as it lies in memory.
+TOKEN_LAYOUTS = ("positions", "reshape")
+
 STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
     "softmax": StructuralFunction((1, 1), {"over": "axis"}, "softmax over one axis (`over=stack`: a history)"),
     "sum": StructuralFunction((1, 1), {"over": "axes"}, "sum over the stack or one of T, H, W, which disappears; "
@@ -704,10 +858,12 @@ STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
     "mean": StructuralFunction((1, 1), {"over": "axes"}, "mean over the stack (which disappears) or map axes "
                                "(kept at size 1)"),
     "stack": StructuralFunction((1, 999), {}, "a stack of maps (a new axis, `stack`)"),
-    "attention": StructuralFunction((3, 3), {"patches": "int"},
+    "attention": StructuralFunction((3, 3), {"patches": "int", "tokens": "tokens"},
                                     "softmax(q kᵀ) v over every position of the maps (and stack); "
-                                    "`patches=s`: within each of s×s patches"),
-    "cat": StructuralFunction((2, 999), {"along": "axis"}, "maps side by side along T, H or W"),
+                                    "`patches=s`: within each of s×s patches; `tokens=reshape`: OpenSTL's "
+                                    "E3D tokens (docs/attention_tokens.md)"),
+    "cat": StructuralFunction((1, 999), {"along": "axis"}, "maps side by side along T, H or W; "
+                                                           "`cat(s, along=C)`: a stack's entries on channels"),
     "unstack": StructuralFunction((1, 1), {}, "a stack's maps, one per name: `a, b = unstack(s)`", unpacks=True),
     "split": StructuralFunction((1, 1), {"along": "axis"}, "equal pieces along T, H or W: `a, b = split(…)`",
                                 unpacks=True),

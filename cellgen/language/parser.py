@@ -189,10 +189,23 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def conv_type(self, meta, children):
         shape, *rest = children
-        out = rest[0][1] if rest else None
+        geometry = [c for c in rest if isinstance(c, ast.ConvOption)]
+        out = next((c[1] for c in rest if isinstance(c, tuple)), None)
         if shape and isinstance(shape[0], ast.KernelShare):
-            return ast.ConvType(shares=shape, out=out, span=self._at(meta))
-        return ast.ConvType(kernel=shape, out=out, span=self._at(meta))
+            return ast.ConvType(shares=shape, out=out, geometry=geometry, span=self._at(meta))
+        return ast.ConvType(kernel=shape, out=out, geometry=geometry, span=self._at(meta))
+
+    @v_args(meta=True)
+    def conv_pad(self, meta, children):
+        return ast.ConvOption(kind="pad", values=list(children), span=self._at(meta))
+
+    @v_args(meta=True)
+    def conv_stride(self, meta, children):
+        return ast.ConvOption(kind="stride", values=list(children), span=self._at(meta))
+
+    @v_args(meta=True)
+    def conv_resize(self, meta, children):
+        return ast.ConvOption(kind="resize", word=str(children[0]), span=self._at(meta))
 
     def kernel_shares(self, children):
         return list(children)

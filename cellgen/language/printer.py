@@ -243,7 +243,7 @@ def _weight_type(kind: ast.WeightType, ascii: bool) -> str:
         else:
             shape = _kernel(kind.kernel, ascii)
         out = f" -> {_dim(kind.out)}" if kind.out is not None else ""
-        return f"conv {shape}{out}"
+        return f"conv {shape}{out}" + "".join(_conv_option(option) for option in kind.geometry)
     if isinstance(kind, ast.BiasType):
         return "bias"
     if isinstance(kind, ast.ElementwiseType):
@@ -258,6 +258,14 @@ def _weight_type(kind: ast.WeightType, ascii: bool) -> str:
             text += f" eps {kind.eps.text}"
         return text
     raise AssertionError(f"unhandled weight type {kind!r}")
+
+
+def _conv_option(option: ast.ConvOption) -> str:
+    """` pad (valid, same, same)`, ` stride 2`, ` resize nearest`."""
+    if option.kind == "resize":
+        return f" resize {option.word}"
+    values = [_dim(v) for v in option.values]
+    return f" {option.kind} " + (values[0] if len(values) == 1 else "(" + ", ".join(values) + ")")
 
 
 # --- integer expressions -------------------------------------------------------------------

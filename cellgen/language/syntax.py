@@ -183,6 +183,16 @@ class ConvType(Node):
     kernel: list[Dim] = []
     shares: list[KernelShare] = []  # a multi-kernel conv (then `kernel` is empty)
     out: Optional[Dim] = None  # `-> C`: output channels fixed by the declaration
+    geometry: list["ConvOption"] = []  # `pad …`, `stride …`, `resize …`, as written (docs/conv_modes.md)
+
+
+class ConvOption(Node):
+    """`pad (valid, same, same)`, `stride 2`, `resize nearest`: one geometry option of a conv.
+    A pad value is a Dim; the words `same` and `valid` are DimNames the lowering reads."""
+
+    kind: Literal["pad", "stride", "resize"]
+    values: list[Dim] = []
+    word: Optional[str] = None  # resize's mode
 
 
 class BiasType(Node):

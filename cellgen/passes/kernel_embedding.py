@@ -35,7 +35,8 @@ from cellgen.passes.rules import (channels, conv_bias, conv_source, conv_weight,
 
 def kernel_groups(g: CellGraph) -> list[list[str]]:
     """Groups of linked convs (see above) with more than one kernel size, all of them odd."""
-    convs = [c for c in g.ops("conv") if conv_bias(g, c) is None]
+    # a conv with its own geometry keeps its kernel: padding a `valid` kernel changes its output
+    convs = [c for c in g.ops("conv") if conv_bias(g, c) is None and g[c].get("geometry") is None]
     parent = {c: c for c in convs}
 
     def root(c):

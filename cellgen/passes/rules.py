@@ -216,8 +216,9 @@ def conv_bias(g: CellGraph, conv: str) -> Optional[str]:
 
 
 def conv_key(g: CellGraph, conv: str) -> tuple:
-    """What two convs must share to be one conv: kernel (stride 1, "same" padding implied)."""
-    return (tuple(g[conv]["kernel"]),)
+    """What two convs must share to be one conv: kernel and geometry (padding, stride, resize;
+    None: "same", 1, none) — convs of other geometries compute other positions."""
+    return (tuple(g[conv]["kernel"]), g[conv].get("geometry"))
 
 
 def stage(g: CellGraph, node: str) -> int:
@@ -371,9 +372,12 @@ def slice_of(g: CellGraph, tensor: str, start: int, stop: int) -> str:
     return new_op(g, "slice", [tensor], channels=stop - start, start=start, stop=stop)
 
 
-def new_conv(g: CellGraph, source: str, weight: str, bias: Optional[str], kernel: tuple[int, ...]) -> str:
+def new_conv(g: CellGraph, source: str, weight: str, bias: Optional[str], kernel: tuple[int, ...],
+             geometry: Optional[tuple] = None) -> str:
+    """A conv node; `geometry` that of the conv(s) it replaces (ops.conv_geometry)."""
     operands = [source, weight] + ([bias] if bias is not None else [])
-    return new_op(g, "conv", operands, channels=wshape(g, weight)[0], kernel=tuple(kernel))
+    extra = {"geometry": geometry} if geometry is not None else {}
+    return new_op(g, "conv", operands, channels=wshape(g, weight)[0], kernel=tuple(kernel), **extra)
 
 
 def concat(g: CellGraph, parts: list[str]) -> str:

@@ -36,6 +36,9 @@ def _joins_conv_inputs(g: CellGraph, concat: str) -> bool:
 
 def _match_conv_of_concat(g: CellGraph, conv: str):
     source = g.operands(conv)[0]
+    geometry = g[conv].get("geometry")
+    if geometry is not None and set(geometry[1]) != {1}:  # conv_of_concat's backward is stride 1's
+        return None
     if g[conv].get("parts", 1) == 1 and is_op(g, source, "concat") and _joins_conv_inputs(g, source):
         return conv
     return None
@@ -45,8 +48,9 @@ def _apply_conv_of_concat(g: CellGraph, conv: str) -> str:
     parts = g.operands(g.operands(conv)[0])
     bias = conv_bias(g, conv)
     operands = [*parts, conv_weight(g, conv)] + ([bias] if bias is not None else [])
+    extra = {"geometry": g[conv]["geometry"]} if g[conv].get("geometry") is not None else {}
     joined = new_op(g, "conv", operands, channels=g[conv]["channels"], kernel=g[conv]["kernel"],
-                    parts=len(parts))
+                    parts=len(parts), **extra)
     g[joined]["facts"] = g[conv]["facts"]
     replace(g, conv, joined)
     return f"conv of {len(parts)} parts joined inside the conv"

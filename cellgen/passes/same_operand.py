@@ -9,7 +9,7 @@ whose output channels are theirs stacked; each reads its own channels back as a 
 
 Rule:  W₁ ⋆ a, …, Wₙ ⋆ a  →  F = cat([W₁ … Wₙ], 0) ⋆ a;  Wⱼ ⋆ a = F[:, oⱼ : oⱼ + Cⱼ]
        (biases, if any conv has one, stack the same way; a conv without one gets zeros)
-Guard: the same input node, the same kernel (hence stride, dilation and "same" padding).
+Guard: the same input node, the same kernel and geometry (padding, stride, resize: rules.conv_key).
 Exact: each output channel of a conv depends only on its own filter, so stacking filters
 computes every channel exactly as before. Chunks are stacked in the order the equations
 use the convs (rules.evaluation_order), so a multi-kernel gate's chunks end up adjacent
@@ -49,7 +49,7 @@ def _apply(g: CellGraph, match) -> str:
     if any(conv_bias(g, c) is not None for c in convs):
         bias = weight_cat(g, [conv_bias(g, c) if conv_bias(g, c) is not None
                               else fill(g, conv_weight(g, c), 0.0, channels(g, c)) for c in convs], dim=0)
-    fused = new_conv(g, source, weight, bias, g[convs[0]]["kernel"])
+    fused = new_conv(g, source, weight, bias, g[convs[0]]["kernel"], g[convs[0]].get("geometry"))
     start = 0
     for conv in convs:
         stop = start + channels(g, conv)
@@ -59,7 +59,7 @@ def _apply(g: CellGraph, match) -> str:
 
 
 RULES = [Rule("W₁ ⋆ a, …, Wₙ ⋆ a  →  cat([W₁ … Wₙ], 0) ⋆ a, read back through channel slices",
-              "same input node; same kernel", ("conv",), _match, _apply)]
+              "same input node; same kernel and geometry", ("conv",), _match, _apply)]
 
 
 def same_operand_fusion(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:

@@ -48,10 +48,19 @@ def latest(history, size):
     return history[:, -size:]
 
 
-def stacked_conv(x, weight, bias, padding):
+def stacked_conv(x, weight, bias, padding, stride=1):
     """A conv applied to every map of a stack (B, N, C, …) → (B, N, C', …)."""
-    y = _conv(x.flatten(0, 1), weight, bias, padding)
+    y = _conv(x.flatten(0, 1), weight, bias, padding, stride)
     return y.unflatten(0, (x.shape[0], x.shape[1]))
+
+
+def resize_nearest(y, like, dims, stacked):
+    """`y` resized (nearest) to the size of `like` along its last `dims` axes, as OpenSTL's
+    tf_Conv3d resizes a conv's result back to its input's (T, H, W); a stack map by map."""
+    size = like.shape[-dims:]
+    if stacked:
+        return F.interpolate(y.flatten(0, 1), size=size, mode="nearest").unflatten(0, y.shape[:2])
+    return F.interpolate(y, size=size, mode="nearest")
 
 
 def attention(q, k, v, q_stacked, kv_stacked, patches):
@@ -71,6 +80,16 @@ def attention(q, k, v, q_stacked, kv_stacked, patches):
     weights = torch.softmax(q @ k.transpose(1, 2), dim=-1)
     out = _untokens(weights @ v, shape, patches)
     return out if q_stacked else out.squeeze(1)
+
+
+def attention_reshape(q, k, v):
+    """OpenSTL's E3D RECALL: q, k, v (B, C_·, …) each reshaped to (B, −1, C) as they lie in
+    memory — no permute, so a token mixes channels and positions; k and v may hold several
+    maps joined on channels. softmax(q kᵀ) over keys, no scaling; the result in q's shape."""
+    b, c = q.shape[:2]
+    tokens = [t.reshape(b, -1, c) for t in (q, k, v)]
+    weights = torch.softmax(tokens[0] @ tokens[1].transpose(1, 2), dim=-1)
+    return (weights @ tokens[2]).reshape(q.shape)
 
 
 def _patch_tokens(x, s):
@@ -142,9 +161,9 @@ def _cast(tensor, dtype):
     return tensor if dtype is None or tensor is None or not tensor.is_floating_point() else tensor.to(dtype)
 
 
-def _conv(x, weight, bias, padding):
-    """A 2D or 3D conv, as the weight says, stride 1."""
-    return (F.conv2d if weight.dim() == 4 else F.conv3d)(x, weight, bias, 1, padding)
+def _conv(x, weight, bias, padding, stride=1):
+    """A 2D or 3D conv, as the weight says (stride 1 unless given)."""
+    return (F.conv2d if weight.dim() == 4 else F.conv3d)(x, weight, bias, stride, padding)
 
 
 @contextlib.contextmanager

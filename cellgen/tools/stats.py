@@ -172,6 +172,8 @@ def attention_counts(graph: CellGraph, spatial: Sequence[int], history: int = 1)
     counts = []
     for node in graph.ops("attention"):
         query, key, value = graph.operands(node)
+        if graph[key].get("op") == "cat_entries":  # tokens=reshape: C values of every entry a token
+            key = graph.operands(key)[0]
         counts.append(AttentionCount(node, sizes[query].positions, sizes[key].positions, graph[query]["channels"],
                                      graph[value]["channels"], graph[node].get("patches", 1), macs[node]))
     return counts

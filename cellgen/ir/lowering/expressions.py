@@ -10,7 +10,7 @@ from cellgen.errors import (ArityError, ChannelMismatchError, CyclicDefinitionEr
 from cellgen.ir.analysis import AXES
 from cellgen.ir.lowering.messages import (MAP_AXES, USAGE, axis_hint, key_of, name_span, operand_texts, type_word,
                                           word_span, written_function)
-from cellgen.ir.ops import BINARY_OPS, FUNCTIONS, OPS, STRUCTURAL_FUNCTIONS
+from cellgen.ir.ops import BINARY_OPS, FUNCTIONS, OPS, STRUCTURAL_FUNCTIONS, TOKEN_LAYOUTS
 from cellgen.ir.params import evaluate
 from cellgen.language import syntax as ast
 
@@ -177,14 +177,20 @@ class Expressions:
                                         hint="over=stack (a history or stack()), T, H or W")
         elif call.func == "stack":
             node = graph.add_op("stack", operands, span=call.span)
+        elif call.func == "cat" and keywords["along"] == "C" and len(operands) == 1:
+            node = graph.add_op("cat_entries", operands, span=call.span)
         elif call.func == "cat":
             axis = keywords["along"]
+            if len(operands) == 1:
+                raise ArityError(f"`cat` along {axis} joins two or more maps, but 1 was given", call.span,
+                                 hint="`cat(s, along=C)` joins the entries of one stack on channels")
             if axis in ("C", "stack"):
                 hint = "[a, b] concatenates channels" if axis == "C" else "stack(a, b) makes a stack"
                 raise TypeMismatchError(f"`cat` joins maps along T, H or W, not {axis}", call.span, hint=hint)
             node = graph.add_op("cat_along", operands, span=call.span, axis=axis)
         else:  # attention
-            node = graph.add_op("attention", operands, span=call.span, patches=keywords.get("patches", 1))
+            tokens = {"tokens": "reshape"} if keywords.get("tokens") == "reshape" else {}
+            node = graph.add_op("attention", operands, span=call.span, patches=keywords.get("patches", 1), **tokens)
         self._constrain(node, operands, call.span)
         return node
 
@@ -235,6 +241,8 @@ class Expressions:
                     raise TypeMismatchError(f"`{keyword.name}=` takes an axis: {', '.join(AXES)}", value.span,
                                             hint=axis_hint(span_text(value.span)) if value.span else None)
                 values[keyword.name] = value.name
+            elif kind == "tokens":
+                values[keyword.name] = self._token_layout(value)
             else:
                 values[keyword.name] = self._whole_number(value, f"`{keyword.name}=`")
         for name, kind in allowed.items():
@@ -242,6 +250,15 @@ class Expressions:
                 raise ArityError(f"`{call.func}` needs `{name}=`: which axis", call.span,
                                  hint=f"e.g. `{call.func}(…, {name}={'stack' if name == 'over' else 'W'})`")
         return values
+
+    def _token_layout(self, value: ast.Expr) -> str:
+        """`tokens=positions` (the default) or `tokens=reshape` (OpenSTL's E3D RECALL)."""
+        if isinstance(value, ast.Ref) and not value.prime and value.name in TOKEN_LAYOUTS:
+            return value.name
+        written = span_text(value.span)
+        raise TypeMismatchError(f"`tokens=` takes a token layout: {', '.join(TOKEN_LAYOUTS)}, not `{written}`",
+                                value.span, hint=did_you_mean(written, TOKEN_LAYOUTS) or
+                                "`tokens=positions`: a token per position; `tokens=reshape`: OpenSTL's (B, −1, C)")
 
     def _whole_number(self, expr: ast.Expr, what: str) -> int:
         if isinstance(expr, ast.Number):
@@ -412,7 +429,8 @@ class Expressions:
 
     def _conv_node(self, expr: ast.Node, symbol: str, weight: str, operand: str, decl: ast.WeightDecl) -> str:
         info = self.graph[weight]
-        node = self.graph.add_op("conv", [operand, weight], span=expr.span, kernel=info["kernel"])
+        geometry = {"geometry": info["geometry"]} if info.get("geometry") is not None else {}
+        node = self.graph.add_op("conv", [operand, weight], span=expr.span, kernel=info["kernel"], **geometry)
         self.channels.same(node, (symbol, "out"), expr.span, f"`{symbol}` is used in convs of different widths")
         self.channels.same(operand, (symbol, "in"), expr.span, f"`{symbol}` is applied to inputs of different widths")
         if decl.type.out is not None and not decl.type.shares:  # a multi-kernel conv's: see _multi_kernel_conv

@@ -6,6 +6,7 @@ from typing import Optional
 
 from cellgen.errors import ShapeError
 from cellgen.ir.graph import WeightInfo, creation_order
+from cellgen.ir.lowering.geometry import conv_geometry
 from cellgen.ir.params import evaluate
 from cellgen.language import syntax as ast
 
@@ -26,7 +27,7 @@ class Weights:
             if kernel is None:
                 kernel = tuple(evaluate(d, params, f"the kernel size of `{symbol}`") for d in kind.kernel)
             node = self.graph.add("weight", name=symbol, span=ref.span, weight_kind="conv", kernel=kernel,
-                                  decl_span=decl.span)
+                                  decl_span=decl.span, geometry=conv_geometry(kind, kernel, params, symbol))
         elif isinstance(kind, ast.BiasType):
             node = self.graph.add("weight", name=symbol, span=ref.span, weight_kind="bias", decl_span=decl.span)
         else:
