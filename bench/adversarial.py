@@ -15,9 +15,11 @@ This is a measurement, not a test: tests/test_reliability*.py assert each findin
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -315,11 +317,22 @@ def two_trainings_one_out(tmp):
     return ok and running, f"second: {note}; first still running then: {running}"
 
 
+_TRAINED: dict[int, Path] = {}  # steps -> a run trained once in this process, copied for each case
+
+
 def _trained_run(tmp: Path, steps: int = 1) -> Path:
+    """A fresh copy (tmp/run) of a run trained by `cellgen train`: the cases that start from a
+    trained run (export, eval, a tampered resume) need one each, all alike, and training it once
+    per process instead of once per case saves a torch import and a training each time."""
+    if steps not in _TRAINED:
+        home = Path(tempfile.mkdtemp(prefix="adversarial-trained-"))
+        atexit.register(shutil.rmtree, home, True)
+        result = cli("train", "convlstm", *TINY_TRAIN, "--steps", steps, "--out", home / "run", timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr)
+        _TRAINED[steps] = home / "run"
     out = tmp / "run"
-    result = cli("train", "convlstm", *TINY_TRAIN, "--steps", steps, "--out", out, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
+    shutil.copytree(_TRAINED[steps], out)
     return out
 
 
@@ -407,14 +420,15 @@ def kill9_during_first_checkpoint(tmp):
 # --- diagnostics -------------------------------------------------------------------------------
 
 def _tampered(tmp, change: str, *fragments):
+    """`change` made to the checkpoint of a trained run (here: the harness's work, not the
+    case's), then `cellgen train --resume` of it."""
+    import torch
+
     run_dir = _trained_run(tmp)
-    snippet(f"""
-import torch
-path = {str(run_dir / 'checkpoint.pt')!r}
-payload = torch.load(path, weights_only=True)
-{change}
-torch.save(payload, path)
-""")
+    path = run_dir / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    exec(change, {"torch": torch, "payload": payload})
+    torch.save(payload, path)
     result = cli("train", "convlstm", "--steps", "3", "--out", run_dir, "--resume", "--quiet", timeout=300)
     return user_error(result, *fragments)
 
