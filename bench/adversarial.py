@@ -303,12 +303,23 @@ def train_force_keeps_user_tmp(tmp):
     return result.returncode == 0 and kept, f"rc={result.returncode}, .notes.tmp kept: {kept}"
 
 
+def _wait_until_training(process: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Until the run `process` trains into `out` has written its config.toml (it does so holding
+    the run lock, with SIGINT/SIGTERM already stopping it cleanly: cellgen/training/commands.py),
+    then 2 s more, into its first steps. Waiting on a fixed time instead lands too early on a
+    loaded machine and wastes seconds on an idle one."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not (out / "config.toml").exists():
+        time.sleep(0.1)
+    time.sleep(2)
+
+
 @case("data loss", slow=True)
 def two_trainings_one_out(tmp):
     out = tmp / "run"
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN, "--steps", "100000", "--out", str(out)]
     first = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)  # the first is training by now
+    _wait_until_training(first, out)
     second = cli("train", "convlstm", *TINY_TRAIN, "--steps", "30", "--out", out, "--force", timeout=300)
     running = first.poll() is None
     first.kill()
@@ -371,7 +382,7 @@ def _signal_training(tmp, signum, wait_for_step=2):
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN[:-3], "--steps", "100000",
             "--checkpoint-every", "100000", "--eval-every", "100000", "--out", str(out)]
     process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(15)
+    _wait_until_training(process, out)
     process.send_signal(signum)
     try:
         stdout, stderr = process.communicate(timeout=120)
