@@ -15,9 +15,11 @@ This is a measurement, not a test: tests/test_reliability*.py assert each findin
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -301,12 +303,23 @@ def train_force_keeps_user_tmp(tmp):
     return result.returncode == 0 and kept, f"rc={result.returncode}, .notes.tmp kept: {kept}"
 
 
+def _wait_until_training(process: subprocess.Popen, out: Path, timeout: float = 120) -> None:
+    """Until the run `process` trains into `out` has written its config.toml (it does so holding
+    the run lock, with SIGINT/SIGTERM already stopping it cleanly: cellgen/training/commands.py),
+    then 2 s more, into its first steps. Waiting on a fixed time instead lands too early on a
+    loaded machine and wastes seconds on an idle one."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None and not (out / "config.toml").exists():
+        time.sleep(0.1)
+    time.sleep(2)
+
+
 @case("data loss", slow=True)
 def two_trainings_one_out(tmp):
     out = tmp / "run"
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN, "--steps", "100000", "--out", str(out)]
     first = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(12)  # the first is training by now
+    _wait_until_training(first, out)
     second = cli("train", "convlstm", *TINY_TRAIN, "--steps", "30", "--out", out, "--force", timeout=300)
     running = first.poll() is None
     first.kill()
@@ -315,11 +328,22 @@ def two_trainings_one_out(tmp):
     return ok and running, f"second: {note}; first still running then: {running}"
 
 
+_TRAINED: dict[int, Path] = {}  # steps -> a run trained once in this process, copied for each case
+
+
 def _trained_run(tmp: Path, steps: int = 1) -> Path:
+    """A fresh copy (tmp/run) of a run trained by `cellgen train`: the cases that start from a
+    trained run (export, eval, a tampered resume) need one each, all alike, and training it once
+    per process instead of once per case saves a torch import and a training each time."""
+    if steps not in _TRAINED:
+        home = Path(tempfile.mkdtemp(prefix="adversarial-trained-"))
+        atexit.register(shutil.rmtree, home, True)
+        result = cli("train", "convlstm", *TINY_TRAIN, "--steps", steps, "--out", home / "run", timeout=300)
+        if result.returncode != 0:
+            raise RuntimeError(result.stderr)
+        _TRAINED[steps] = home / "run"
     out = tmp / "run"
-    result = cli("train", "convlstm", *TINY_TRAIN, "--steps", steps, "--out", out, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(result.stderr)
+    shutil.copytree(_TRAINED[steps], out)
     return out
 
 
@@ -358,7 +382,7 @@ def _signal_training(tmp, signum, wait_for_step=2):
     argv = [sys.executable, "-m", "cellgen", "train", "convlstm", *TINY_TRAIN[:-3], "--steps", "100000",
             "--checkpoint-every", "100000", "--eval-every", "100000", "--out", str(out)]
     process = subprocess.Popen(argv, env=_env(), cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(15)
+    _wait_until_training(process, out)
     process.send_signal(signum)
     try:
         stdout, stderr = process.communicate(timeout=120)
@@ -407,14 +431,15 @@ def kill9_during_first_checkpoint(tmp):
 # --- diagnostics -------------------------------------------------------------------------------
 
 def _tampered(tmp, change: str, *fragments):
+    """`change` made to the checkpoint of a trained run (here: the harness's work, not the
+    case's), then `cellgen train --resume` of it."""
+    import torch
+
     run_dir = _trained_run(tmp)
-    snippet(f"""
-import torch
-path = {str(run_dir / 'checkpoint.pt')!r}
-payload = torch.load(path, weights_only=True)
-{change}
-torch.save(payload, path)
-""")
+    path = run_dir / "checkpoint.pt"
+    payload = torch.load(path, weights_only=True)
+    exec(change, {"torch": torch, "payload": payload})
+    torch.save(payload, path)
     result = cli("train", "convlstm", "--steps", "3", "--out", run_dir, "--resume", "--quiet", timeout=300)
     return user_error(result, *fragments)
 

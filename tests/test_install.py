@@ -87,7 +87,13 @@ def test_ci_runs_the_readme_test_command():
     assert len(commands) == 2, "the README opens with two commands: the main job and the tests"
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert commands[1] in ci
-    assert commands[1].endswith("python -m pytest") and "'.[test]'" in commands[1]
+    assert commands[1].endswith("python -m pytest -n auto --dist worksteal") and "'.[test]'" in commands[1]
+    # -n is pytest-xdist's option: the extra that command installs must bring it
+    import tomllib
+
+    test_extra = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "optional-dependencies"]["test"]
+    assert any(requirement.startswith("pytest-xdist") for requirement in test_extra), test_extra
 
 
 def _installs_pypi_cellgen(line: str) -> bool:

@@ -1,7 +1,9 @@
-"""`cellgen train`, `cellgen eval` and `cellgen export` run as a user runs them: real subprocesses.
+"""`cellgen train`, `cellgen eval` and `cellgen export` as a user runs them.
 
-Each run imports torch (a few seconds), so the fast tests are the error paths; the end-to-end
-flows (train → eval → resume → export, a run killed with SIGKILL) are marked slow.
+What a command does runs in this process (`cellgen.cli.main`, tests/cli_runner.py): the same
+code path as the executable without a torch import per command. A run killed with SIGKILL is
+a real subprocess: what it tests is the process dying. The end-to-end flows (train → eval →
+resume → export, the killed run) are marked slow.
 """
 import json
 import os
@@ -94,7 +96,7 @@ def test_missing_moving_mnist_file(tmp_path):
 @pytest.mark.slow
 def test_train_eval_resume_export(tmp_path):
     run = tmp_path / "run"
-    first = cellgen("train", "predrnn", *TINY, "--steps", "4", "--eval-every", "2", "--scheduled-sampling", "3",
+    first = run_in_process("train", "predrnn", *TINY, "--steps", "4", "--eval-every", "2", "--scheduled-sampling", "3",
                     "--out", run)
     assert first.returncode == 0, first.stderr
     # .cellgen-run.lock stays: removing a lock file on release would let two later runs lock two inodes
@@ -111,7 +113,7 @@ def test_train_eval_resume_export(tmp_path):
     assert (run / "predictions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # eval re-computes exactly the metrics of the run's last evaluation (table on stdout, JSON to -o)
-    evaluated = cellgen("eval", run / "checkpoint.pt", "-o", tmp_path / "eval.json")
+    evaluated = run_in_process("eval", run / "checkpoint.pt", "-o", tmp_path / "eval.json")
     assert evaluated.returncode == 0, evaluated.stderr
     assert "SSIM" in evaluated.stdout and "copy last frame" in evaluated.stdout
     again = json.loads((tmp_path / "eval.json").read_text(encoding="utf-8"))
@@ -120,9 +122,9 @@ def test_train_eval_resume_export(tmp_path):
         assert again[name] == last[name]
 
     # resume to 6 steps == one uninterrupted 6-step run
-    resumed = cellgen("train", "predrnn", "--steps", "6", "--out", run, "--resume", "--quiet")
+    resumed = run_in_process("train", "predrnn", "--steps", "6", "--out", run, "--resume", "--quiet")
     assert resumed.returncode == 0, resumed.stderr
-    whole = cellgen("train", "predrnn", *TINY, "--steps", "6", "--eval-every", "2", "--scheduled-sampling", "3",
+    whole = run_in_process("train", "predrnn", *TINY, "--steps", "6", "--eval-every", "2", "--scheduled-sampling", "3",
                     "--out", tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr
     a = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
@@ -131,21 +133,21 @@ def test_train_eval_resume_export(tmp_path):
     assert a["evaluations"] == b["evaluations"]
 
     # a resumed run keeps its settings
-    assert_user_error(cellgen("train", "predrnn", "--steps", "8", "--out", run, "--resume", "--lr", "0.1"),
+    assert_user_error(run_in_process("train", "predrnn", "--steps", "8", "--out", run, "--resume", "--lr", "0.1"),
                       "--lr 0.1 differs from the run's 0.001")
 
     # --force starts over in the same directory
-    forced = cellgen("train", "convlstm", *TINY, "--steps", "2", "--out", run, "--force")
+    forced = run_in_process("train", "convlstm", *TINY, "--steps", "2", "--out", run, "--force")
     assert forced.returncode == 0, forced.stderr
     assert json.loads((run / "metrics.json").read_text(encoding="utf-8"))["spec"] == "convlstm"
 
     # export: ONNX checked with onnxruntime against PyTorch, and TorchScript
     onnx_file = tmp_path / "step.onnx"
-    exported = cellgen("export", run, "--format", "onnx", "-o", onnx_file)
+    exported = run_in_process("export", run, "--format", "onnx", "-o", onnx_file)
     assert exported.returncode == 0, exported.stderr
     assert "checked against PyTorch" in exported.stdout and onnx_file.stat().st_size > 0
-    assert_user_error(cellgen("export", run, "--format", "onnx", "-o", onnx_file), "already exists")
-    scripted = cellgen("export", run, "--format", "torchscript", "-o", tmp_path / "step.pt")
+    assert_user_error(run_in_process("export", run, "--format", "onnx", "-o", onnx_file), "already exists")
+    scripted = run_in_process("export", run, "--format", "torchscript", "-o", tmp_path / "step.pt")
     assert scripted.returncode == 0, scripted.stderr
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -179,7 +181,7 @@ def test_a_killed_run_leaves_a_loadable_checkpoint_and_resumes(tmp_path):
         assert payload["step"] > start_step
         assert len(payload["loss_history"]) == payload["step"]
         steps_seen.append(payload["step"])
-    finish = cellgen("train", "convlstm", "--steps", str(steps_seen[-1] + 3), "--out", run, "--resume", "--quiet")
+    finish = run_in_process("train", "convlstm", "--steps", str(steps_seen[-1] + 3), "--out", run, "--resume", "--quiet")
     assert finish.returncode == 0, finish.stderr
     metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
     assert [s for s, _ in metrics["loss"]] == list(range(1, steps_seen[-1] + 4))
@@ -289,9 +291,9 @@ def test_onnx_export_of_astm_runs_under_onnxruntime(tmp_path):
     """The command a user runs: ASTM (its history grows to 5 entries) trained, exported to ONNX
     as its rollout, checked against PyTorch with onnxruntime."""
     run = tmp_path / "run"
-    trained = cellgen("train", "astm", *TINY, "--layers", "1", "--steps", "1", "--out", run)
+    trained = run_in_process("train", "astm", *TINY, "--layers", "1", "--steps", "1", "--out", run)
     assert trained.returncode == 0, trained.stderr
-    exported = cellgen("export", run, "--format", "onnx", "-o", tmp_path / "astm.onnx")
+    exported = run_in_process("export", run, "--format", "onnx", "-o", tmp_path / "astm.onnx")
     assert exported.returncode == 0, exported.stderr
     assert "the whole rollout: 4 observed frames in, 4 predicted frames out" in exported.stdout
     assert "checked against PyTorch over 4 → 4 frames" in exported.stdout
