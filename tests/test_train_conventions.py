@@ -199,3 +199,26 @@ def test_eval_recomputes_in_the_runs_convention_or_the_one_asked_for(configured_
     assert other["model"]["ssim"] != pytest.approx(own["model"]["ssim"], abs=1e-4)
     assert main(["eval", str(out)]) == 0
     assert "SSIM convention skimage" in capsys.readouterr().out
+
+
+def test_a_run_stopped_before_its_first_checkpoint_starts_afresh_but_a_users_config_stays(tmp_path, capsys):
+    """A signal or kill -9 before the first checkpoint leaves config.toml (and maybe metrics.csv):
+    nothing can resume that run, so a new one replaces its files without --force. A config.toml
+    the user put in --out is not the run's own (no header line): it is never replaced unasked."""
+    out = tmp_path / "run"
+    tiny = ["-p", "hidden=4", "-p", "k=3", *SMALL]
+    assert main(["train", "convlstm", "--steps", "1", "--out", str(out), *tiny]) == 0
+    for name in ("checkpoint.pt", "best.pt", "metrics.json", "predictions.png", "predictions.gif", "curves.png"):
+        (out / name).unlink()                                  # as a run killed before its first checkpoint
+    assert (out / "config.toml").read_text(encoding="utf-8").startswith("# cellgen train:")
+    capsys.readouterr()
+    assert main(["train", "convlstm", "--steps", "2", "--out", str(out), *tiny]) == 0
+    assert "stopped before its first checkpoint; starting it afresh" in capsys.readouterr().err
+    assert load_checkpoint(out)["step"] == 2 and [row["step"] for row in _rows(out) if row["kind"] == "train"] == ["1", "2"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "config.toml").write_text('spec = "convlstm"\nsteps = 2\n', encoding="utf-8")
+    assert main(["train", "convlstm", "--steps", "1", "--out", str(mine), *tiny]) == 1
+    assert "is not empty: it holds a run (config.toml)" in capsys.readouterr().err
+    assert (mine / "config.toml").read_text(encoding="utf-8") == 'spec = "convlstm"\nsteps = 2\n'

@@ -18,7 +18,6 @@ test data: evaluate it in Python, or export with `--no-check`.
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -88,7 +87,7 @@ def train(spec: Union[str, Path], data: Dataset, *, steps: int, out: Union[str, 
     """Train a sequence model of `spec` on `data`; see the module docstring."""
     from cellgen.sequence import SequenceConfig
     from cellgen.training.checkpoint import load_checkpoint, model_from_checkpoint
-    from cellgen.training.commands import RUN_FILES, _check_fresh_out_dir
+    from cellgen.training.commands import _check_fresh_out_dir, _clear_run_files, _never_checkpointed
     from cellgen.training.config import TrainConfig
     from cellgen.training.distributed import Distributed
     from cellgen.training.trainer import Run, train as run_training
@@ -129,10 +128,8 @@ def train(spec: Union[str, Path], data: Dataset, *, steps: int, out: Union[str, 
         train_config = TrainConfig.from_dict({**stored, **options, "steps": steps})
     else:
         _check_fresh_out_dir(out, force)
-        if force:
-            for name in RUN_FILES:
-                with contextlib.suppress(FileNotFoundError):
-                    (out / name).unlink()
+        if force or _never_checkpointed(out):
+            _clear_run_files(out)
         model_config = SequenceConfig.for_spec(str(spec), params=dict(params or {}), layers=layers, patch=patch,
                                                frame_channels=train_set.channels, frame_size=train_set.frame_size,
                                                embed=embed, opt_level=opt_level)

@@ -178,11 +178,11 @@ def run_train(args: argparse.Namespace) -> int:
     dist = setup_distributed(args.device, timeout=args.dist_timeout)
     try:
         with run_lock(args.out) if dist.is_main else contextlib.nullcontext(), stop_requests():
-            if dist.is_main and args.force and not args.resume:
-                for name in RUN_FILES:  # only this command's own files: a new run must not mix with the old
-                    with contextlib.suppress(FileNotFoundError):
-                        (args.out / name).unlink()
-                _remove_tensorboard_events(args.out)
+            if dist.is_main and not args.resume and (args.force or _never_checkpointed(args.out)):
+                if not args.force:
+                    print(f"note: {args.out} holds a run that stopped before its first checkpoint; "
+                          "starting it afresh", file=sys.stderr)
+                _clear_run_files(args.out)
             if dist.is_main:
                 _save_resolved_config(args, model_config, data_config, train_config)
             dist.barrier()
@@ -205,7 +205,7 @@ def run_train(args: argparse.Namespace) -> int:
 def _save_resolved_config(args, model_config, data_config, train_config) -> None:
     """DIR/config.toml: every option's value for this run (runconfig.py)."""
     from cellgen.files import write_bytes_atomically
-    from cellgen.training.runconfig import CONFIG_FILE, dump_toml, resolved_config
+    from cellgen.training.runconfig import CONFIG_FILE, CONFIG_HEADER, dump_toml, resolved_config
 
     data = data_config.name + (f":{data_config.path}" if data_config.path else "")
     effective = {**train_config.to_dict(), **{k: getattr(model_config, k) for k in MODEL_DEFAULTS},
@@ -216,12 +216,16 @@ def _save_resolved_config(args, model_config, data_config, train_config) -> None
     config = resolved_config(args, effective)
     config["params"] = {**model_config.params}
     args.out.mkdir(parents=True, exist_ok=True)
-    write_bytes_atomically(args.out / CONFIG_FILE, dump_toml(config).encode("utf-8"))
+    write_bytes_atomically(args.out / CONFIG_FILE, (CONFIG_HEADER + "\n" + dump_toml(config)).encode("utf-8"))
 
 
-def _remove_tensorboard_events(out: Path) -> None:
+def _clear_run_files(out: Path) -> None:
+    """Only this command's own files: a new run must not mix with the old."""
     from cellgen.training.logs import TENSORBOARD_DIR
 
+    for name in RUN_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            (out / name).unlink()
     for event in (out / TENSORBOARD_DIR).glob("events.out.tfevents.*"):
         with contextlib.suppress(OSError):
             event.unlink()
@@ -230,12 +234,33 @@ def _remove_tensorboard_events(out: Path) -> None:
 def _check_fresh_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise CellgenError(f"--out {out} is a file, not a directory")
+    if not force and _never_checkpointed(out):
+        return  # its files are replaced under the run lock (`_clear_run_files`)
     if out.is_dir() and any(not _ours(entry.name) for entry in out.iterdir()) and not force:
         ours = [name for name in RUN_FILES if (out / name).exists()]
         what = f"it holds a run ({', '.join(ours)})" if ours else "it holds files"
         raise CellgenError(f"--out {out} is not empty: {what}",
                            hint="pass --resume to continue that run, --force to start a new one there, "
                                 "or choose another directory")
+
+
+def _never_checkpointed(out: Path) -> bool:
+    """DIR holds only the files of a run that wrote its config.toml (ours, by its first line)
+    but no checkpoint: it stopped (a signal, a kill -9, a crash) before its first checkpoint,
+    and nothing can resume it."""
+    from cellgen.training.logs import TENSORBOARD_DIR
+    from cellgen.training.runconfig import CONFIG_FILE, CONFIG_HEADER
+
+    if not out.is_dir() or (out / "checkpoint.pt").exists():
+        return False
+    try:
+        with open(out / CONFIG_FILE, encoding="utf-8") as config:
+            if config.readline().rstrip("\n") != CONFIG_HEADER:
+                return False
+    except (OSError, UnicodeDecodeError):
+        return False
+    return all(_ours(entry.name) or entry.name in RUN_FILES or entry.name == TENSORBOARD_DIR
+               for entry in out.iterdir())
 
 
 def _ours(name: str) -> bool:

@@ -36,6 +36,10 @@ from typing import Any
 from cellgen.errors import CellgenError
 
 CONFIG_FILE = "config.toml"
+# The first line of every config.toml `cellgen train` writes: it tells the run's own file from
+# one a user put there, so a run stopped before its first checkpoint can be started afresh
+# without --force, while a user's file is never replaced unasked.
+CONFIG_HEADER = "# cellgen train: every option of the run in this directory; `--config` it to repeat the run"
 NOT_SAVED = ("config", "resume", "force", "run", "command")   # per invocation, not part of a run's config
 
 
