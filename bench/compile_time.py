@@ -97,12 +97,21 @@ def _table(sides: list[Side], specs: list[str], median: dict) -> None:
         header += f"{'O2 after/before':>17}"
     print(header)
     print(f"{'':<22}" + "".join(f"{s.label.split()[0]:>9}" for _ in range(len(LEVELS) + 1) for s in sides))
-    for spec in specs:
-        row = [median[(s.label, spec, level)] for level in LEVELS for s in sides]
-        ratios = [median[(s.label, spec, 2)] / median[(s.label, spec, 0)] for s in sides]
-        line = f"{spec:<22}" + "".join(f"{ms:>9.1f}" for ms in row) + "".join(f"{r:>8.1f}×" for r in ratios)
+    for spec in specs:  # a spec the revision before does not ship has "—" on its side
+        def cell(ms):
+            return f"{'—':>9}" if ms is None else f"{ms:>9.1f}"
+
+        def ratio(r, width):
+            return f"{'—':>{width + 1}}" if r is None else f"{r:>{width}.{1 if width == 8 else 2}f}×"
+
+        def over(a, b):
+            return None if a is None or b is None else a / b
+
+        row = [median.get((s.label, spec, level)) for level in LEVELS for s in sides]
+        ratios = [over(median.get((s.label, spec, 2)), median.get((s.label, spec, 0))) for s in sides]
+        line = f"{spec:<22}" + "".join(cell(ms) for ms in row) + "".join(ratio(r, 8) for r in ratios)
         if len(sides) == 2:
-            line += f"{median[(sides[1].label, spec, 2)] / median[(sides[0].label, spec, 2)]:>16.2f}×"
+            line += ratio(over(median.get((sides[1].label, spec, 2)), median.get((sides[0].label, spec, 2))), 16)
         print(line)
 
 
@@ -118,7 +127,8 @@ def main(argv=None) -> int:
         if args.before != "none":
             sides.insert(0, Side(f"before ({args.before})", export(args.before, Path(tmp))))
         specs = args.specs or sides[-1].specs
-        times = {(side.label, spec, level): [] for side in sides for spec in specs for level in LEVELS}
+        times = {(side.label, spec, level): [] for side in sides for spec in specs for level in LEVELS
+                 if spec in side.specs}
         try:
             for side in sides:  # the first compile imports what compiling needs: not timed
                 for level in LEVELS:
@@ -127,7 +137,8 @@ def main(argv=None) -> int:
                 for spec in specs:
                     for level in LEVELS:
                         for side in (sides if repeat % 2 == 0 else sides[::-1]):
-                            times[(side.label, spec, level)].append(side.compile_ms(spec, level))
+                            if spec in side.specs:
+                                times[(side.label, spec, level)].append(side.compile_ms(spec, level))
         finally:
             for side in sides:
                 side.close()
