@@ -172,9 +172,12 @@ CASES = [
          "the cell's output `S` is a stack, but a cell outputs a single map", hint="`sum(…, over=stack)`"),
     Case("cat_size_mismatch.cell", TypeMismatchError, (12, 13),
          "maps of different sizes meet here: `A` is 2·W wide, `h` is W wide", hint="maps meet only at equal sizes"),
-    Case("sum_removes_axis.cell", TypeMismatchError, (7, 8),
-         "maps of different sizes meet here: `c` is W wide, `sum(x, over=W)` has no W axis",
-         hint="`sum(…, over=W)` removes the axis"),
+    Case("sum_kept_axis_next_state.cell", TypeMismatchError, (7, 8),
+         "the next value of state `c` must be as large as `c`, but `c'` is 1 wide (a reduction over W keeps it "
+         "at size 1)", hint="a reduction's result broadcasts back when it meets a full map: `x ⊙ sum(…, over=W)`"),
+    Case("sum_over_c_next_state.cell", TypeMismatchError, (8, 8),
+         "the next value of state `h` must have `h`'s 8 channels, but `h'` has 1 (a reduction over C keeps it at "
+         "size 1)", hint="a reduction's result broadcasts back when it meets a full map: `x ⊙ sum(…, over=C)`"),
     Case("next_state_size.cell", TypeMismatchError, (8, 8),
          "the next value of state `h` must be as large as `h`, but `h'` is 2·W wide, `h` is W wide",
          hint="a state keeps its size from step to step"),

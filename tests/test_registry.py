@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import cellgen
 from cellgen.codegen.fx import build_fx_graph
-from cellgen.ir.ops import ACTIVATIONS, BINARY_OPS, FUNCTIONS, OPS, WEIGHT_OPS, in_group
+from cellgen.ir.ops import ACTIVATIONS, BINARY_OPS, FUNCTIONS, KEPT, OPS, WEIGHT_OPS, in_group
 from cellgen.passes import optimize
 from cellgen.passes.cost import DEFAULT_COST
 from cellgen.resources import shipped_specs
@@ -71,7 +71,7 @@ def test_every_entry_is_complete():
     # every op a spec's function or operator makes has its channel rule (convs: the lowering's)
     for op in {f.op for f in FUNCTIONS.values()} | set(BINARY_OPS.values()) - {"conv"}:
         assert OPS[op].channels is not None, op
-    for op in ("softmax", "reduce_sum", "stack", "unstack", "cat_along", "split_along", "attention", "layernorm",
+    for op in ("softmax", "reduce", "stack", "unstack", "cat_along", "split_along", "attention", "layernorm",
                "concat"):
         assert OPS[op].channels is not None, op
 
@@ -209,11 +209,11 @@ cell Keep
 
 def test_a_sum_over_an_axis_of_a_stack_keeps_the_stack():
     """One rule for validation, stats and codegen: `sum(…, over=W)` of a history is a stack
-    without W. (Layout and stats used to disagree: codegen took it for a map.)"""
+    whose W is kept at size 1. (Layout and stats used to disagree: codegen took it for a map.)"""
     graph = lowered(KEEP)
-    (reduce_w,) = graph.ops("reduce_sum")
+    (reduce_w,) = graph.ops("reduce")
     facts = graph[reduce_w]["facts"]
-    assert facts.stacked and facts.length == ("history", 2) and facts.extent == {"H": 1, "W": None}
+    assert facts.stacked and facts.length == ("history", 2) and facts.extent == {"H": 1, "W": KEPT}
     (attention,) = stats.attention_counts(graph, (4, 4))
     assert attention.keys == 2 * 4 and attention.queries == 4 * 4
     # stats counted it as a stack already; validation and codegen now agree with them

@@ -91,7 +91,7 @@ def absolute_size(graph: CellGraph, node: str, spatial: tuple[int, ...], history
                   ) -> Optional[tuple[int, tuple[int, ...]]]:
     """(entries, spatial size) of a map at input size `spatial`: a stack's entries (an unbounded
     history counted at `history` past values), and each axis scaled by its extent (an axis a
-    sum removed counts as 1). None for a weight or a number."""
+    reduction kept counts as 1). None for a weight or a number."""
     f = graph[node]["facts"]
     if not f.map:
         return None
@@ -99,6 +99,6 @@ def absolute_size(graph: CellGraph, node: str, spatial: tuple[int, ...], history
     if f.stacked:
         entries = f.length if isinstance(f.length, int) else (f.length[1] if f.length[1] is not None else history)
     axes = ("T", "H", "W")[3 - len(spatial):]
-    sizes = tuple(1 if f.extent.get(a) is None or f.extent[a] is KEPT else int(n * f.extent[a])
+    sizes = tuple(1 if f.extent.get(a) is KEPT else int(n * f.extent[a])
                   for a, n in zip(axes, spatial))
     return entries, sizes

@@ -19,9 +19,10 @@ from cellgen.ir.ops import KEPT, NO_TIME_AXIS, OPS, Length, Size
 
 
 def _size_text(axis: str, value: Optional[Fraction], frames: Optional[int]) -> str:
-    """`is 2·W wide`, `is W/2 wide`, `is 3 frames long`, `has no W axis (…)`."""
-    if value is None:
-        return f"has no {axis} axis (`sum(…, over={axis})` removed it)"
+    """`is 2·W wide`, `is W/2 wide`, `is 3 frames long`, `is 1 wide (…)`."""
+    if value is KEPT:
+        return f"is 1 {'wide' if axis == 'W' else 'high' if axis == 'H' else 'frame long'} " \
+               f"(a reduction over {axis} keeps it at size 1)"
     if axis == "T" and frames:
         count = value * frames
         return f"is {count} frame{'s' * (count != 1)} long"
@@ -76,8 +77,8 @@ class Layout:
         if any(self.graph[n].get("geometry") is not None for n in self.graph.ops("conv")):
             return ("a conv with `pad valid` (or a padding other than `same`, or a stride) changes a map's "
                     "size: `resize nearest` brings its result back to its input's size, `pad same` keeps it")
-        return ("`cat(…, along=W)` and `split(…, along=W)` change a map's size along an axis, and "
-                "`sum(…, over=W)` removes the axis; maps meet only at equal sizes")
+        return ("`cat(…, along=W)` and `split(…, along=W)` change a map's size along an axis; maps meet "
+                "only at equal sizes")
 
     def written(self, node: str) -> str:
         """A value as the user wrote it: its equation's name, else its text."""
@@ -146,6 +147,20 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
             raise TypeMismatchError(f"`{name}'` is {not_a_map(node)}, but a state holds a map of the step",
                                     spans.get(node) or graph[node].get("span"),
                                     hint="compute it from the inputs and states")
+        state_channels = graph[graph.state_nodes[name]].get("channels")
+        if graph[node].get("broadcast") and state_channels != 1:  # one channel that broadcasts meets any width
+            raise TypeMismatchError(f"the next value of state `{name}` must have `{name}`'s {state_channels} "
+                                    f"channels, but {written(node)} has 1 (a reduction over C keeps it at size 1)",
+                                    spans.get(node) or graph[node].get("span"),
+                                    hint="a reduction's result broadcasts back when it meets a full map: "
+                                         "`x ⊙ sum(…, over=C)`")
+        kept = [axis for axis, value in extents[node].items() if value is KEPT]
+        if kept:  # a kept axis meets any size, so `sizes` below lets it pass: a state keeps its size
+            raise TypeMismatchError(f"the next value of state `{name}` must be as large as `{name}`, but "
+                                    f"{written(node)} {_size_text(kept[0], KEPT, None)}",
+                                    spans.get(node) or graph[node].get("span"),
+                                    hint="a reduction's result broadcasts back when it meets a full map: "
+                                         f"`x ⊙ sum(…, over={kept[0]})`")
         different = sizes(node, graph.state_nodes[name])
         if different:
             raise TypeMismatchError(f"the next value of state `{name}` must be as large as `{name}`, but {different}",
@@ -164,11 +179,19 @@ def check_layout(graph: CellGraph, spans: Optional[Mapping[str, Span]] = None) -
             raise TypeMismatchError(f"the cell's output {written(output)} is {not_a_map(output)}, but a "
                                     "cell outputs a map", spans.get(output) or graph[output].get("span"))
         if output and output in maps:
-            removed = [axis for axis, value in extents[output].items() if value is None]
-            if removed:
-                raise TypeMismatchError(f"the cell's output {written(output)} has no {removed[0]} axis "
-                                        f"(`sum(…, over={removed[0]})` removed it), but a cell outputs a map",
-                                        spans.get(output) or graph[output].get("span"))
+            if graph[output].get("broadcast"):
+                raise TypeMismatchError(f"the cell's output {written(output)} has 1 channel that broadcasts (a "
+                                        "reduction over C keeps it at size 1), but a cell outputs the maps it "
+                                        "computes", spans.get(output) or graph[output].get("span"),
+                                        hint="a reduction's result broadcasts back when it meets a full map: "
+                                             "`x ⊙ sum(…, over=C)`")
+            kept = [axis for axis, value in extents[output].items() if value is KEPT]
+            if kept:
+                raise TypeMismatchError(f"the cell's output {written(output)} {_size_text(kept[0], KEPT, None)}, "
+                                        "but a cell outputs a map as large as its input",
+                                        spans.get(output) or graph[output].get("span"),
+                                        hint="a reduction's result broadcasts back when it meets a full map: "
+                                             f"`x ⊙ sum(…, over={kept[0]})`")
         if output and output in stacked and output not in graph.next_state.values():
             raise TypeMismatchError(f"the cell's output {written(output)} is a stack, but a cell outputs a single "
                                     "map", spans.get(output) or graph[output].get("span"),

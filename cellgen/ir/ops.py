@@ -40,8 +40,9 @@ from cellgen.errors import ArityError, Note, TypeMismatchError
 # history, which holds one more past value each step until it holds τ (τ None: no limit).
 Length = Union[int, tuple]
 # The size of a map along its own axes, relative to the first input's (a state's size is the
-# first input's): `cat(a, b, along=W)` is 2 along W, a half of `split` 1/2; None when
-# `sum(…, over=W)` removed the axis. Convs pad to keep the size ("same").
+# first input's): `cat(a, b, along=W)` is 2 along W, a half of `split` 1/2; KEPT where a
+# reduction kept the axis at size 1. Convs pad to keep the size ("same") unless their geometry
+# says otherwise (`Size`).
 Extent = dict[str, Optional[Fraction]]
 
 
@@ -85,7 +86,7 @@ def _extent_cat(data: dict, maps: list[Facts]) -> Extent:
     extent, axis = dict(maps[0].extent), data["axis"]
     if axis in extent:
         parts = [m.extent[axis] for m in maps]
-        extent[axis] = None if None in parts else sum(parts)
+        extent[axis] = sum(parts)
     return extent
 
 
@@ -93,13 +94,6 @@ def _extent_split(data: dict, maps: list[Facts]) -> Extent:
     extent, axis = dict(maps[0].extent), data["axis"]
     if extent.get(axis) is not None:
         extent[axis] = extent[axis] / data["count"]
-    return extent
-
-
-def _extent_sum(data: dict, maps: list[Facts]) -> Extent:
-    extent = dict(maps[0].extent)
-    if data["axis"] in extent:
-        extent[data["axis"]] = None
     return extent
 
 
@@ -204,10 +198,6 @@ def _extent_conv(data: dict, maps: list[Facts]) -> Extent:
         if extent.get(axis) is not None:
             extent[axis] = conv_size(kernel, pad, stride, extent[axis])
     return extent
-
-
-def _stack_of_sum(data: dict, operands: list[Facts]) -> Optional[Length]:
-    return None if data["axis"] == "stack" else stack_of_any(data, operands)
 
 
 # --- MACs ------------------------------------------------------------------------------------------
@@ -389,10 +379,6 @@ def _operand_stacked(e, node) -> bool:
 def _emit_softmax(e, node, data, args):
     return e.call(e.torch.softmax, (args[0], e.dim(data["axis"], _operand_stacked(e, node))),
                   data["name"] or "softmax")
-
-
-def _emit_reduce_sum(e, node, data, args):
-    return e.method("sum", (args[0], e.dim(data["axis"], _operand_stacked(e, node))), data["name"] or "sum")
 
 
 def _emit_reduce(e, node, data, args):
@@ -760,11 +746,6 @@ _DEFS = [
           needs_maps=None, role="softmax takes", channels=same_channels(),
           check=_needs_a_stack("softmax over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
                                                          "`over=W`")),
-    OpDef("reduce_sum", (1, 1), _emit_reduce_sum, "sum over one axis, which disappears", attrs=("axis",),
-          groups={"chain"}, symbol="sum", stack=_stack_of_sum, extent=_extent_sum, needs_maps=None,
-          role="sum takes", channels=same_channels(),
-          check=_needs_a_stack("sum over the stack", "pass it a stack, or name an axis of the map: `over=H`, "
-                                                     "`over=W`")),
     OpDef("reduce", (1, 1), _emit_reduce,
           "sum or mean (attr `how`) over `axes`: the stack, which disappears, or map axes (C, T, H, W), kept at "
           "size 1 so that the result broadcasts back (MAU's Σ_{C,H,W})", attrs=("how", "axes"), groups={"chain"},
@@ -853,8 +834,8 @@ TOKEN_LAYOUTS = ("positions", "reshape")
 
 STRUCTURAL_FUNCTIONS: dict[str, StructuralFunction] = {
     "softmax": StructuralFunction((1, 1), {"over": "axis"}, "softmax over one axis (`over=stack`: a history)"),
-    "sum": StructuralFunction((1, 1), {"over": "axes"}, "sum over the stack or one of T, H, W, which disappears; "
-                              "over C or several axes `(C, H, W)`, kept at size 1"),
+    "sum": StructuralFunction((1, 1), {"over": "axes"}, "sum over the stack (which disappears) or map axes "
+                              "(C, T, H, W or several, `(C, H, W)`: kept at size 1)"),
     "mean": StructuralFunction((1, 1), {"over": "axes"}, "mean over the stack (which disappears) or map axes "
                                "(kept at size 1)"),
     "stack": StructuralFunction((1, 999), {}, "a stack of maps (a new axis, `stack`)"),

@@ -195,10 +195,7 @@ class Expressions:
         return node
 
     def _reduction(self, call: ast.Call, operands: list[str], axes: tuple[str, ...]) -> str:
-        """`sum(e, over=W)` removes W, as it always has; `sum` over C or several axes, and
-        `mean`, keep the map's axes at size 1 (docs/reductions.md); over the stack, it goes."""
-        if call.func == "sum" and len(axes) == 1 and axes[0] != "C":
-            return self.graph.add_op("reduce_sum", operands, span=call.span, axis=axes[0])
+        """`sum`/`mean` over map axes keep them at size 1 (docs/reductions.md); over the stack, it goes."""
         return self.graph.add_op("reduce", operands, span=call.span, how=call.func, axes=axes)
 
     def _axes(self, call: ast.Call, keyword: ast.KeywordArg) -> tuple[str, ...]:
