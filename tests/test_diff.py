@@ -105,6 +105,23 @@ def test_a_renamed_weight_is_aligned_but_the_cells_differ(tmp_path, capsys):
     assert "1 weight renamed" in cdiff.format_text(result)
 
 
+def test_a_convs_geometry_is_a_changed_weight_not_a_changed_equation(tmp_path, capsys):
+    """pad/stride/resize (docs/conv_modes.md) are reported with the conv's weight, as its kernel is."""
+    text = CONVLSTM.replace("W_x*, W_h* : conv k×k", "W_xi, W_xf, W_xc, W_h* : conv k×k\n    W_xo : conv k×k pad (2, 2)")
+    assert text != CONVLSTM
+    result = diff_cells("convlstm", write(tmp_path, "pad.cell", text), P)
+    (change,) = result.weights
+    assert (change.a, change.fields, change.after["geometry"]) == ("W_xo", ["geometry"], "pad 2")
+    assert "geometry" not in change.before and not result.equations.changed
+    assert re.search(r"~ W_xo +conv 5×5 → conv 5×5 pad 2 ", cdiff.format_text(result))
+    status, out, _ = run(["convlstm", write(tmp_path, "pad.cell", text), "-p", "in_channels=1", "--format", "json"],
+                         capsys)
+    (row,) = json.loads(out)["weights"]
+    assert status == 1 and row["after"]["geometry"] == "pad 2" and row["fields"] == ["geometry"]
+    e3d = cdiff.format_text(diff_cells("e3d_lstm", "e3d_lstm_openstl", {"in_channels": 4}))
+    assert "conv 2×5×5 pad (valid, same, same) resize nearest" in e3d
+
+
 def test_a_renamed_gate_is_matched_in_a_changed_cell(tmp_path):
     renamed = write(tmp_path, "renamed.cell", rename_in_equations(CONVLSTM, "i", "in_gate"))
     result = diff_cells(renamed, "predrnn", P)

@@ -100,7 +100,7 @@ def test_stack_parameter_names_and_shapes():
 
 
 def test_weights_are_initialised_on_one_thread_with_the_values_of_any_thread_count():
-    """reset_parameters runs on one torch thread (cellgen.runtime.init.one_thread): the thread
+    """reset_parameters runs on one torch thread (cellgen.runtime.threads.one_thread): the thread
     count is as it was afterwards, and the weights for a seed are those init_weight_ draws on
     two threads, tensor by tensor in the same order."""
     from cellgen.runtime.init import init_weight_

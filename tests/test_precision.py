@@ -261,7 +261,7 @@ def test_moving_digits_are_the_sequences_they_were():
 
 
 def test_generation_runs_on_one_thread_and_gives_the_threads_back():
-    from cellgen.data.moving_digits import one_thread
+    from cellgen.runtime.threads import one_thread
 
     torch.set_num_threads(2)
     try:

@@ -13,7 +13,8 @@ from cellgen.codegen.fx import build_fx_graph
 from cellgen.codegen.prelude import SplitStep, split_weight_prelude
 from cellgen.ir.graph import CellGraph
 from cellgen.runtime import ops as runtime_ops
-from cellgen.runtime.init import init_weight_, one_thread
+from cellgen.runtime.init import init_weight_
+from cellgen.runtime.threads import one_thread
 
 
 class CellModule(fx.GraphModule):

@@ -12,7 +12,6 @@ for its data. Train and test use separate random streams.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Optional
 
@@ -21,6 +20,7 @@ from torch.utils.data import Dataset
 
 from cellgen.data.glyphs import render_digit
 from cellgen.data.seeding import seeded_generator
+from cellgen.runtime.threads import one_thread
 
 SPLITS = {"train": 0, "test": 1}
 
@@ -89,22 +89,6 @@ class MovingDigits(Dataset):
             layer[frame_index, (ys.view(-1, 1) + offsets).unsqueeze(2), (xs.view(-1, 1) + offsets).unsqueeze(1)] = image
             torch.maximum(video, layer, out=video)
         return video.unsqueeze(1)
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run the block on one intra-op thread. Generating a sequence is many small ops, which
-    gain nothing from threads and, on a busy machine, wait at every op for the second thread:
-    one sequence took 10 ms on one thread and 70 ms on torch's two, here under load."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _bounce(position: list[float], velocity: list[float], limit: float) -> tuple[list[float], list[float]]:

@@ -175,6 +175,22 @@ def conv_geometry(data: dict) -> tuple[tuple, tuple, Optional[str]]:
     return geometry if geometry is not None else (("same",) * axes, (1,) * axes, None)
 
 
+def geometry_text(geometry: Optional[tuple]) -> str:
+    """A conv's geometry as a declaration writes it (`pad (valid, same, same) resize nearest`,
+    `pad 1`, `stride 2`); "" for the default. For reports: diff's weights, show's labels."""
+    if geometry is None:
+        return ""
+    pads, strides, resize = geometry
+
+    def axes(values):
+        return str(values[0]) if len(set(values)) == 1 else f"({', '.join(map(str, values))})"
+
+    words = [] if set(pads) == {"same"} else [f"pad {axes(pads)}"]
+    words += [] if set(strides) == {1} else [f"stride {axes(strides)}"]
+    words += [] if resize is None else [f"resize {resize}"]
+    return " ".join(words)
+
+
 def conv_size(kernel: int, pad, stride: int, size):
     """A conv's output size along one axis from its input's (an int or an extent): "same"
     keeps it (divided by the stride), else (size + 2·pad − kernel) / stride + 1 — exact when

@@ -1,5 +1,4 @@
 """How a fresh cell's weights are initialised (shared by compiled and standalone modules)."""
-import contextlib
 import math
 
 import torch
@@ -24,18 +23,3 @@ def init_weight_(tensor, kind):
     return tensor
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Within the block torch runs on one thread. Initialising a cell is a few dozen fills and
-    RNG draws of at most a few MB: on a busy machine waking torch's thread pool for each costs
-    far more (a 1 MB fill: ~8 ms of CPU on two threads, 0.05 ms on one) than the work, and
-    the values are the same (torch's CPU uniform_ draws serially whatever the thread count)."""
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

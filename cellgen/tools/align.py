@@ -30,9 +30,10 @@ NAMED = ("input", "state", "weight", "gate")  # categories whose nodes carry a s
 # Node attributes that are not part of what an operation computes: where it came from, and
 # sizes that the declarations (and channel inference) fix and the diff reports on their own.
 # A LayerNorm's settings (mode, axes, eps) are of that kind too: the diff reports them as
-# attributes of the norm, and its gain and bias weights say which norm it is.
+# attributes of the norm, and its gain and bias weights say which norm it is; and a conv's
+# geometry (pad, stride, resize), which it reports with the conv's weight, as its kernel.
 _NOT_SEMANTIC = NOT_COMPUTED | {"op", "in_channels", "kernel", "shape", "broadcast", "weight_kind", "mode", "axes",
-                                "eps", "symbol"}
+                                "eps", "symbol", "geometry"}
 
 
 def category(graph: CellGraph, node: str) -> tuple:
@@ -54,7 +55,8 @@ def label(graph: CellGraph, node: str, *, detail: bool = False) -> tuple:
     extra = tuple(sorted((key, _frozen(value)) for key, value in data.items() if key not in _NOT_SEMANTIC))
     base = (data["kind"], data.get("op") or data.get("weight_kind"), extra)
     if detail:
-        base += (_frozen(data.get("kernel")), data.get("channels"), _frozen(data.get("shape")))
+        base += (_frozen(data.get("kernel")), data.get("channels"), _frozen(data.get("shape")),
+                 _frozen(data.get("geometry")))
     return base
 
 

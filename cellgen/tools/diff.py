@@ -25,7 +25,7 @@ from typing import Any, Optional, Sequence
 
 from cellgen.errors import CellgenError, ParamError
 from cellgen.ir.graph import CellGraph
-from cellgen.ir.ops import OPS, in_group
+from cellgen.ir.ops import OPS, geometry_text, in_group
 from cellgen.language import syntax as ast
 from cellgen.language.printer import format_expr
 from cellgen.language.walk import transform, walk
@@ -320,8 +320,12 @@ def _tensors(al: Alignment, nodes_a: dict, nodes_b: dict, describe) -> list[Tens
 
 def _weight_row(graph: CellGraph, symbol: str) -> dict:
     info = graph.weights[symbol]
-    return {"kind": info.kind, "shape": tuple(info.shape), "kernel": tuple(info.kernel),
-            "parameters": math.prod(info.shape), "gate": stats.weight_gate(graph, symbol)}
+    row = {"kind": info.kind, "shape": tuple(info.shape), "kernel": tuple(info.kernel),
+           "parameters": math.prod(info.shape), "gate": stats.weight_gate(graph, symbol)}
+    geometry = graph[graph.weight_node(symbol)].get("geometry") if info.kind == "conv" else None
+    if geometry is not None:  # a conv with its own pad, stride or resize (docs/conv_modes.md), as written
+        row["geometry"] = geometry_text(geometry)
+    return row
 
 
 def _weights(al: Alignment) -> list[WeightChange]:
@@ -334,7 +338,7 @@ def _weights(al: Alignment) -> list[WeightChange]:
             continue
         symbol_b = al.b[partner]["name"]
         after = _weight_row(al.b, symbol_b)
-        fields = [key for key in ("kind", "shape", "kernel") if before[key] != after[key]]
+        fields = [key for key in ("kind", "shape", "kernel", "geometry") if before.get(key) != after.get(key)]
         if fields:
             changed.append(WeightChange("changed", symbol, symbol_b, before, after, fields))
     for symbol in al.b.weights:
@@ -1043,7 +1047,9 @@ def _declaration(name: str, info: dict) -> str:
 
 def _weight_cells(change: WeightChange) -> list[str]:
     def kind(row):
-        return f"conv {'×'.join(map(str, row['kernel']))}" if row["kind"] == "conv" else row["kind"]
+        if row["kind"] != "conv":
+            return row["kind"]
+        return f"conv {'×'.join(map(str, row['kernel']))}" + (f" {row['geometry']}" if "geometry" in row else "")
 
     def shape(row):
         return "×".join(map(str, row["shape"]))
