@@ -166,9 +166,6 @@ class Size:
 # A conv's geometry (node attr `geometry`, None for the default): per kernel axis a padding
 # ("same", "valid" or a number of positions each side) and a stride, and `resize` ("nearest":
 # the result resized back to its input's size, OpenSTL's tf_Conv3d; None).
-SAME_GEOMETRY = None
-
-
 def conv_geometry(data: dict) -> tuple[tuple, tuple, Optional[str]]:
     """(pads, strides, resize) of a conv node, the default spelled out."""
     geometry, axes = data.get("geometry"), len(data["kernel"])

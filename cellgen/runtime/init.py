@@ -21,5 +21,3 @@ def init_weight_(tensor, kind):
         else:
             torch.nn.init.zeros_(tensor)
     return tensor
-
-

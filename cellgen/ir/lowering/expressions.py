@@ -3,6 +3,7 @@ registry entry says (elementwise: equal); structural functions, norms, histories
 from __future__ import annotations
 
 import math
+import operator
 from typing import Optional
 
 from cellgen.errors import (ArityError, ChannelMismatchError, CyclicDefinitionError, Note, RedefinitionError,
@@ -13,6 +14,12 @@ from cellgen.ir.lowering.messages import (MAP_AXES, USAGE, axis_hint, key_of, na
 from cellgen.ir.ops import BINARY_OPS, FUNCTIONS, OPS, STRUCTURAL_FUNCTIONS, TOKEN_LAYOUTS
 from cellgen.ir.params import evaluate
 from cellgen.language import syntax as ast
+
+
+# The binary operators between numbers and params, folded at lowering: `*` parses as a conv (`⋆`),
+# which between params multiplies.
+_PARAM_ARITHMETIC = {"add": operator.add, "sub": operator.sub, "hadamard": operator.mul, "conv": operator.mul,
+                     "div": operator.truediv}
 
 
 class Expressions:
@@ -110,8 +117,7 @@ class Expressions:
                 return None
             if expr.op == "div" and right == 0:
                 raise TypeMismatchError("this divides by zero", expr.span, hint="check the params it is made of")
-            return {"add": left + right, "sub": left - right, "hadamard": left * right, "conv": left * right,
-                    "div": left / right if right else 0.0}[expr.op]
+            return _PARAM_ARITHMETIC[expr.op](left, right)
         if isinstance(expr, ast.Call) and expr.func == "sqrt" and len(expr.args) == 1 and not expr.kwargs:
             value = self._constant(expr.args[0])
             if value is not None and value < 0:
@@ -168,8 +174,8 @@ class Expressions:
                              f"but {len(call.args)} {were} given", call.span, hint=USAGE.get(call.func))
         operands = [self._expr(arg) for arg in call.args]
         graph = self.graph
-        if call.func in ("sum", "mean"):
-            node = self._reduction(call, operands, keywords["over"])
+        if call.func in ("sum", "mean"):  # over map axes kept at size 1, over the stack gone (docs/reductions.md)
+            node = graph.add_op("reduce", operands, span=call.span, how=call.func, axes=keywords["over"])
         elif call.func == "softmax":
             node = graph.add_op(call.func, operands, span=call.span, axis=keywords["over"])
             if keywords["over"] == "C":
@@ -193,10 +199,6 @@ class Expressions:
             node = graph.add_op("attention", operands, span=call.span, patches=keywords.get("patches", 1), **tokens)
         self._constrain(node, operands, call.span)
         return node
-
-    def _reduction(self, call: ast.Call, operands: list[str], axes: tuple[str, ...]) -> str:
-        """`sum`/`mean` over map axes keep them at size 1 (docs/reductions.md); over the stack, it goes."""
-        return self.graph.add_op("reduce", operands, span=call.span, how=call.func, axes=axes)
 
     def _axes(self, call: ast.Call, keyword: ast.KeywordArg) -> tuple[str, ...]:
         """`over=C` or `over=(C, H, W)`: map axes each once, or the stack alone."""
