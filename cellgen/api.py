@@ -62,7 +62,7 @@ def _loaded(text: str, origin: str, path: Optional[Path]) -> LoadedSpec:
 @lru_cache(maxsize=256)
 def _parse(text: str, origin: str, path: Optional[str]) -> ast.CellSpec:
     """The AST of one spec file (frozen, so shared by every load of the same text)."""
-    return parse(text, origin).model_copy(update={"origin": origin, "path": path})
+    return parse(text, origin).copy_with(origin=origin, path=path)
 
 
 def _read(path: Path) -> str:

@@ -254,7 +254,7 @@ def test_walk_and_transform_visit_every_node_and_share_what_they_keep():
     equation = spec.definitions[0]
     assert list(children(equation)) == [equation.target, equation.expr]
 
-    renamed = transform(spec, lambda n: n.model_copy(update={"name": "y"}) if isinstance(n, ast.Ref)
+    renamed = transform(spec, lambda n: n.copy_with(name="y") if isinstance(n, ast.Ref)
                         and n.name == "x" else None)
     assert [n.text for n in walk(renamed) if isinstance(n, ast.Ref)] == ["h'", "W", "y", "h"]
     assert renamed.statements[0] is spec.statements[0]  # untouched subtrees are shared, not copied

@@ -121,7 +121,7 @@ def _depth_with_reads(expr: ast.Node, chain: dict[str, int]) -> int:
         # a name read is as deep as the value it names; anything else is one level
         depth += chain.get(node.name + ("'" if node.prime else ""), 0) if isinstance(node, ast.Ref) else 1
         deepest = max(deepest, depth)
-        for name in type(node).model_fields:
+        for name in node.field_names():
             if name == "span":
                 continue
             value = getattr(node, name)

@@ -80,7 +80,7 @@ def parse(text: str, filename: str = "<string>") -> ast.CellSpec:
         if isinstance(error.orig_exc, CellgenError):
             raise error.orig_exc from None
         raise
-    return spec.model_copy(update={"statements": next_values(spec.statements, state_names(spec.statements))})
+    return spec.copy_with(statements=next_values(spec.statements, state_names(spec.statements)))
 
 
 def _span(source: Source, item) -> Span:
@@ -88,7 +88,7 @@ def _span(source: Source, item) -> Span:
 
 
 class _ToAst(Transformer):
-    """Lark tree → pydantic AST; every node gets the span of the text it came from."""
+    """Lark tree → AST; every node gets the span of the text it came from."""
 
     def __init__(self, source: Source):
         super().__init__()

@@ -56,7 +56,7 @@ def resolve(spec: ast.CellSpec, load: Loader) -> ast.CellSpec:
             raise CellgenError("`return` belongs inside a block", statement.span)
         else:
             flat.append(statement)
-    return merged.model_copy(update={"statements": flat + weight_decls, "extends": None})
+    return merged.copy_with(statements=flat + weight_decls, extends=None)
 
 
 # --- variants -------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec], borrow
     _check_blocks(spec.statements)
     own = _borrow_blocks(spec, _unroll_all(spec.statements), load, borrowing)
     if spec.extends is None:
-        return spec.model_copy(update={"statements": own})
+        return spec.copy_with(statements=own)
     parent_spec = load(spec.extends, spec)
     chain = [*chain, spec]
     seen = [_identity(s) for s in chain]
@@ -90,7 +90,7 @@ def _inherit(spec: ast.CellSpec, load: Loader, chain: list[ast.CellSpec], borrow
                                          "another spec")
     parent = _inherit(parent_spec, load, chain, [*borrowing, _identity(parent_spec)])
     own = next_values(own, state_names(parent.statements))  # its own states' the parser has spelt
-    return spec.model_copy(update={"statements": _merge(_borrowed(parent.statements), own)})
+    return spec.copy_with(statements=_merge(_borrowed(parent.statements), own))
 
 
 def _check_blocks(statements: list) -> None:
@@ -121,9 +121,9 @@ def _borrowed(statements: list) -> list:
     out = []
     for statement in statements:
         if isinstance(statement, ast.WeightDecl):
-            statement = statement.model_copy(update={"level": statement.level + 1, "borrowed": True})
+            statement = statement.copy_with(level=statement.level + 1, borrowed=True)
         elif isinstance(statement, (ast.Equation, ast.Unpack)):
-            statement = statement.model_copy(update={"borrowed": True})
+            statement = statement.copy_with(borrowed=True)
         elif isinstance(statement, ast.BlockDef):
             statement = _mark_block_borrowed(statement)
         out.append(statement)
@@ -131,9 +131,9 @@ def _borrowed(statements: list) -> list:
 
 
 def _mark_block_borrowed(block: ast.BlockDef) -> ast.BlockDef:
-    return block.model_copy(update={"body": [
-        s.model_copy(update={"borrowed": True}) if isinstance(s, (ast.WeightDecl, ast.Equation, ast.Unpack)) else s
-        for s in block.body]})
+    return block.copy_with(body=[
+        s.copy_with(borrowed=True) if isinstance(s, (ast.WeightDecl, ast.Equation, ast.Unpack)) else s
+        for s in block.body])
 
 
 def _merge(parent: list, child: list) -> list:
@@ -149,7 +149,7 @@ def _merge(parent: list, child: list) -> list:
         if isinstance(statement, (ast.InputDecl, ast.StateDecl)):
             kept = [t for t in statement.tensors if ("tensor", t.name) not in replaced]
             if kept:
-                out.append(statement.model_copy(update={"tensors": kept}))
+                out.append(statement.copy_with(tensors=kept))
             continue
         hits = [replaced[k] for k in keys if k in replaced]
         if not hits:
@@ -328,9 +328,9 @@ class _BlockNames:
             raise TypeMismatchError(f"a block cannot read or update a state's next value (`{ref.text}`)", ref.span,
                                     hint="pass the value in as an input, or return it")
         if ref.name in self.local:
-            return ref.model_copy(update={"name": f"{self.instance}.{ref.name}"})
+            return ref.copy_with(name=f"{self.instance}.{ref.name}")
         if self.is_weight(ref.name):
-            return ref.model_copy(update={"name": f"{self.block.name}.{ref.name}"})
+            return ref.copy_with(name=f"{self.block.name}.{ref.name}")
         known = sorted(self.local) + [p.text for d in self.decls for p in d.patterns if not p.is_glob]
         raise UnknownSymbolError(f"unknown symbol `{ref.name}` in block `{self.block.name}`", ref.span,
                                  hint=did_you_mean(ref.name, known) or
@@ -339,8 +339,8 @@ class _BlockNames:
     def statement(self, statement: _Definition) -> _Definition:
         expr = self.expr(statement.expr)
         if isinstance(statement, ast.Equation):
-            return statement.model_copy(update={"target": self._target(statement.target), "expr": expr})
-        return statement.model_copy(update={"targets": [self._target(t) for t in statement.targets], "expr": expr})
+            return statement.copy_with(target=self._target(statement.target), expr=expr)
+        return statement.copy_with(targets=[self._target(t) for t in statement.targets], expr=expr)
 
     def _target(self, ref: ast.Ref) -> ast.Ref:
         if ref.discards:
@@ -348,7 +348,7 @@ class _BlockNames:
         if ref.prime:
             raise TypeMismatchError(f"a block cannot update a state (`{ref.text}`)", ref.span,
                                     hint="return the new value, and set the state outside: `c' = …`")
-        return ref.model_copy(update={"name": f"{self.instance}.{ref.name}"})
+        return ref.copy_with(name=f"{self.instance}.{ref.name}")
 
     def expr(self, node):
         return transform(node, self._rename)
@@ -362,13 +362,13 @@ class _BlockNames:
         if isinstance(node, ast.KeywordArg) and isinstance(node.value, ast.Ref) and node.name in ("over", "along"):
             return node  # `over=stack`, `along=W`: axis names, not values
         if isinstance(node, ast.Call) and self.is_weight(node.func):  # a LayerNorm applied by calling its symbol
-            return transform_children(node.model_copy(update={"func": f"{self.block.name}.{node.func}"}),
+            return transform_children(node.copy_with(func=f"{self.block.name}.{node.func}"),
                                       self._rename)
         return None
 
     def weight_decl(self, decl: ast.WeightDecl) -> ast.WeightDecl:
-        patterns = [p.model_copy(update={"text": f"{self.block.name}.{p.text}"}) for p in decl.patterns]
-        return decl.model_copy(update={"patterns": patterns})
+        patterns = [p.copy_with(text=f"{self.block.name}.{p.text}") for p in decl.patterns]
+        return decl.copy_with(patterns=patterns)
 
 
 # --- loops ----------------------------------------------------------------------------------
@@ -427,14 +427,14 @@ def _substitute(node, var: str, value: int):
             if node.name == var:
                 return ast.Number(value=float(value), text=str(value), span=node.span)
             if node.name.endswith(suffix):
-                return node.model_copy(update={"name": node.name[: -len(suffix)] + f"_{value}"})
+                return node.copy_with(name=node.name[: -len(suffix)] + f"_{value}")
             return node
         if isinstance(node, ast.DimName) and node.name == var:
             return ast.DimInt(value=value, span=node.span)
         if isinstance(node, ast.Comprehension) and node.var == var:
             return node  # an inner comprehension over the same name shadows the loop's
         if isinstance(node, ast.Call) and node.func.endswith(suffix):
-            return transform_children(node.model_copy(update={"func": node.func[: -len(suffix)] + f"_{value}"}),
+            return transform_children(node.copy_with(func=node.func[: -len(suffix)] + f"_{value}"),
                                       rule)
         return None
 

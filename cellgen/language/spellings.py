@@ -39,7 +39,7 @@ def next_values(statements: list, states: Iterable[str]) -> list:
     def rule(node):
         if isinstance(node, ast.Ref) and not node.prime and node.name.endswith(_NEXT) \
                 and node.name[: -len(_NEXT)] in states:
-            return node.model_copy(update={"name": node.name[: -len(_NEXT)], "prime": True})
+            return node.copy_with(name=node.name[: -len(_NEXT)], prime=True)
         return None
 
     return transform(statements, rule)

@@ -1,20 +1,36 @@
-"""The abstract syntax of a cell spec: pydantic models that remember where they came from.
+"""The abstract syntax of a cell spec: frozen dataclasses that remember where they came from.
 
 Every node has a `span` into the source; two ASTs are the same cell when they are equal
 ignoring spans (`same_cell`), which is what the pretty-printer round trip checks.
 """
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import field
 from typing import Literal, Optional, Union
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from cellgen.errors import Span
 
 
-class Node(BaseModel):
-    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True, defer_build=True)
-    span: Optional[Span] = Field(default=None, repr=False)
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Node:
+    # Plain dataclasses, not pydantic models: the parser builds every node from values it has
+    # already checked, so validation found nothing, and building the models' schemas cost
+    # `cellgen check` more than parsing and lowering the spec.
+    span: Optional[Span] = field(default=None, repr=False)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        dataclasses.dataclass(frozen=True, kw_only=True)(cls)
+        cls._field_names = tuple(f.name for f in dataclasses.fields(cls))  # walkers ask per node
+
+    def copy_with(self, **changes):
+        """This node with some fields changed (nodes are frozen)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return cls._field_names
 
 
 # --- integer expressions over params (channels, kernel sizes, shapes) -------------------
@@ -65,7 +81,7 @@ class Ref(Node):
 class Call(Node):
     func: str
     args: list["Expr"]
-    kwargs: list["KeywordArg"] = []
+    kwargs: list["KeywordArg"] = field(default_factory=list)
 
 
 BinaryOp = Literal["add", "sub", "hadamard", "conv", "div"]
@@ -180,10 +196,10 @@ class KernelShare(Node):
 
 
 class ConvType(Node):
-    kernel: list[Dim] = []
-    shares: list[KernelShare] = []  # a multi-kernel conv (then `kernel` is empty)
+    kernel: list[Dim] = field(default_factory=list)
+    shares: list[KernelShare] = field(default_factory=list)  # a multi-kernel conv (then `kernel` is empty)
     out: Optional[Dim] = None  # `-> C`: output channels fixed by the declaration
-    geometry: list["ConvOption"] = []  # `pad …`, `stride …`, `resize …`, as written (docs/conv_modes.md)
+    geometry: list["ConvOption"] = field(default_factory=list)  # `pad …`, `stride …`, `resize …`, as written (docs/conv_modes.md)
 
 
 class ConvOption(Node):
@@ -191,7 +207,7 @@ class ConvOption(Node):
     A pad value is a Dim; the words `same` and `valid` are DimNames the lowering reads."""
 
     kind: Literal["pad", "stride", "resize"]
-    values: list[Dim] = []
+    values: list[Dim] = field(default_factory=list)
     word: Optional[str] = None  # resize's mode
 
 
@@ -206,8 +222,8 @@ class ElementwiseType(Node):
 class NormType(Node):
     """`layernorm [shape] over AXES eps E` — see grammars/cell.lark."""
 
-    shape: list[Dim] = []
-    over: list[str] = []
+    shape: list[Dim] = field(default_factory=list)
+    over: list[str] = field(default_factory=list)
     eps: Optional[Number] = None
 
 
@@ -289,8 +305,8 @@ class CellSpec(Node):
     # for text): what
     # messages call it (`specs/e3d_lstm.cell`, a path as given) and the file itself, beside
     # which the specs it names (`extends P`, `use … from S`) are looked for first.
-    origin: Optional[str] = Field(default=None, repr=False)
-    path: Optional[str] = Field(default=None, repr=False)
+    origin: Optional[str] = field(default=None, repr=False)
+    path: Optional[str] = field(default=None, repr=False)
 
     def of_type(self, kind):
         return [s for s in self.statements if isinstance(s, kind)]
@@ -330,17 +346,13 @@ class CellSpec(Node):
         return outputs[0] if outputs else None
 
 
-# Every model is built on first use (`defer_build`), when all the forward references above
-# resolve: building 30 schemas at import cost more than the rest of `cellgen check`.
-
-
 WHERE_FIELDS = frozenset({"span", "origin", "path"})  # where a node came from, not what it says
 
 
 def without_spans(node):
     """A plain-data view of an AST with every span (and origin) dropped: what two equal cells share."""
     if isinstance(node, Node):
-        fields = {k: without_spans(getattr(node, k)) for k in type(node).model_fields if k not in WHERE_FIELDS}
+        fields = {k: without_spans(getattr(node, k)) for k in node.field_names() if k not in WHERE_FIELDS}
         return (type(node).__name__, fields)
     if isinstance(node, list):
         return [without_spans(x) for x in node]

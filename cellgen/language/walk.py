@@ -24,7 +24,7 @@ Rule = Callable[[Node], Optional[object]]
 
 
 def _fields(node: Node) -> list[str]:
-    return [name for name in type(node).model_fields if name not in WHERE_FIELDS]
+    return [name for name in node.field_names() if name not in WHERE_FIELDS]
 
 
 def children(node: Node) -> Iterator[Node]:
@@ -71,4 +71,4 @@ def transform_children(node: Node, rule: Rule) -> Node:
             if new is not value and (not isinstance(value, list) or any(a is not b for a, b in zip(new, value))
                                      or len(new) != len(value)):
                 updates[name] = new
-    return node.model_copy(update=updates) if updates else node
+    return node.copy_with(**updates) if updates else node

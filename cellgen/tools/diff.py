@@ -875,7 +875,7 @@ def _chain(graph: CellGraph, node: str, op: str) -> list[str]:
 
 def _rename(node, names: dict[str, str]):
     """A copy of an AST with every reference to a key of `names` renamed."""
-    return transform(node, lambda n: n.model_copy(update={"name": names[n.name]})
+    return transform(node, lambda n: n.copy_with(name=names[n.name])
                      if isinstance(n, ast.Ref) and n.name in names else None)
 
 
