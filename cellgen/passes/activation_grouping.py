@@ -73,7 +73,7 @@ def _apply_reorder(g: CellGraph, match) -> str:
     weight, bias = conv_weight(g, conv), conv_bias(g, conv)
     new_weight = weight_cat(g, [weight_slice(g, weight, a, b) for a, b, _ in spans], dim=0)
     new_bias = None if bias is None else weight_cat(g, [weight_slice(g, bias, a, b) for a, b, _ in spans], dim=0)
-    fused = new_conv(g, conv_source(g, conv), new_weight, new_bias, g[conv]["kernel"], g[conv].get("geometry"))
+    fused = new_conv(g, conv_source(g, conv), new_weight, new_bias, like=conv)
     names = [name for _, _, chunk in spans for name in _gate_names(g, chunk)]
     at = 0
     for start, stop, chunk in spans:

@@ -114,8 +114,7 @@ def _apply(g: CellGraph, match) -> str:
         pieces.append(fill(g, weight, 0.0, width - at))
     note = (f"{owner(g, folds[0][3]) if len(folds) == 1 else 'conv of ' + ' '.join(weight_symbols(g, weight))}"
             f" ← {' '.join('+'.join(_describe(g, t) for t in f[4]) for f in folds)}")
-    fused = new_conv(g, conv_source(g, conv), weight, weight_cat(g, pieces, dim=0), g[conv]["kernel"],
-                     g[conv].get("geometry"))
+    fused = new_conv(g, conv_source(g, conv), weight, weight_cat(g, pieces, dim=0), like=conv)
     replace(g, conv, fused)
     for chunk, _, _, root, folded in folds:
         terms = sum_terms(g, root)

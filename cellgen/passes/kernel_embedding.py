@@ -81,7 +81,7 @@ def embed(graph: CellGraph, groups: list[list[str]], *, in_place: bool = False) 
             out, inp = wshape(g, conv_weight(g, conv))[:2]
             weight = new_weight_op(g, "pad_kernel", [conv_weight(g, conv)], (out, inp, *kernel), kernel=kernel,
                                    from_kernel=have)
-            replace(g, conv, new_conv(g, conv_source(g, conv), weight, None, kernel))
+            replace(g, conv, new_conv(g, conv_source(g, conv), weight, None, like=conv, kernel=kernel))
     g.remove_dead()
     return g
 

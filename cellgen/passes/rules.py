@@ -372,12 +372,14 @@ def slice_of(g: CellGraph, tensor: str, start: int, stop: int) -> str:
     return new_op(g, "slice", [tensor], channels=stop - start, start=start, stop=stop)
 
 
-def new_conv(g: CellGraph, source: str, weight: str, bias: Optional[str], kernel: tuple[int, ...],
-             geometry: Optional[tuple] = None) -> str:
-    """A conv node; `geometry` that of the conv(s) it replaces (ops.conv_geometry)."""
+def new_conv(g: CellGraph, source: str, weight: str, bias: Optional[str], *, like: str,
+             kernel: Optional[tuple[int, ...]] = None) -> str:
+    """A conv node that replaces `like` (or convs of its `conv_key`): it keeps `like`'s geometry
+    (ops.conv_geometry), and its kernel unless given one (kernel embedding pads it)."""
+    like_kernel, geometry = conv_key(g, like)
     operands = [source, weight] + ([bias] if bias is not None else [])
     extra = {"geometry": geometry} if geometry is not None else {}
-    return new_op(g, "conv", operands, channels=wshape(g, weight)[0], kernel=tuple(kernel), **extra)
+    return new_op(g, "conv", operands, channels=wshape(g, weight)[0], kernel=tuple(kernel or like_kernel), **extra)
 
 
 def concat(g: CellGraph, parts: list[str]) -> str:

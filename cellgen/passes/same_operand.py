@@ -49,7 +49,7 @@ def _apply(g: CellGraph, match) -> str:
     if any(conv_bias(g, c) is not None for c in convs):
         bias = weight_cat(g, [conv_bias(g, c) if conv_bias(g, c) is not None
                               else fill(g, conv_weight(g, c), 0.0, channels(g, c)) for c in convs], dim=0)
-    fused = new_conv(g, source, weight, bias, g[convs[0]]["kernel"], g[convs[0]].get("geometry"))
+    fused = new_conv(g, source, weight, bias, like=convs[0])
     start = 0
     for conv in convs:
         stop = start + channels(g, conv)

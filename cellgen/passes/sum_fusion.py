@@ -56,8 +56,7 @@ def _apply(g: CellGraph, match) -> str:
         for other in parts[1:]:
             weight = new_weight_op(g, "weight_add", [weight, other], wshape(g, weight))
         weights.append(weight)
-    fused = new_conv(g, concat(g, list(by_source)), weight_cat(g, weights, dim=1), None, g[convs[0]]["kernel"],
-                     g[convs[0]].get("geometry"))
+    fused = new_conv(g, concat(g, list(by_source)), weight_cat(g, weights, dim=1), None, like=convs[0])
     terms = sum_terms(g, root)
     terms = [fused if t == convs[0] else t for t in terms if t not in convs[1:]]
     replace_sum(g, root, terms)
