@@ -27,6 +27,7 @@ from lark import Token, Tree
 
 from cellgen.errors import CellgenSyntaxError, Source, Span
 from cellgen.language import syntax as ast
+from cellgen.language.walk import children
 
 MAX_STATEMENTS = 10_000
 MAX_DEPTH = 200
@@ -121,11 +122,5 @@ def _depth_with_reads(expr: ast.Node, chain: dict[str, int]) -> int:
         # a name read is as deep as the value it names; anything else is one level
         depth += chain.get(node.name + ("'" if node.prime else ""), 0) if isinstance(node, ast.Ref) else 1
         deepest = max(deepest, depth)
-        for name in node.field_names():
-            if name == "span":
-                continue
-            value = getattr(node, name)
-            for child in value if isinstance(value, list) else [value]:
-                if isinstance(child, ast.Node):
-                    stack.append((child, depth))
+        stack.extend((child, depth) for child in children(node))
     return deepest

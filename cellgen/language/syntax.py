@@ -11,6 +11,8 @@ from typing import Literal, Optional, Union
 
 from cellgen.errors import Span
 
+WHERE_FIELDS = frozenset({"span", "origin", "path"})  # where a node came from, not what it says
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Node:
@@ -22,15 +24,17 @@ class Node:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         dataclasses.dataclass(frozen=True, kw_only=True)(cls)
-        cls._field_names = tuple(f.name for f in dataclasses.fields(cls))  # walkers ask per node
+        # what the walkers visit and equality-ignoring-spans compares, asked for per node
+        cls._content_fields = tuple(f.name for f in dataclasses.fields(cls) if f.name not in WHERE_FIELDS)
 
     def copy_with(self, **changes):
         """This node with some fields changed (nodes are frozen)."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def field_names(cls) -> tuple[str, ...]:
-        return cls._field_names
+    def content_fields(cls) -> tuple[str, ...]:
+        """The fields that say what the node is, in order: all but WHERE_FIELDS."""
+        return cls._content_fields
 
 
 # --- integer expressions over params (channels, kernel sizes, shapes) -------------------
@@ -346,13 +350,10 @@ class CellSpec(Node):
         return outputs[0] if outputs else None
 
 
-WHERE_FIELDS = frozenset({"span", "origin", "path"})  # where a node came from, not what it says
-
-
 def without_spans(node):
     """A plain-data view of an AST with every span (and origin) dropped: what two equal cells share."""
     if isinstance(node, Node):
-        fields = {k: without_spans(getattr(node, k)) for k in node.field_names() if k not in WHERE_FIELDS}
+        fields = {k: without_spans(getattr(node, k)) for k in node.content_fields()}
         return (type(node).__name__, fields)
     if isinstance(node, list):
         return [without_spans(x) for x in node]

@@ -18,18 +18,14 @@ from __future__ import annotations
 
 from typing import Callable, Iterator, Optional
 
-from cellgen.language.syntax import WHERE_FIELDS, Node
+from cellgen.language.syntax import Node
 
 Rule = Callable[[Node], Optional[object]]
 
 
-def _fields(node: Node) -> list[str]:
-    return [name for name in node.field_names() if name not in WHERE_FIELDS]
-
-
 def children(node: Node) -> Iterator[Node]:
     """The nodes directly below `node`, in field order."""
-    for name in _fields(node):
+    for name in node.content_fields():
         value = getattr(node, name)
         if isinstance(value, Node):
             yield value
@@ -64,7 +60,7 @@ def transform(tree, rule: Rule):
 def transform_children(node: Node, rule: Rule) -> Node:
     """`node` with `transform(child, rule)` in place of each child; `node` itself when none changed."""
     updates = {}
-    for name in _fields(node):
+    for name in node.content_fields():
         value = getattr(node, name)
         if isinstance(value, (Node, list)):
             new = transform(value, rule)
