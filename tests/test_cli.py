@@ -270,7 +270,7 @@ def test_commands_that_compile_nothing_do_not_import_torch():
     """check, list, diff (text and json) and --version never need torch (it costs seconds to
     import): each runs in one fresh Python, which must not have imported it afterwards. Nor
     do --version and list need the graph (networkx, ~0.3 s), nor --version the parser (lark);
-    no command that trains nothing imports pydantic (the AST is plain dataclasses; pydantic
+    list, check and diff do not import pydantic (the AST is plain dataclasses; pydantic
     checks training configs). They run first, so the modules are absent only if they did not
     import them."""
     script = textwrap.dedent("""\
