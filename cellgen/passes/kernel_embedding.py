@@ -127,43 +127,54 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
     """The cost model's choice, group by group: embed a group only if the rest of the pipeline
     (`finish`) makes the step cheaper with the group embedded than without.
 
-    A group whose region (`affected_region`) is less than half the graph is decided on its
-    region, unless the two estimates there are within CLOSE_OPS weight-side ops; otherwise the
-    whole step is finished without it, and with it unless the multiply-accumulates embedding
-    would leave already cost more than that (`_embedding_floor`). `finish` runs anyway: the caller may keep what
-    `finish` returned for the graph this returns (`optimize` does), so that the graph without
-    embedding — or with the one group embedded — is finished once, not again after the choice.
+    Where the multiply-accumulates the padding adds outweigh every other cost of the unfinished
+    step (`_padding_outweighs`: a 1×1 conv padded to 5×5 beside 5×5 convs), or once the whole
+    step has been finished for an earlier group, the group is decided on the whole step: it is
+    finished without embedding, and with the group embedded only if the multiply-accumulates
+    embedding would leave do not already cost more (`_embedding_floor`). Otherwise a group whose
+    region (`affected_region`) is less than half the graph is decided on its region, unless the
+    two estimates there are within CLOSE_OPS weight-side ops: then, and for a larger region, on
+    the whole step.
+    `finish` runs anyway: the caller may keep what `finish` returned for the graph this returns
+    (`optimize` does), so that the graph without embedding — or with the one group embedded —
+    is finished once, not again after the choice.
     """
     model = model or DEFAULT_COST
     groups = kernel_groups(graph)
     if not groups:
         return (graph if in_place else graph.copy()), []
     chosen, notes, whole, embedded = [], [], None, {}
-    for index, group in enumerate(groups):
-        region = affected_region(graph, group)
-        scope = ", the convs and what reads them"
-        if 2 * len(region.nx) < len(graph.nx):
-            base, alternative = finish(region), finish(embed(region, [group]))
-            base_cost, cost = model.cost(base), model.cost(alternative)
-        if 2 * len(region.nx) >= len(graph.nx) or abs(cost - base_cost) < CLOSE_OPS * model.ns_per_op / 1000:
-            scope = "" if 2 * len(region.nx) >= len(graph.nx) else ", the whole step: too close on its convs alone"
-            whole = whole or finish(graph)
-            base, base_cost = whole, model.cost(whole)
-            floor = _embedding_floor(graph, group, whole, model)
-            if floor is not None and floor >= base_cost:  # no need to finish it: it cannot be cheaper
-                notes.append(f"{_describe(graph, group)}: grouping {_convs(base)} {base_cost:.0f} µs vs "
-                             f"embedding ≥ {floor:.0f} µs in its convs' multiply-accumulates alone "
-                             f"({model.describe()}{scope}) -> grouping")
-                continue
-            embedded[index] = embed(graph, [group])
-            alternative = finish(embedded[index])
-            cost = model.cost(alternative)
-        pick = cost < base_cost
+
+    def decided(index: int, group: list[str], cost_without: float, cost_with: float, without: CellGraph,
+                with_: CellGraph, scope: str) -> None:
+        pick = cost_with < cost_without
         if pick:
             chosen.append(index)
-        notes.append(f"{_describe(graph, group)}: grouping {_convs(base)} {base_cost:.0f} µs vs "
-                     f"embedding {_convs(alternative)} {cost:.0f} µs "
+        notes.append(f"{_describe(graph, group)}: grouping {_convs(without)} {cost_without:.0f} µs vs "
+                     f"embedding {_convs(with_)} {cost_with:.0f} µs "
                      f"({model.describe()}{scope}) -> {'embedding' if pick else 'grouping'}")
+
+    for index, group in enumerate(groups):
+        scope = ""
+        if whole is None and not _padding_outweighs(graph, group, model):
+            region = affected_region(graph, group)
+            if 2 * len(region.nx) < len(graph.nx):
+                base, alternative = finish(region), finish(embed(region, [group]))
+                base_cost, cost = model.cost(base), model.cost(alternative)
+                if abs(cost - base_cost) >= CLOSE_OPS * model.ns_per_op / 1000:
+                    decided(index, group, base_cost, cost, base, alternative, ", the convs and what reads them")
+                    continue
+                scope = ", the whole step: too close on its convs alone"
+        whole = whole or finish(graph)
+        base_cost, floor = model.cost(whole), _embedding_floor(graph, group, whole, model)
+        if floor is not None and floor >= base_cost:  # no need to finish it: it cannot be cheaper
+            notes.append(f"{_describe(graph, group)}: grouping {_convs(whole)} {base_cost:.0f} µs vs "
+                         f"embedding ≥ {floor:.0f} µs in its convs' multiply-accumulates alone "
+                         f"({model.describe()}{scope}) -> grouping")
+            continue
+        embedded[index] = embed(graph, [group])
+        alternative = finish(embedded[index])
+        decided(index, group, base_cost, model.cost(alternative), whole, alternative, scope)
     if whole is not None:  # hand back a graph `finish` has seen, unchanged, where there is one
         if not chosen:
             return graph, notes
@@ -171,6 +182,14 @@ def choose_kernel_embedding(graph: CellGraph, finish: Callable[[CellGraph], Cell
             return embedded[chosen[0]], notes
         return embed(graph, [groups[i] for i in chosen]), notes
     return embed(graph, [groups[i] for i in chosen], in_place=in_place), notes
+
+
+def _padding_outweighs(g: CellGraph, group: list[str], model: CostModel) -> bool:
+    """Does embedding `group` add multiply-accumulates that cost more than every op of the
+    unfinished step does beyond its own multiply-accumulates? Then embedding rarely pays: the
+    passes after it fuse and drop ops, so they seldom save more than that."""
+    floor = _embedding_floor(g, group, g, model)
+    return floor is not None and floor >= model.cost(g)
 
 
 def _embedding_floor(g: CellGraph, group: list[str], finished: CellGraph, model: CostModel) -> Optional[float]:
