@@ -8,10 +8,13 @@
 - Dead nodes are gone after every pass; the whole-graph sweep runs once per pass.
 - The kernel-embedding choice is today's on every shipped spec (recorded from
   `cellgen compile SPEC --explain` before the choice moved to a region of the graph), and,
-  under other cost models, the choice that finishing the whole step both ways makes.
+  under other cost models, the choice that finishing the whole step both ways makes; a group
+  whose padding outweighs the rest of the step is decided on one finish, which optimize keeps.
+- A copy of a graph is networkx's copy, sharing no node or edge attributes with its original.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 import warnings
@@ -206,6 +209,24 @@ def test_order_is_cached_until_the_graph_changes():
     assert conv not in g.order()
     assert g.order() == list(nx.lexicographical_topological_sort(g.nx, key=creation_order))
 
+@pytest.mark.parametrize("spec", ["predrnn_ce_se", "mimn"])
+def test_a_copy_is_networkxs_copy_and_shares_nothing_with_its_original(spec):
+    g = lowered(spec)
+    before, clone = snapshot(g), g.copy()
+    theirs = g.nx.copy()
+    assert snapshot(clone) == before and nx.utils.graphs_equal(clone.nx, theirs)
+    for node in theirs:  # the same adjacency, in the same order: users() and every walk see the same lists
+        assert list(clone.nx._succ[node]) == list(theirs._succ[node])
+        assert list(clone.nx._pred[node]) == list(theirs._pred[node])
+    assert all(clone.nx._succ[u][v] is clone.nx._pred[v][u] for u, v in clone.nx.edges())
+    conv = clone.ops("conv")[0]
+    clone[conv]["kernel"] = (7, 7)
+    clone.nx.edges[next(iter(clone.nx.in_edges(conv, keys=True)))]["mark"] = 1
+    clone.replace_uses(conv, clone.add_op("conv", clone.operands(conv), kernel=(1, 1)))
+    clone.remove_dead()
+    assert snapshot(g) == before and not any(data for *_, data in g.nx.edges(data=True))
+    assert clone.copy().remove_dead() == 0 and snapshot(clone.copy()) == snapshot(clone)
+
 
 def test_optimize_copies_its_input_once_and_leaves_it_alone(monkeypatch):
     g = lowered("convlstm")
@@ -301,3 +322,25 @@ def test_region_choice_is_the_whole_step_choice(spec, model):
         _, notes = kernel_embedding.choose_kernel_embedding(g, finish, MODELS[model])
         got = [re.search(r"-> (\w+)$", note).group(1) for note in notes]
         assert got == whole_step_choice(g, finish, MODELS[model]), (spec, hidden, in_channels)
+
+
+@pytest.mark.parametrize("spec,finishes", [("predrnn_ce_se", 1), ("predrnn", 1), ("mk_convlstm_1x1", 3)])
+def test_a_group_whose_padding_outweighs_the_rest_is_decided_on_one_finish_of_the_whole_step(spec, finishes):
+    """PredRNN's 1×1 conv padded to 5×5 adds more multiply-accumulates than every other op of
+    the step costs: the whole step is finished once, without embedding, and that is the step
+    optimize keeps. mk_convlstm_1x1's x-side group is small: it is decided on its region, with
+    and without (two finishes), then its h-side group on the whole step (one)."""
+    graphs, fusions = [], []
+    passes = sys.modules["cellgen.passes"]
+    original = passes._run
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(passes, "_run", lambda selected, g: graphs.append(g) or original(selected, g))
+        patch.setattr(passes, "PIPELINE", [
+            dataclasses.replace(info, run=lambda g, run=info.run, **kw: fusions.append(g) or run(g, **kw))
+            if info.name == "sum-fusion" else info for info in PIPELINE])
+        report = Report()
+        optimize(lower_spec(spec, hidden=64, in_channels=3), 2, report=report)
+    (notes,) = [n for name, n in report.lines if name == "kernel-embedding"]
+    assert len(graphs) == len(fusions) == finishes  # no pass runs again after the choice
+    assert "in its convs' multiply-accumulates alone" in notes[-1] and notes[-1].endswith("-> grouping")
+    assert "(region)" not in graphs[-1].name  # the step kept was finished from the whole graph
