@@ -15,9 +15,10 @@ of the same products plus exact zeros.
 
 Embedding trades multiply-accumulates (a 3×3 kernel costs 25/9 as much as a 5×5) for fewer
 convs and no interleave; kernel-grouping is the alternative. At -O2 the cost model
-(cellgen/passes/cost.py) decides per group by running the rest of the pipeline both ways on
-the group's region (its convs, their sums and what reads them, `affected_region`);
-`enable=["kernel-embedding"]` embeds every group, `enable=["kernel-grouping"]` none.
+(cellgen/passes/cost.py) decides per group by running the rest of the pipeline both ways,
+on the group's region (its convs, their sums and what reads them, `affected_region`) or on
+the whole step (see `choose_kernel_embedding`); `enable=["kernel-embedding"]` embeds every
+group, `enable=["kernel-grouping"]` none.
 """
 from __future__ import annotations
 
