@@ -209,6 +209,32 @@ def test_order_is_cached_until_the_graph_changes():
     assert conv not in g.order()
     assert g.order() == list(nx.lexicographical_topological_sort(g.nx, key=creation_order))
 
+def reference_evaluation_order(g: CellGraph) -> dict[str, int]:
+    """The equations evaluated as written, recursively: each named value in creation order
+    (then the results), each operand left to right before its user."""
+    position: dict[str, int] = {}
+
+    def visit(node):
+        for operand in g.operands(node):
+            if operand not in position:
+                visit(operand)
+        position[node] = len(position)
+
+    named = sorted((n for n in g.nx if g[n]["kind"] == "op" and g[n].get("name")), key=creation_order)
+    for start in named + g.results():
+        if start not in position:
+            visit(start)
+    return position
+
+
+@pytest.mark.parametrize("spec", shipped_specs())
+def test_evaluation_order_is_the_equations_evaluated_as_written(spec):
+    g = lowered(spec).copy()
+    for info in [None, *_selected(2)]:
+        if info is not None:
+            g, _ = info.run(g, in_place=True)
+        assert list(rules_module.evaluation_order(g).items()) == list(reference_evaluation_order(g).items())
+
 @pytest.mark.parametrize("spec", ["predrnn_ce_se", "mimn"])
 def test_a_copy_is_networkxs_copy_and_shares_nothing_with_its_original(spec):
     g = lowered(spec)

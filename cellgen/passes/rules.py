@@ -251,18 +251,24 @@ def evaluation_order(g: CellGraph) -> dict[str, int]:
 
 def _evaluation_order(g: CellGraph) -> dict[str, int]:
     position: dict[str, int] = {}
-    named = [n for n in g.order() if g[n]["kind"] == "op" and g[n].get("name")]
-    for start in sorted(named, key=lambda n: int(n[1:])) + g.results():
-        stack = [(start, False)]
+    operands = g.operands
+    named = sorted((n for n, data in g.nx._node.items() if data["kind"] == "op" and data.get("name")),
+                   key=creation_order)
+    for start in named + g.results():
+        if start in position:
+            continue
+        # each entry: a node and the operands of it not yet looked at; a node is placed when
+        # the last of its operands is (half the time of a stack of (node, expanded) pairs)
+        stack = [(start, iter(operands(start)))]
         while stack:
-            node, expanded = stack.pop()
-            if node in position:
-                continue
-            if expanded:
-                position[node] = len(position)
+            node, rest = stack[-1]
+            for operand in rest:
+                if operand not in position:
+                    stack.append((operand, iter(operands(operand))))
+                    break
             else:
-                stack.append((node, True))
-                stack.extend((o, False) for o in reversed(g.operands(node)) if o not in position)
+                stack.pop()
+                position[node] = len(position)
     return position
 
 
