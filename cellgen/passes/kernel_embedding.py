@@ -199,18 +199,27 @@ def _embedding_floor(g: CellGraph, group: list[str], finished: CellGraph, model:
     no rewrite can drop any. Fusion keeps the multiply-accumulates of the convs it fuses
     (their inputs or outputs are stacked), except where two convs of one sum read the same
     tensor ((W₁ + W₂) ⋆ a) or two convs are the same (cse); where that could happen: None."""
-    convs = g.ops("conv")
-    if len({(conv_source(g, c), conv_weight(g, c)) for c in convs}) < len(convs):
+    if g.derived("convs could merge", _convs_could_merge):
         return None
-    for root in sum_roots(g):
-        sources = [conv_source(g, t) for t in sum_terms(g, root) if is_op(g, t, "conv")]
-        if len(set(sources)) < len(sources):
-            return None
     target = _target(g, group)
     added = sum(channels(g, c) * channels(g, conv_source(g, c)) * (math.prod(target) - math.prod(g[c]["kernel"]))
                 for c in group)
     macs = sum(OPS["conv"].macs(finished, c, lambda _: (1, ())) for c in finished.ops("conv")) + added
     return macs * model.pixels * model.ns_per_mac / 1000
+
+
+
+def _convs_could_merge(g: CellGraph) -> bool:
+    """Could a rewrite drop multiply-accumulates of `g`'s convs: two convs the same, or two
+    terms of one sum reading the same tensor? (Asked of one graph for each of its groups.)"""
+    convs = g.ops("conv")
+    if len({(conv_source(g, c), conv_weight(g, c)) for c in convs}) < len(convs):
+        return True
+    for root in sum_roots(g):
+        sources = [conv_source(g, t) for t in sum_terms(g, root) if is_op(g, t, "conv")]
+        if len(set(sources)) < len(sources):
+            return True
+    return False
 
 
 def affected_region(g: CellGraph, group: list[str]) -> CellGraph:
