@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import cellgen
 from cellgen.codegen.fx import build_fx_graph
+from cellgen.ir.analysis import analyze
 from cellgen.ir.ops import ACTIVATIONS, BINARY_OPS, FUNCTIONS, KEPT, OPS, WEIGHT_OPS, in_group
 from cellgen.passes import optimize
 from cellgen.passes.cost import DEFAULT_COST
@@ -96,6 +97,20 @@ def test_every_op_of_every_shipped_spec_is_in_the_registry_and_analysed(name, le
             count = len(graph.operands(node))
             assert definition.arity[0] <= count and (definition.arity[1] is None or count <= definition.arity[1])
 
+
+
+@pytest.mark.parametrize("name", shipped_specs())
+@pytest.mark.parametrize("variant", [dict(level=1), dict(level=2), dict(level=2, enable=["kernel-embedding"]),
+                                     dict(level=2, enable=["activation-grouping"])], ids=repr)
+def test_facts_kept_through_the_passes_are_the_facts_of_the_optimised_graph(name, variant):
+    """optimize analyses only the nodes the passes made (a rewrite is exact: a value it leaves
+    keeps its facts); the facts are those a fresh analysis of the graph it returns finds."""
+    graph = optimize(shipped(name), variant["level"], enable=variant.get("enable", ()))
+    fresh = graph.copy()
+    for node in fresh.nx:
+        del fresh[node]["facts"]
+    analyze(fresh)
+    assert {n: graph[n]["facts"] for n in graph.nx} == {n: fresh[n]["facts"] for n in fresh.nx}
 
 # --- the worked example of docs/architecture.md: an op added as one entry ---------------------------
 

@@ -30,15 +30,19 @@ AXES = ("stack", "C", "T", "H", "W")
 _NOT_A_MAP = Facts(map=False)
 
 
-def analyze(graph: CellGraph, order: Optional[list[str]] = None) -> CellGraph:
+def analyze(graph: CellGraph, order: Optional[list[str]] = None, *, keep: bool = False) -> CellGraph:
     """Write `facts` on every node of `graph` (in place; returns it). `order`: the graph's
-    topological order, when the caller has it already."""
+    topological order, when the caller has it already. `keep=True`, for a graph the passes
+    rewrote: a node that has facts keeps them, and only the nodes the passes made are analysed
+    (every rewrite is exact, so a value it leaves in place has the facts it had)."""
     axes = ("T", "H", "W")[3 - graph.spatial_dims:]
     windows = [graph.input_windows.get(name) for name in graph.inputs]
     first = windows[0] if windows and windows[0] else None
     nodes = graph.nx.nodes
     for node in order if order is not None else graph.order():
         data = nodes[node]
+        if keep and "facts" in data:
+            continue
         kind = data["kind"]
         if kind in ("input", "state", "history"):
             extent = {axis: Fraction(1) for axis in axes}

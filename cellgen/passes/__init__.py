@@ -155,7 +155,7 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
     if report is not None:
         report.lines.extend(lines)
         report.summary = summary(original, graph)
-    return analyze(graph)
+    return analyze(graph, keep=True)
 
 
 def _run(passes: list[PassInfo], graph: CellGraph) -> tuple[CellGraph, list[tuple[str, list[str]]]]:

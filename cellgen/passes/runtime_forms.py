@@ -107,4 +107,4 @@ RULES = [
 
 
 def runtime_forms(graph: CellGraph, *, in_place: bool = False) -> tuple[CellGraph, list[str]]:
-    return rewrite(analyze(graph if in_place else graph.copy()), RULES, in_place=True, by_creation=True)
+    return rewrite(analyze(graph if in_place else graph.copy(), keep=True), RULES, in_place=True, by_creation=True)
