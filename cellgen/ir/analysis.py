@@ -13,9 +13,10 @@ Each op's rules come from the registry (`OpDef.stack`, `OpDef.extent`); channels
 nodes already (lowering infers them, passes keep them). Validation (cellgen/ir/layout.py),
 stats, the cost model, codegen and diff read these facts; nothing else propagates them.
 
-The lowering analyses the graph it builds; `optimize` analyses the graph it returns, so the
-facts always describe the graph that is compiled. `ensure_analyzed` serves a consumer handed
-a graph from elsewhere (a test's hand-built graph, a pass run alone).
+The lowering analyses the graph it builds; `optimize` analyses the nodes the passes made
+(the others keep theirs: every rewrite is exact), so the facts always describe the graph
+that is compiled. `ensure_analyzed` serves a consumer handed a graph from elsewhere (a
+test's hand-built graph, a pass run alone).
 """
 from __future__ import annotations
 
