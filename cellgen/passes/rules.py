@@ -276,8 +276,10 @@ def _evaluation_order(g: CellGraph) -> dict[str, int]:
 
 
 def is_inner_add(g: CellGraph, node: str) -> bool:
+    if not is_op(g, node, "add"):
+        return False
     user = only_user(g, node)
-    return is_op(g, node, "add") and user is not None and is_op(g, user, "add")
+    return user is not None and is_op(g, user, "add")
 
 
 def sum_roots(g: CellGraph) -> list[str]:
