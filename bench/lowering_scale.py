@@ -14,7 +14,11 @@ thousands would nest deeper than cellgen reads: docs/limits.md), their ends mult
 
 It is parsed and resolved once per size, outside the timing; only `lower` (AST → validated,
 channel-annotated graph) is timed, as CPU time of this process (time.process_time: on a shared
-machine, wall time mostly measures the other processes) and as wall time. Sizes are timed
+machine, wall time mostly measures the other processes) and as wall time. Before each lowering
+the bench collects its own garbage (the graph of the lowering before, freed outside the timing),
+so that a full collection over what the bench keeps alive does not land on whichever size
+happens to run; what the lowering itself leaves for the collector is still timed (it pauses
+the collector and lets it run at its end). Sizes are timed
 interleaved (size after size, round after round); the medians are printed with the ratio of
 the largest to the smallest and what linear growth would give. Lowering is linear when that
 ratio stays near the size ratio (issue 11 asks ≤ 12× for 4,000 against 500 statements).
@@ -22,6 +26,7 @@ ratio stays near the size ratio (issue 11 asks ≤ 12× for 4,000 against 500 st
 from __future__ import annotations
 
 import argparse
+import gc
 import statistics
 import sys
 import time
@@ -65,9 +70,11 @@ def time_lowering(specs: dict[int, object], repeats: int) -> dict[int, tuple[flo
         warnings.simplefilter("ignore")
         for _ in range(repeats):
             for size, spec in specs.items():
+                gc.collect()  # the garbage of the bench itself (the graph before) is not this lowering's
                 cpu, wall = time.process_time(), time.perf_counter()
-                lower(spec)
+                graph = lower(spec)
                 times[size].append((time.process_time() - cpu, time.perf_counter() - wall))
+                del graph
     return {size: (statistics.median(c for c, _ in values), statistics.median(w for _, w in values))
             for size, values in times.items()}
 
