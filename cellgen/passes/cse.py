@@ -22,7 +22,6 @@ from cellgen.ir.ops import COMMUTATIVE
 from cellgen.passes.rules import ANY, Rule, replace, rewrite
 
 
-
 def _key(graph: CellGraph, node: str):
     data = graph[node]
     if data["kind"] == "const":

@@ -208,7 +208,6 @@ def _embedding_floor(g: CellGraph, group: list[str], finished: CellGraph, model:
     return macs * model.pixels * model.ns_per_mac / 1000
 
 
-
 def _convs_could_merge(g: CellGraph) -> bool:
     """Could a rewrite drop multiply-accumulates of `g`'s convs: two convs the same, or two
     terms of one sum reading the same tensor? (Asked of one graph for each of its groups.)"""
