@@ -215,8 +215,8 @@ class CellGraph:
                           {k: StateInfo(**vars(v)) for k, v in self.states.items()}, dict(self.state_nodes),
                           dict(self.next_state), self.output,
                           {k: WeightInfo(**vars(v)) for k, v in self.weights.items()}, self.spatial_dims,
-                          _copy_adjacency(self.nx), provenance=dict(self.provenance), extra_outputs=dict(self.extra_outputs),
-                          input_histories=dict(self.input_histories))
+                          _copy_adjacency(self.nx), provenance=dict(self.provenance),
+                          extra_outputs=dict(self.extra_outputs), input_histories=dict(self.input_histories))
         clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
         return clone
 
