@@ -195,6 +195,48 @@ def test_no_dead_node_survives_a_pass(spec):
         assert g.copy().remove_dead() == 0, f"{spec}: {info.name} left dead nodes"
 
 
+@pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"O{v['level']}" + "".join(f"+{e}" for e in
+                                                                                       v.get("enable", [])))
+@pytest.mark.parametrize("spec", shipped_specs())
+def test_a_pass_run_again_on_what_it_left_does_nothing(spec, variant):
+    """optimize skips a pass on a graph it left at its fixed point, unchanged since
+    (`PassInfo.fixed_point`, `CellGraph.version`): each such pass, run again, changes nothing."""
+    g = lowered(spec).copy()
+    for info in _selected(variant["level"], variant.get("enable", ())):
+        g, _ = info.run(g, in_place=True)
+        if info.fixed_point:
+            before, version = snapshot(g), g.version
+            again, notes = info.run(g.copy())
+            assert (snapshot(again), notes, again.version) == (before, [], version), f"{spec}: {info.name}"
+
+
+def test_the_version_counts_every_change_and_a_copy_keeps_it():
+    g = lowered("convlstm")
+    version = g.version
+    conv = g.ops("conv")[0]
+    assert g.copy().version == version and g.order() and g.version == version  # reading changes nothing
+    twin = g.add_op("conv", g.operands(conv), kernel=g[conv]["kernel"])
+    assert g.version == version + 1
+    g.replace_uses(conv, twin)
+    assert g.version == version + 2
+    g.remove([conv])
+    assert g.version == version + 3 and g.copy().version == g.version
+
+
+def test_optimize_skips_a_pass_only_where_it_left_the_graph_unchanged(monkeypatch):
+    """PredRNN with CE and SE: the cse after sum fusion (which fuses nothing there) and the
+    second simplify are skipped; the report still says each had nothing to do."""
+    runs = Counter()
+    monkeypatch.setattr(sys.modules["cellgen.passes"], "PIPELINE", [
+        dataclasses.replace(info, run=lambda g, run=info.run, name=info.name, **kw: runs.update([name]) or run(g, **kw))
+        for info in PIPELINE])
+    report = Report()
+    optimize(lower_spec("predrnn_ce_se", hidden=64, in_channels=3), 2, report=report)  # one finish: see below
+    names = [name for name, _ in report.lines]
+    assert names.count("cse") == 3 and names.count("simplify") == 2
+    assert runs["cse"] == 2 and runs["simplify"] == 1 and runs["bias-folding"] == 1
+    assert dict(report.lines[names.index("sum-fusion") + 1:][:1]) == {"cse": []}
+
 def test_order_is_cached_until_the_graph_changes():
     g = lowered("predrnn")
     first = g.order()

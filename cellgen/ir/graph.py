@@ -77,6 +77,11 @@ class CellGraph:
     _operands: dict = field(default_factory=dict, repr=False, compare=False)
     # While a rewrite records (see `recording`): the nodes it created or whose operands or users changed.
     _changed: Optional[set] = field(default=None, repr=False, compare=False)
+    # How many times the graph has changed (`add`, `replace_uses`, `remove`), and, for each pass
+    # that rewrites to a fixed point, the count when it last finished: a pass left at its fixed
+    # point with nothing changed since has nothing to do (`optimize` skips it). Copies keep both.
+    version: int = field(default=0, repr=False, compare=False)
+    fixed_points: dict = field(default_factory=dict, repr=False, compare=False)
     # `output h', delta_c, delta_m`: each output after the first, by its written name, → its
     # node, in the spec's order. Empty for a cell with one output (the step returns `h, state`).
     extra_outputs: dict[str, str] = field(default_factory=dict)
@@ -207,6 +212,7 @@ class CellGraph:
 
     def _mutated(self, *nodes: str) -> None:
         self._derived.clear()
+        self.version += 1
         if self._changed is not None:
             self._changed.update(nodes)
 
@@ -218,6 +224,7 @@ class CellGraph:
                           _copy_adjacency(self.nx), provenance=dict(self.provenance),
                           extra_outputs=dict(self.extra_outputs), input_histories=dict(self.input_histories))
         clone._ids = itertools.count(max((creation_order(n) for n in self.nx), default=0) + 1)
+        clone.version, clone.fixed_points = self.version, dict(self.fixed_points)
         return clone
 
     def count(self, op: str) -> int:

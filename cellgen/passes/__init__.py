@@ -62,6 +62,9 @@ class PassInfo:
     # choice, given a function that finishes the pipeline on a graph (to compare outcomes). If
     # it returns a graph it gave that function, unchanged, the pipeline keeps what it made.
     choose: Optional[Chooser] = None
+    # Rewrites to a fixed point: run again on the graph it left, unchanged, it does nothing, so
+    # the pipeline skips it there (cse after a sum fusion that fused nothing, simplify twice).
+    fixed_point: bool = True
 
 
 PIPELINE: list[PassInfo] = [
@@ -69,7 +72,7 @@ PIPELINE: list[PassInfo] = [
     PassInfo("concat-split", 1, concat_split, "a sum of concats becomes a concat of sums (multi-kernel gates)"),
     PassInfo("kernel-embedding", 2, kernel_embedding,
              "zero-pad small kernels into the largest so multi-kernel convs become one conv",
-             alternatives=("kernel-grouping",), choose=choose_kernel_embedding),
+             alternatives=("kernel-grouping",), choose=choose_kernel_embedding, fixed_point=False),
     PassInfo("sum-fusion", 1, sum_fusion, "W₁⋆a + W₂⋆b → one conv over [a, b]"),
     PassInfo("cse", 1, cse, "merge identical nodes"),
     PassInfo("same-operand-fusion", 2, same_operand_fusion, "convs of one input and kernel → one conv, sliced"),
@@ -150,7 +153,7 @@ def optimize(graph: CellGraph, level: int = 2, *, enable: Iterable[str] = (), di
                 lines.extend(seen[2])
                 break
         else:
-            graph, notes = info.run(graph, in_place=True)
+            graph, notes = _run_pass(info, graph)
             lines.append((info.name, notes))
     if report is not None:
         report.lines.extend(lines)
@@ -162,6 +165,17 @@ def _run(passes: list[PassInfo], graph: CellGraph) -> tuple[CellGraph, list[tupl
     """The passes run on a copy of `graph`, and what each did."""
     graph, lines = graph.copy(), []
     for info in passes:
-        graph, notes = info.run(graph, in_place=True)
+        graph, notes = _run_pass(info, graph)
         lines.append((info.name, notes))
     return graph, lines
+
+
+def _run_pass(info: PassInfo, graph: CellGraph) -> tuple[CellGraph, list[str]]:
+    """`info` run on `graph` in place, unless it left this graph at its fixed point and nothing
+    has changed the graph since (`CellGraph.version`): then there is nothing to do."""
+    if info.fixed_point and graph.fixed_points.get(info.name) == graph.version:
+        return graph, []
+    graph, notes = info.run(graph, in_place=True)
+    if info.fixed_point:
+        graph.fixed_points[info.name] = graph.version
+    return graph, notes
