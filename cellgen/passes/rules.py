@@ -170,7 +170,7 @@ def _first_match(g: CellGraph, rules: list[Rule], queued: list[set], place: dict
 
 
 def is_op(g: CellGraph, node: str, *ops: str) -> bool:
-    data = g[node]
+    data = g.nx._node[node]  # the passes' most frequent question: networkx's dict read directly
     return data["kind"] == "op" and (not ops or data["op"] in ops)
 
 
@@ -181,7 +181,7 @@ def single_use(g: CellGraph, node: str) -> bool:
 
 
 def only_user(g: CellGraph, node: str) -> Optional[str]:
-    return g.users(node)[0] if single_use(g, node) else None
+    return next(iter(g.nx._succ[node])) if single_use(g, node) else None
 
 
 def channels(g: CellGraph, node: str) -> Optional[int]:
@@ -232,13 +232,13 @@ def stage(g: CellGraph, node: str) -> int:
         if top in known:
             stack.pop()
             continue
-        missing = [o for o in g.operands(top) if o not in known]
+        operands = g.operands(top)
+        missing = [o for o in operands if o not in known]
         if missing:
             stack.extend(missing)
             continue
         stack.pop()
-        known[top] = max((known[o] + is_op(g, o, "conv") for o in g.operands(top)),
-                         default=g[top].get("stage", 0))
+        known[top] = max((known[o] + is_op(g, o, "conv") for o in operands), default=g[top].get("stage", 0))
     return known[node]
 
 
