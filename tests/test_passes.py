@@ -238,6 +238,43 @@ cell Comm
     assert_same_step(module(graph), module(after), what="cse")
 
 
+
+def test_cse_keeps_zero_and_minus_zero_apart():
+    """0.0 == -0.0, but they are different constants: 1 / (x ⊙ -0.0) is −∞ where 1 / (x ⊙ 0.0) is ∞."""
+    spec = """
+cell Zeros
+  input x[2]
+  state h[2]
+  h' = h + tanh(1 / (x ⊙ 0.0)) - tanh(1 / (x ⊙ -0.0))
+"""
+    graph = lowered(spec)
+    after, _ = cse(graph)
+    assert sorted(repr(after[n]["value"]) for n in after.nx if after[n]["kind"] == "const" and
+                  after[n]["value"] == 0) == ["-0.0", "0.0"]
+    x = torch.ones(1, 2, 4, 4)
+    for level in (0, 1, 2):
+        h, _ = cellgen.compile(spec, opt_level=level)(x)
+        assert torch.equal(h, torch.full_like(h, 2.0)), level
+
+
+def test_a_minus_zero_bias_stays_minus_zero_through_folding_simplify_and_codegen():
+    """Bias folding makes `+ -0.0` the conv's bias fill; simplify must not merge it with the
+    next chunk's 0.0 fill, and codegen must not emit it as zeros (x + -0.0 keeps a -0.0 x)."""
+    spec = """
+cell Zeros
+  input x[2]
+  state h[2]
+  weights
+    W_a, W_b : conv 3×3
+  h' = σ(W_a ⋆ x + -0.0) ⊙ σ(W_b ⋆ x) + h
+"""
+    for level in (1, 2):
+        module = cellgen.compile(spec, opt_level=level)
+        fills = [(n.target, n.args[2] if n.target == "new_full" else 0.0) for n in module.graph.nodes
+                 if n.op == "call_method" and n.target in ("new_full", "new_zeros")]
+        assert ("new_full", -0.0) in fills and math.copysign(1.0, dict(fills)["new_full"]) < 0, (level, fills)
+        assert (("new_zeros", 0.0) in fills) == (level == 2), (level, fills)  # O2: W_a, W_b one conv
+
 def test_dce_drops_what_no_result_reads_but_keeps_parameters():
     graph = lowered(TWO_GATES)
     dead = graph.add_op("sigmoid", [graph.inputs["x"]])

@@ -28,6 +28,7 @@ against each other (scalars and per-channel biases included) and keep channels.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Optional, Union
@@ -380,7 +381,7 @@ def _emit_pad_kernel(e, node, data, args):
 
 
 def _emit_fill(e, node, data, args):
-    if data["value"] == 0:
+    if data["value"] == 0 and math.copysign(1.0, data["value"]) > 0:  # -0.0 is a fill of its own
         return e.method("new_zeros", (args[0], (data["size"],)), data["name"] or "zeros")
     return e.method("new_full", (args[0], (data["size"],), float(data["value"])), data["name"] or "full")
 

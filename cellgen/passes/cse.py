@@ -6,7 +6,7 @@
     i = σ(conv(xh,   [W_xi W_hi]) + b_i)    f  = σ(conv(xh, [W_xf W_hf]) + b_f)
     f = σ(conv(xh_1, [W_xf W_hf]) + b_f)
 
-Rule:  op(a…; attrs) and op(a…; attrs)  →  one node      (constants: equal values)
+Rule:  op(a…; attrs) and op(a…; attrs)  →  one node      (constants: the same value, sign of zero included)
 Guard: same op, same attributes, same operands in the same order — or in any order for the
 commutative `add` and `mul` (IEEE addition and multiplication commute exactly). Every op
 of a cell is pure, so the merge is exact. Nodes are visited in topological order, so
@@ -24,8 +24,8 @@ from cellgen.passes.rules import ANY, Rule, replace, rewrite
 
 def _key(graph: CellGraph, node: str):
     data = graph[node]
-    if data["kind"] == "const":
-        return ("const", float(data["value"]))
+    if data["kind"] == "const":  # by repr: 0.0 == -0.0, but x ⊙ -0.0 is not x ⊙ 0.0 (1 / it: −∞, not ∞)
+        return ("const", repr(float(data["value"])))
     if data["kind"] != "op":
         return None
     operands = tuple(graph.operands(node))

@@ -95,7 +95,8 @@ def _mergeable(g, a, b) -> bool:
         if is_op(g, a, op) and is_op(g, b, op):
             return g.operands(a) == g.operands(b) and g[a]["stop"] == g[b]["start"]
     if is_op(g, a, "fill") and is_op(g, b, "fill"):
-        return g[a]["value"] == g[b]["value"]  # the operand only gives dtype and device
+        # the operand only gives dtype and device; by repr, for 0.0 == -0.0 but adds otherwise to -0.0
+        return repr(g[a]["value"]) == repr(g[b]["value"])
     return False
 
 
