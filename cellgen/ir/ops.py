@@ -28,7 +28,6 @@ against each other (scalars and per-channel biases included) and keep channels.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Callable, Optional, Union
@@ -380,8 +379,14 @@ def _emit_pad_kernel(e, node, data, args):
     return e.call(e.F.pad, (args[0], tuple(pads)), data["name"] or "w_pad")
 
 
+def number_key(value) -> str:
+    """A constant's or a fill's value as the step computes with it, for comparing two: 1 and 1.0
+    alike, 0.0 and -0.0 apart (they compare equal, but 1 / (x ⊙ -0.0) is −∞, not ∞)."""
+    return repr(float(value))
+
+
 def _emit_fill(e, node, data, args):
-    if data["value"] == 0 and math.copysign(1.0, data["value"]) > 0:  # -0.0 is a fill of its own
+    if number_key(data["value"]) == "0.0":  # not -0.0: that is a fill of its own
         return e.method("new_zeros", (args[0], (data["size"],)), data["name"] or "zeros")
     return e.method("new_full", (args[0], (data["size"],), float(data["value"])), data["name"] or "full")
 

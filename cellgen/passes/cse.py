@@ -18,14 +18,14 @@ from __future__ import annotations
 from collections import Counter
 
 from cellgen.ir.graph import NOT_COMPUTED, CellGraph
-from cellgen.ir.ops import COMMUTATIVE
+from cellgen.ir.ops import COMMUTATIVE, number_key
 from cellgen.passes.rules import ANY, Rule, replace, rewrite
 
 
 def _key(graph: CellGraph, node: str):
     data = graph[node]
-    if data["kind"] == "const":  # by repr: 0.0 == -0.0, but x ⊙ -0.0 is not x ⊙ 0.0 (1 / it: −∞, not ∞)
-        return ("const", repr(float(data["value"])))
+    if data["kind"] == "const":
+        return ("const", number_key(data["value"]))
     if data["kind"] != "op":
         return None
     operands = tuple(graph.operands(node))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Optional
 
 from cellgen.ir.graph import CellGraph
+from cellgen.ir.ops import number_key
 from cellgen.passes.rules import (Rule, channels, concat, fill, is_op, is_weight_side, replace, rewrite,
                                   single_use, slice_of, weight_cat, weight_slice, wshape)
 
@@ -95,8 +96,7 @@ def _mergeable(g, a, b) -> bool:
         if is_op(g, a, op) and is_op(g, b, op):
             return g.operands(a) == g.operands(b) and g[a]["stop"] == g[b]["start"]
     if is_op(g, a, "fill") and is_op(g, b, "fill"):
-        # the operand only gives dtype and device; by repr, for 0.0 == -0.0 but adds otherwise to -0.0
-        return repr(g[a]["value"]) == repr(g[b]["value"])
+        return number_key(g[a]["value"]) == number_key(g[b]["value"])  # the operand gives dtype and device
     return False
 
 
