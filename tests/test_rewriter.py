@@ -195,6 +195,12 @@ def test_no_dead_node_survives_a_pass(spec):
         assert g.copy().remove_dead() == 0, f"{spec}: {info.name} left dead nodes"
 
 
+def counting_runs(runs: Counter) -> list:
+    """PIPELINE with each pass counting its runs, by name, in `runs`."""
+    return [dataclasses.replace(info, run=lambda g, run=info.run, name=info.name, **kw: runs.update([name]) or
+                                run(g, **kw)) for info in PIPELINE]
+
+
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: f"O{v['level']}" + "".join(f"+{e}" for e in
                                                                                        v.get("enable", [])))
 @pytest.mark.parametrize("spec", shipped_specs())
@@ -227,11 +233,9 @@ def test_optimize_skips_a_pass_only_where_it_left_the_graph_unchanged(monkeypatc
     """PredRNN with CE and SE: the cse after sum fusion (which fuses nothing there) and the
     second simplify are skipped; the report still says each had nothing to do."""
     runs = Counter()
-    monkeypatch.setattr(sys.modules["cellgen.passes"], "PIPELINE", [
-        dataclasses.replace(info, run=lambda g, run=info.run, name=info.name, **kw: runs.update([name]) or run(g, **kw))
-        for info in PIPELINE])
+    monkeypatch.setattr(sys.modules["cellgen.passes"], "PIPELINE", counting_runs(runs))
     report = Report()
-    optimize(lower_spec("predrnn_ce_se", hidden=64, in_channels=3), 2, report=report)  # one finish: see below
+    optimize(lower_spec("predrnn_ce_se", hidden=64, in_channels=3), 2, report=report)  # one finish (test below)
     names = [name for name, _ in report.lines]
     assert names.count("cse") == 3 and names.count("simplify") == 2
     assert runs["cse"] == 2 and runs["simplify"] == 1 and runs["bias-folding"] == 1
@@ -398,17 +402,15 @@ def test_a_group_whose_padding_outweighs_the_rest_is_decided_on_one_finish_of_th
     the step costs: the whole step is finished once, without embedding, and that is the step
     optimize keeps. mk_convlstm_1x1's x-side group is small: it is decided on its region, with
     and without (two finishes), then its h-side group on the whole step (one)."""
-    graphs, fusions = [], []
+    graphs, runs = [], Counter()
     passes = sys.modules["cellgen.passes"]
     original = passes._run
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(passes, "_run", lambda selected, g: graphs.append(g) or original(selected, g))
-        patch.setattr(passes, "PIPELINE", [
-            dataclasses.replace(info, run=lambda g, run=info.run, **kw: fusions.append(g) or run(g, **kw))
-            if info.name == "sum-fusion" else info for info in PIPELINE])
+        patch.setattr(passes, "PIPELINE", counting_runs(runs))
         report = Report()
         optimize(lower_spec(spec, hidden=64, in_channels=3), 2, report=report)
     (notes,) = [n for name, n in report.lines if name == "kernel-embedding"]
-    assert len(graphs) == len(fusions) == finishes  # no pass runs again after the choice
+    assert len(graphs) == runs["sum-fusion"] == finishes  # no pass runs again after the choice
     assert "in its convs' multiply-accumulates alone" in notes[-1] and notes[-1].endswith("-> grouping")
     assert "(region)" not in graphs[-1].name  # the step kept was finished from the whole graph
